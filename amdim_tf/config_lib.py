@@ -1,0 +1,76 @@
+"""The shape of a run configuration, shared by every preset in `configs/`.
+
+Configs hold primary values only (big_vision's lesson): the number of steps
+per epoch, the warm-up end and the decay boundaries in steps are derived in
+code from the data size and batch, so overriding the batch never leaves a
+stale derived value behind.
+"""
+
+import ml_collections
+
+
+def base_config():
+    """Defaults of the official AMDIM CIFAR-10 run; presets override what differs."""
+    c = ml_collections.ConfigDict()
+    c.method = "amdim"
+    c.seed = 1
+
+    c.model = ml_collections.ConfigDict()
+    c.model.image_size = 32        # 32, 64 or 128
+    c.model.ndf = 128              # base width
+    c.model.n_rkhs = 1024          # embedding width of r1/r5/r7
+    c.model.n_depth = 3            # residual units per block
+    c.model.use_bn = False         # BN inside blocks (paper default: off)
+    c.model.synchronized_bn = False
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.tclip = 20.0            # soft clip of NCE scores
+    c.loss.reg_coeff = 0.05        # logit penalty on raw scores
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 2e-4
+    c.optim.beta_1 = 0.8
+    c.optim.beta_2 = 0.999
+    c.optim.epsilon = 1e-8
+    c.optim.weight_decay = 1e-5    # coupled L2, as PyTorch Adam
+    c.optim.warmup_steps = 500
+    c.optim.decay_epochs = (250, 280)
+    c.optim.decay_factor = 0.2
+
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "tfds"         # npz | tfds | folder | tfrecord | digits
+    c.data.name = "cifar10"        # TFDS name (source=tfds)
+    c.data.path = ""               # npz file / image folder / tfrecord glob / tfds data_dir
+    c.data.unlabeled_path = ""     # flat folder of unlabeled images (folder source)
+    c.data.image_size = 32
+    c.data.augment = ""            # '' = preset for image_size
+    c.data.strict = False          # fail on a bad image file instead of skipping it
+    c.data.cache = True
+    c.data.shuffle_buffer = 10000
+    c.data.train_split = "train"
+    c.data.eval_split = "test"
+    c.data.num_classes = 10
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 200       # global batch
+    c.train.epochs = 300
+    c.train.steps_per_epoch = 0    # 0 = one pass over the training split
+    c.train.eval_batch_size = 500
+    c.train.eval_steps = 0         # 0 = whole eval split
+    c.train.verbose = 1            # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
+    return c
+
+
+def make_tiny(c):
+    """A seconds-long variant of any preset, for tests and smoke runs."""
+    c.model.ndf = 8
+    c.model.n_rkhs = 32
+    c.model.n_depth = 1
+    c.train.batch_size = 8
+    c.train.epochs = 1
+    c.train.steps_per_epoch = 3
+    c.train.eval_batch_size = 16
+    c.train.eval_steps = 2
+    c.optim.warmup_steps = 2
+    c.data.shuffle_buffer = 64
+    return c

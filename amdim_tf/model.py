@@ -1,0 +1,159 @@
+"""The self-supervised Keras model: encoder + objective + online probes, with a custom train_step.
+
+Bachman, Hjelm & Buchwalter (2019) §3 and the official `task_self_supervised.py`:
+each step encodes two augmented views of the same images, minimises the
+objective (AMDIM's multiscale InfoNCE by default) plus the online probes'
+cross-entropy in one Adam update, as the official code does. The probes read
+`stop_gradient(flatten(r1))`, so they never teach the encoder.
+"""
+
+import keras
+import tensorflow as tf
+
+from amdim_tf import distribute, losses
+from amdim_tf.probes import linear_probe, mlp_probe
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Raised when the training loss becomes NaN or infinite."""
+
+
+def flat_r1(feats):
+    r1 = feats["r1"]
+    return tf.reshape(r1, [tf.shape(r1)[0], -1])                      # [B, D]
+
+
+@keras.saving.register_keras_serializable(package="amdim_tf")
+class SelfSupervisedModel(keras.Model):
+    """Encoder trained by a two-view objective, with linear and MLP online probes.
+
+    Args:
+        encoder: a built model mapping images to a dict with at least "r1".
+        objective: callable (feats1, feats2, seed_generator) -> dict of float32
+            scalars with "total" and one entry per `objective.metric_names`.
+        num_classes: classes of the online probes.
+        weight_decay: coupled L2 added to every gradient (PyTorch Adam's
+            `weight_decay`, as the official code).
+        seed: seed of the model's own randomness (e.g. the 5->5 source location).
+
+    Train data: ((view1, view2), labels) with labels [B] int, -1 = unlabelled.
+    Test data: (images, labels): probe accuracy on clean images.
+    """
+
+    def __init__(self, encoder, objective, num_classes, weight_decay=0.0, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.objective = objective
+        self.num_classes = num_classes
+        self.weight_decay = weight_decay
+        self.seed_generator = keras.random.SeedGenerator(seed, name="objective_seed")
+        dim = encoder.n_rkhs
+        self.linear_probe = linear_probe(dim, num_classes)
+        self.mlp_probe = mlp_probe(dim, num_classes)
+        self.loss_names = ("loss/total",) + tuple(objective.metric_names) + ("loss/probe",)
+        self._loss_trackers = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in self.loss_names}
+        self._acc_trackers = {
+            "probe/linear_acc": keras.metrics.SparseCategoricalAccuracy(name="linear_acc"),
+            "probe/mlp_acc": keras.metrics.SparseCategoricalAccuracy(name="mlp_acc"),
+        }
+
+    @property
+    def metrics(self):
+        return list(self._loss_trackers.values()) + list(self._acc_trackers.values())
+
+    def build(self, input_shape=None):
+        size = self.encoder.image_size
+        self.encoder.build((None, size, size, 3))
+        self.linear_probe.build((None, self.encoder.n_rkhs))
+        self.mlp_probe.build((None, self.encoder.n_rkhs))
+
+    def call(self, images, training=False):
+        """Encoder features plus the probes' logits for `images`."""
+        feats = self.encoder(images, training=training)
+        r1 = tf.stop_gradient(flat_r1(feats))
+        return dict(feats, linear_logits=self.linear_probe(r1, training=training),
+                    mlp_logits=self.mlp_probe(r1, training=training))
+
+    def compute_losses(self, views, labels, training=True):
+        """All loss terms of one step; returns (optimised loss, dict of logged terms, probe logits)."""
+        x1, x2 = views
+        feats1 = self.encoder(x1, training=training)
+        feats2 = self.encoder(x2, training=training)
+        terms = self.objective(feats1, feats2, self.seed_generator)
+        # Probes never teach the encoder: their input is cut from the graph.
+        r1 = tf.stop_gradient(tf.concat([flat_r1(feats1), flat_r1(feats2)], axis=0))  # [2b, D]
+        y = tf.concat([labels, labels], axis=0)                                         # [2b]
+        lin = self.linear_probe(r1, training=training)                                 # [2b, K]
+        mlp = self.mlp_probe(r1, training=training)                                    # [2b, K]
+        probe = losses.probe_xent(lin, y) + losses.probe_xent(mlp, y)
+        logged = {"loss/total": terms["total"], "loss/probe": probe}
+        logged.update({n: terms[n] for n in self.objective.metric_names})
+        return terms["total"] + probe, logged, (y, lin, mlp)
+
+    def train_step(self, data):
+        views, labels = data
+        labels = tf.cast(labels, tf.int32)
+        with tf.GradientTape() as tape:
+            loss, logged, (y, lin, mlp) = self.compute_losses(views, labels, training=True)
+            # apply_gradients sums gradients over replicas, while `loss` is this
+            # replica's mean: divide once, here, so the update is the global mean.
+            scaled = loss / distribute.num_replicas()
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        if self.weight_decay:
+            grads = [g + self.weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+
+        def apply():
+            self.optimizer.apply_gradients(zip(grads, variables))
+            return tf.constant(True)
+
+        # A non-finite loss must not poison the weights: skip the update, report
+        # the loss, and let StopOnNonFiniteLoss stop the run with the step number.
+        tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        return self._update_metrics(logged, y, lin, mlp)
+
+    def test_step(self, data):
+        images, labels = data[0], tf.cast(data[1], tf.int32)
+        out = self(images, training=False)
+        for name, tracker in self._acc_trackers.items():
+            logits = out["linear_logits" if "linear" in name else "mlp_logits"]
+            tracker.update_state(labels, logits, sample_weight=tf.cast(labels >= 0, tf.float32))
+        return {name: t.result() for name, t in self._acc_trackers.items()}
+
+    def _update_metrics(self, logged, y, lin, mlp):
+        for name, value in logged.items():
+            self._loss_trackers[name].update_state(value)
+        valid = tf.cast(y >= 0, tf.float32)
+        self._acc_trackers["probe/linear_acc"].update_state(y, lin, sample_weight=valid)
+        self._acc_trackers["probe/mlp_acc"].update_state(y, mlp, sample_weight=valid)
+        logs = {name: t.result() for name, t in self._loss_trackers.items()}
+        logs.update({name: t.result() for name, t in self._acc_trackers.items()})
+        return logs
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training with a clear error at the first step whose loss is NaN/inf.
+
+    Keras' TerminateOnNaN stops silently; users need the step and the likely
+    causes. `loss/total` is the running mean of the epoch, so it turns
+    non-finite at the first bad step and stays so.
+    """
+
+    def __init__(self, key="loss/total"):
+        super().__init__()
+        self.key = key
+
+    def on_train_batch_end(self, batch, logs=None):
+        value = (logs or {}).get(self.key)
+        if value is None:
+            return
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            # The bad step's update was skipped, so `iterations` counts the good steps.
+            step = int(self.model.optimizer.iterations.numpy()) + 1
+            raise NonFiniteLossError(
+                f"{self.key} became {value} at training step {step} (batch {batch} of this epoch). "
+                "Training stopped before applying that step, so the weights are the last finite "
+                "ones and no checkpoint is written from a bad state. Likely causes: a "
+                "learning rate too high for the batch size, tclip disabled, or NaN/inf pixels in "
+                "the input data. Lower config.optim.lr or check the data, then resume.")
