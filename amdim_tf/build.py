@@ -28,5 +28,9 @@ def build_model(config, steps_per_epoch, num_classes):
     model.build()
     # XLA is off on purpose: measured slower than the default TF kernels on CPU.
     model.compile(optimizer=make_optimizer(config.optim, steps_per_epoch), jit_compile=False)
-    model.optimizer.build(model.trainable_variables)
+    if model.adversary_variables:
+        model.adversary_optimizer = make_optimizer(config.optim, steps_per_epoch)
+        model.adversary_optimizer.build(model.adversary_variables)
+    adversary_ids = {id(v) for v in model.adversary_variables}
+    model.optimizer.build([v for v in model.trainable_variables if id(v) not in adversary_ids])
     return model

@@ -58,6 +58,11 @@ def base_config():
     c.train.eval_batch_size = 500
     c.train.eval_steps = 0         # 0 = whole eval split
     c.train.verbose = 1            # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
+    c.train.log_every_steps = 50   # TensorBoard scalars + metrics.jsonl
+    c.train.checkpoint_every_steps = 500  # also at every epoch end and on SIGTERM
+    c.train.keep_checkpoints = 3
+    c.train.init_checkpoint = ""   # weights to start from when the workdir has no checkpoint
+    c.train.log_view_pairs = 4     # augmented view pairs shown in TensorBoard at start
     return c
 
 
@@ -71,6 +76,8 @@ def make_tiny(c):
     c.train.steps_per_epoch = 3
     c.train.eval_batch_size = 16
     c.train.eval_steps = 2
+    c.train.log_every_steps = 1
+    c.train.checkpoint_every_steps = 2
     c.optim.warmup_steps = 2
     c.data.shuffle_buffer = 64
     return c

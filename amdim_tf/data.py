@@ -500,7 +500,7 @@ def _options():
     return options
 
 
-def make_pretrain_dataset(data, batch_size, seed, input_context=None):
+def make_pretrain_dataset(data, batch_size, seed, input_context=None, start_step=0):
     """Endless shuffled two-view batches for AMDIM pretraining.
 
     Args:
@@ -509,6 +509,8 @@ def make_pretrain_dataset(data, batch_size, seed, input_context=None):
       seed: int; fixes shuffling and every augmentation.
       input_context: optional `tf.distribute.InputContext`; examples are sharded by
         `input_pipeline_id` / `num_input_pipelines`.
+      start_step: batches already consumed (resume): the stream continues exactly
+        where a run that took that many steps stopped.
 
     Returns:
       A dataset of `((view1, view2), label)`: float32 [B, S, S, 3] views and int32 [B]
@@ -539,6 +541,9 @@ def make_pretrain_dataset(data, batch_size, seed, input_context=None):
         return views, label
 
     ds = tf.data.Dataset.counter().flat_map(one_epoch)
+    if start_step:
+        # Skip before augmenting: resuming costs a shuffle pass, not the augmentation.
+        ds = ds.skip(int(start_step) * int(batch_size))
     ds = ds.map(two_views, num_parallel_calls=AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE).with_options(_options())

@@ -26,7 +26,9 @@ def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
     Returns:
         (features float32 [N, D], labels int64 [N]).
     """
-    @tf.function(reduce_retracing=True)
+    size = encoder.image_size
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     def encode(images):
         out = encoder(images, training=False)
         parts = []
@@ -101,3 +103,41 @@ def evaluate_features(train, test, k=20, max_iter=300):
     (trx, try_), (tex, tey) = train, test
     return {"linear_acc": linear_accuracy(trx, try_, tex, tey, max_iter),
             "knn_acc": knn_accuracy(trx, try_, tex, tey, k)}
+
+
+def evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20, max_iter=300, batch_size=256):
+    """The frozen protocol on the labelled data of `config.data`, for several encoders.
+
+    Args:
+        config: run config (its `data` section says which data).
+        encoders: dict name -> encoder (e.g. {"AMDIM": trained, "untrained": fresh}).
+        pixels: also evaluate raw pixels (the floor every representation must beat).
+        max_train: train examples used to fit the classifiers (the first ones of the
+            train split, which is not shuffled here); all eval-split examples are scored.
+
+    Returns:
+        list of dicts {"model", "linear_acc", "knn_acc", "n_train", "n_test"}.
+    """
+    from amdim_tf import data as data_lib  # noqa: PLC0415  (evaluation needs data, not vice versa)
+
+    train_split = config.data.train_split
+    train_ds = data_lib.make_eval_dataset(config.data, train_split, batch_size)
+    test_ds = data_lib.make_eval_dataset(config.data, config.data.eval_split, batch_size)
+    rows = []
+    if pixels:
+        train, test = pixel_features(train_ds, max_train), pixel_features(test_ds)
+        rows.append({"model": "raw pixels", **evaluate_features(train, test, k, max_iter)})
+    for name, enc in encoders.items():
+        train = extract_features(enc, train_ds, max_examples=max_train)
+        test = extract_features(enc, test_ds)
+        rows.append({"model": name, **evaluate_features(train, test, k, max_iter)})
+    for r in rows:
+        r.update(n_train=len(train[1]), n_test=len(test[1]))
+    return rows
+
+
+def format_table(rows, k=20):
+    lines = [f"| model | linear (logistic regression) | kNN (cosine, k={k}) |", "|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {100 * r['linear_acc']:.1f}% | {100 * r['knn_acc']:.1f}% |")
+    return "\n".join(lines)

@@ -38,7 +38,14 @@ class SelfSupervisedModel(keras.Model):
 
     Train data: ((view1, view2), labels) with labels [B] int, -1 = unlabelled.
     Test data: (images, labels): probe accuracy on clean images.
+
+    An objective with an adversary (DIM's prior discriminator) exposes
+    `adversary_variables` and `adversary_loss(feats1, seed_generator)`; those
+    variables are trained by `adversary_optimizer` in the same step and are
+    excluded from the main update.
     """
+
+    adversary_optimizer = None
 
     def __init__(self, encoder, objective, num_classes, weight_decay=0.0, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -51,11 +58,17 @@ class SelfSupervisedModel(keras.Model):
         self.linear_probe = linear_probe(dim, num_classes)
         self.mlp_probe = mlp_probe(dim, num_classes)
         self.loss_names = ("loss/total",) + tuple(objective.metric_names) + ("loss/probe",)
+        if self.adversary_variables:
+            self.loss_names += ("loss/adversary",)
         self._loss_trackers = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in self.loss_names}
         self._acc_trackers = {
             "probe/linear_acc": keras.metrics.SparseCategoricalAccuracy(name="linear_acc"),
             "probe/mlp_acc": keras.metrics.SparseCategoricalAccuracy(name="mlp_acc"),
         }
+
+    @property
+    def adversary_variables(self):
+        return list(getattr(self.objective, "adversary_variables", None) or [])
 
     @property
     def metrics(self):
@@ -88,17 +101,19 @@ class SelfSupervisedModel(keras.Model):
         probe = losses.probe_xent(lin, y) + losses.probe_xent(mlp, y)
         logged = {"loss/total": terms["total"], "loss/probe": probe}
         logged.update({n: terms[n] for n in self.objective.metric_names})
-        return terms["total"] + probe, logged, (y, lin, mlp)
+        return terms["total"] + probe, logged, (y, lin, mlp, feats1)
 
     def train_step(self, data):
         views, labels = data
         labels = tf.cast(labels, tf.int32)
         with tf.GradientTape() as tape:
-            loss, logged, (y, lin, mlp) = self.compute_losses(views, labels, training=True)
+            loss, logged, (y, lin, mlp, feats1) = self.compute_losses(views, labels, training=True)
             # apply_gradients sums gradients over replicas, while `loss` is this
             # replica's mean: divide once, here, so the update is the global mean.
             scaled = loss / distribute.num_replicas()
-        variables = self.trainable_variables
+        adversary = self.adversary_variables
+        adversary_ids = {id(v) for v in adversary}
+        variables = [v for v in self.trainable_variables if id(v) not in adversary_ids]
         grads = tape.gradient(scaled, variables)
         if self.weight_decay:
             grads = [g + self.weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
@@ -110,6 +125,13 @@ class SelfSupervisedModel(keras.Model):
         # A non-finite loss must not poison the weights: skip the update, report
         # the loss, and let StopOnNonFiniteLoss stop the run with the step number.
         tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        if adversary:
+            # The adversary reads stop-gradient features, so this update cannot move the encoder.
+            with tf.GradientTape() as adv_tape:
+                adv_loss = self.objective.adversary_loss(feats1, self.seed_generator)
+            adv_grads = adv_tape.gradient(adv_loss / distribute.num_replicas(), adversary)
+            self.adversary_optimizer.apply_gradients(zip(adv_grads, adversary))
+            logged["loss/adversary"] = adv_loss
         return self._update_metrics(logged, y, lin, mlp)
 
     def test_step(self, data):

@@ -1,21 +1,100 @@
-"""Pretraining: build data, model and optimizer from a config, then Keras `fit`.
+"""Pretraining runs: work directory, resume, checkpoints, TensorBoard, then Keras `fit`.
+
+A work directory alone resumes a run. It holds the resolved `config.json`,
+`checkpoints/` (the last N, written by tf.train.CheckpointManager, whose state
+file is replaced atomically only after a checkpoint's files are complete),
+`best/` (the checkpoint with the best eval probe accuracy), TensorBoard event
+files and `metrics.jsonl`. Resume precedence: the latest readable checkpoint in
+the work directory, then `config.train.init_checkpoint` (weights only), then
+scratch. The data stream is a pure function of (seed, step), so a resumed run
+sees exactly the batches the uninterrupted run would have.
 
 Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
 """
 
+import json
+import os
+import shutil
+import signal
+import time
+
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from amdim_tf import augment
 from amdim_tf import data as data_lib
 from amdim_tf.build import build_model
 from amdim_tf.model import StopOnNonFiniteLoss
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+BEST_FILE = "best.json"
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
+
+
+# Keys that may change between runs of one work directory without making it another
+# run: how long to train (the schedule's boundaries are fixed epochs), and how to
+# log, evaluate and checkpoint.
+RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.log_every_steps",
+                     "train.checkpoint_every_steps", "train.keep_checkpoints",
+                     "train.eval_steps", "train.eval_batch_size", "train.log_view_pairs")
+
+
+class WorkdirConflictError(ValueError):
+    """The work directory holds a different run."""
+
+
+def _config_dict(config):
+    return json.loads(config.to_json_best_effort())
+
+
+def _diff(old, new, prefix=""):
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def prepare_workdir(config, workdir, overwrite=False):
+    """Creates `workdir` and writes config.json; refuses a workdir of a different run."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    new = _config_dict(config)
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        changes = [c for c in _diff(old, new) if c.split(":")[0] not in RESUMABLE_CHANGES]
+        if changes and not overwrite:
+            raise WorkdirConflictError(
+                f"{workdir} holds a different run's config ({'; '.join(changes[:3])}"
+                f"{'; ...' if len(changes) > 3 else ''}); use a new --workdir, or pass "
+                "--overwrite to delete that run and start again.")
+        if changes:
+            logging.warning("Overwriting the run in %s (%s).", workdir, "; ".join(changes))
+            for name in ("checkpoints", "best", "train", "validation", METRICS_FILE, BEST_FILE):
+                target = os.path.join(workdir, name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.exists(target):
+                    os.remove(target)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(new, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written config
+    return workdir
 
 
 def steps_per_epoch(config):
     if config.train.steps_per_epoch:
         return int(config.train.steps_per_epoch)
-    n = data_lib.num_examples(config.data, config.data.train_split)
+    n = data_lib.num_pretrain_examples(config.data)
     steps = n // config.train.batch_size
     if steps < 1:
         raise ValueError(f"config.train.batch_size={config.train.batch_size} is larger than the "
@@ -23,21 +102,235 @@ def steps_per_epoch(config):
     return steps
 
 
-def train(config, workdir=None, callbacks=()):
-    """Pretrains as `config` says; returns (model, keras History)."""
+class RunCheckpoint:
+    """Model, optimizer(s), RNG states and position, saved and restored together."""
+
+    def __init__(self, model, workdir, keep):
+        self.model = model
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # Keras SeedGenerators are not tf.train-trackable: bind their state
+        # variables by position (the model's structure fixes the order).
+        rng = {f"rng_{i}": v.value for i, v in enumerate(
+            v for v in model.variables if "seed_generator" in v.path)}
+        kwargs = dict(model=model, optimizer=model.optimizer, epoch=self.epoch, rng=rng)
+        if model.adversary_optimizer is not None:
+            kwargs["adversary_optimizer"] = model.adversary_optimizer
+        self.ckpt = tf.train.Checkpoint(**kwargs)
+        self.manager = None
+        self.best_manager = None
+        if workdir:
+            self.manager = tf.train.CheckpointManager(
+                self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=keep)
+            self.best_manager = tf.train.CheckpointManager(
+                self.ckpt, os.path.join(workdir, "best"), max_to_keep=1)
+
+    @property
+    def step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def save(self, epoch, manager=None):
+        manager = manager or self.manager
+        if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{self.step}"):
+            return manager.latest_checkpoint  # this step is saved already
+        self.epoch.assign(epoch)
+        return manager.save(checkpoint_number=self.step)
+
+    def restore(self, init_checkpoint=""):
+        """Resume precedence: latest readable checkpoint here, then init weights, then scratch.
+
+        Returns a short description of where the run starts from."""
+        if self.manager is not None:
+            for path in reversed(self.manager.checkpoints):
+                try:
+                    self.ckpt.read(path).assert_existing_objects_matched()
+                except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
+                    # A checkpoint cut short (disk full, killed copy) raises one of these.
+                    logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.",
+                                    path, str(e).splitlines()[0][:200])
+                    continue
+                return f"resumed from {path} at step {self.step}"
+            if self.manager.checkpoints:
+                raise FileNotFoundError(
+                    f"none of the checkpoints in {self.manager.directory} is readable; move them "
+                    "away to start again, or fix the files.")
+        if init_checkpoint:
+            path = init_checkpoint
+            if os.path.isdir(path):
+                path = tf.train.latest_checkpoint(path) or path
+            if not tf.io.gfile.exists(path + ".index"):
+                raise FileNotFoundError(
+                    f"config.train.init_checkpoint={init_checkpoint!r} is not a checkpoint "
+                    "(expected PATH.index, or a directory holding one); fix the path.")
+            # Weights only: the optimizer, step and schedule start fresh.
+            status = tf.train.Checkpoint(model=self.model).read(path)
+            status.expect_partial()
+            status.assert_existing_objects_matched()
+            return f"initialised weights from {path}"
+        return "started from scratch"
+
+
+class RunMonitor(keras.callbacks.Callback):
+    """TensorBoard scalars, metrics.jsonl, periodic/epoch/best checkpoints and SIGTERM.
+
+    Every scalar is written at the global step so a resumed run continues its
+    curves. Tags keep the model's groups (loss/, nce/, probe/) plus perf/ and
+    optim/; eval probe accuracies are probe/eval_*.
+    """
+
+    def __init__(self, run_ckpt, workdir, global_batch, log_every, checkpoint_every):
+        super().__init__()
+        self.run_ckpt = run_ckpt
+        self.workdir = workdir
+        self.global_batch = global_batch
+        self.log_every = max(int(log_every), 1)
+        self.checkpoint_every = int(checkpoint_every)
+        self.writer = tf.summary.create_file_writer(workdir) if workdir else None
+        self.preempted = False
+        self.epoch = 0
+        self._last_log = None
+        self.best = self._load_best()
+
+    def _load_best(self):
+        path = os.path.join(self.workdir, BEST_FILE) if self.workdir else None
+        if path and os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        return {"probe/eval_linear_acc": -1.0}
+
+    def request_stop(self, *_):
+        self.preempted = True
+
+    def on_train_begin(self, logs=None):
+        self._last_log = (time.perf_counter(), self.run_ckpt.step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def _write(self, step, scalars):
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for k, v in scalars.items():
+                    tf.summary.scalar(k, v)
+            self.writer.flush()
+        if self.workdir:
+            record = {"step": step, "epoch": self.epoch, "time": time.time()}
+            record.update({k: float(v) for k, v in scalars.items()})
+            with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.run_ckpt.step
+        if step % self.log_every == 0 and logs:
+            now = time.perf_counter()
+            t0, s0 = self._last_log
+            scalars = {k: float(v) for k, v in logs.items()}
+            if step > s0:
+                # Both views pass through the encoder: 2 images per pair.
+                scalars["perf/images_per_sec"] = 2 * self.global_batch * (step - s0) / (now - t0)
+            scalars["optim/lr"] = float(self.model.optimizer.learning_rate)
+            self._write(step, scalars)
+            self._last_log = (now, step)
+        if self.run_ckpt.manager is not None and (
+                self.preempted or (self.checkpoint_every and step % self.checkpoint_every == 0)):
+            self.run_ckpt.save(self.epoch)
+        if self.preempted:
+            logging.warning("SIGTERM: checkpoint written at step %d; stopping.", step)
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = self.run_ckpt.step
+        evals = {k.replace("val_probe/", "probe/eval_"): float(v)
+                 for k, v in logs.items() if k.startswith("val_probe/")}
+        if evals:
+            self._write(step, evals)
+        if self.run_ckpt.manager is None or self.preempted:
+            return
+        self.run_ckpt.save(epoch + 1)
+        acc = evals.get("probe/eval_linear_acc")
+        if acc is not None and acc > self.best["probe/eval_linear_acc"]:
+            self.best = {"probe/eval_linear_acc": acc, "step": step, "epoch": epoch + 1}
+            self.run_ckpt.save(epoch + 1, self.run_ckpt.best_manager)
+            path = os.path.join(self.workdir, BEST_FILE)
+            with open(path + ".tmp", "w") as f:
+                json.dump(self.best, f)
+            os.replace(path + ".tmp", path)
+
+
+def log_view_pairs(writer, dataset, preset, n, step):
+    """A TensorBoard image of the first n augmented pairs (view 1 | view 2)."""
+    (v1, v2), _ = next(iter(dataset.take(1)))
+    pairs = tf.concat([augment.denormalise(v1[:n], preset), augment.denormalise(v2[:n], preset)],
+                      axis=2)                                             # [n, S, 2S, 3]
+    with writer.as_default(step=step):
+        tf.summary.image("data/view_pairs", tf.clip_by_value(pairs, 0.0, 1.0), max_outputs=n)
+
+
+def train(config, workdir=None, overwrite=False, callbacks=()):
+    """Pretrains as `config` says, resuming from `workdir` if it holds this run.
+
+    Returns (model, dict) with the dict holding "status" ("completed" or
+    "preempted"), "start" (where the run started from) and "history" (Keras
+    history dicts of the fit calls).
+    """
+    if workdir:
+        prepare_workdir(config, workdir, overwrite)
     keras.utils.set_random_seed(config.seed)
     spe = steps_per_epoch(config)
+    epochs = int(config.train.epochs)
+    batch = int(config.train.batch_size)
     num_classes = data_lib.num_classes(config.data)
-    train_ds = data_lib.make_pretrain_dataset(config.data, config.train.batch_size, config.seed)
     eval_ds = data_lib.make_eval_dataset(config.data, config.data.eval_split,
                                          config.train.eval_batch_size)
     model = build_model(config, spe, num_classes)
-    logging.info("encoder: %d trainable parameters, %d steps per epoch",
-                 sum(int(tf.size(v)) for v in model.encoder.trainable_variables), spe)
-    cbs = [StopOnNonFiniteLoss()] + list(callbacks)
-    if workdir:
-        cbs.append(keras.callbacks.TensorBoard(log_dir=workdir, update_freq="epoch"))
-    history = model.fit(train_ds, epochs=config.train.epochs, steps_per_epoch=spe,
-                        validation_data=eval_ds, validation_steps=config.train.eval_steps or None,
-                        callbacks=cbs, verbose=config.train.verbose)
-    return model, history
+    run_ckpt = RunCheckpoint(model, workdir, config.train.keep_checkpoints)
+    start = run_ckpt.restore(config.train.init_checkpoint)
+    print(f"encoder: {sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables):,} "
+          f"trainable parameters; {spe} steps per epoch of {batch} pairs; {start}", flush=True)
+    result = {"status": "completed", "start": start, "history": []}
+    step = run_ckpt.step
+    if step >= spe * epochs:
+        logging.info("Run already complete (%d steps).", step)
+        return model, result
+
+    monitor = RunMonitor(run_ckpt, workdir, batch, config.train.log_every_steps,
+                         config.train.checkpoint_every_steps)
+    cbs = [StopOnNonFiniteLoss(), monitor] + list(callbacks)
+    preset = config.data.augment or augment.preset_for_size(config.data.image_size)
+    if monitor.writer is not None and config.train.log_view_pairs and step == 0:
+        log_view_pairs(monitor.writer, data_lib.make_pretrain_dataset(config.data, batch, config.seed),
+                       preset, config.train.log_view_pairs, step)
+
+    old_handler = None
+    try:
+        old_handler = signal.signal(signal.SIGTERM, monitor.request_stop)
+    except ValueError:  # not the main thread: preemption handling is the caller's
+        pass
+    try:
+        epoch, done_in_epoch = divmod(step, spe)
+        # A run stopped mid-epoch first finishes that epoch, so epoch ends (eval,
+        # checkpoints, decay boundaries) fall on the same steps as without the stop.
+        segments = []
+        if done_in_epoch:
+            segments.append((epoch, epoch + 1, spe - done_in_epoch))
+            epoch += 1
+        if epoch < epochs:
+            segments.append((epoch, epochs, spe))
+        for first, last, steps in segments:
+            if monitor.preempted:
+                break
+            ds = data_lib.make_pretrain_dataset(config.data, batch, config.seed,
+                                                start_step=run_ckpt.step)
+            hist = model.fit(ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
+                             validation_data=eval_ds,
+                             validation_steps=config.train.eval_steps or None,
+                             callbacks=cbs, verbose=config.train.verbose, shuffle=False)
+            result["history"].append(hist.history)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
+        if monitor.writer is not None:
+            monitor.writer.close()
+    if monitor.preempted:
+        result["status"] = "preempted"
+    return model, result

@@ -1,0 +1,185 @@
+"""The user's workflow: tools, work directory, TensorBoard/metrics, checkpoints and resume."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from amdim_tf import train as train_lib
+from amdim_tf.build import build_model
+from amdim_tf.run_io import load_trained_encoder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = "configs/amdim_digits_demo.py:tiny"
+
+
+def tool(name, *args, wait=True, env_extra=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.update(env_extra or {})
+    cmd = [sys.executable, os.path.join(ROOT, "tools", name), *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def latest_step(workdir):
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else -1
+
+
+def wait_for_step(workdir, step, proc, timeout=120):
+    t0 = time.time()
+    while latest_step(workdir) < step:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() - t0 < timeout, "no checkpoint appeared"
+        time.sleep(0.2)
+    return latest_step(workdir)
+
+
+def test_train_writes_workdir_and_resumes_in_process(tiny_config, tmp_path):
+    wd = str(tmp_path / "run")
+    tiny_config.train.verbose = 0
+    model, res = train_lib.train(tiny_config, wd)
+    assert res["status"] == "completed" and res["start"] == "started from scratch"
+    assert int(model.optimizer.iterations) == 3
+    assert json.load(open(os.path.join(wd, "config.json")))["model"]["ndf"] == 8
+    records = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    keys = set().union(*records)
+    for tag in ("loss/total", "nce/1t5", "nce/1t7", "nce/5t5", "loss/reg", "probe/linear_acc",
+                "probe/mlp_acc", "perf/images_per_sec", "optim/lr", "probe/eval_linear_acc"):
+        assert tag in keys, tag
+    assert glob.glob(os.path.join(wd, "events.out.tfevents*"))
+    # Same run, longer: resumes at step 3 and continues the step counter and the log.
+    tiny_config.train.epochs = 2
+    model, res = train_lib.train(tiny_config, wd)
+    assert res["start"].startswith("resumed from") and "at step 3" in res["start"]
+    assert int(model.optimizer.iterations) == 6
+    steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert max(steps) == 6 and steps.count(1) == 1
+    # View pairs went to TensorBoard once, at the start.
+    tags = set()
+    for ev in glob.glob(os.path.join(wd, "events.out.tfevents*")):
+        for e in tf.compat.v1.train.summary_iterator(ev):
+            tags.update(v.tag for v in e.summary.value)
+    assert "data/view_pairs" in tags and "nce/1t5" in tags
+
+
+def test_workdir_of_another_run_is_refused_unless_overwrite(tiny_config, tmp_path):
+    wd = str(tmp_path / "run")
+    train_lib.prepare_workdir(tiny_config, wd)
+    tiny_config.model.ndf = 16
+    with pytest.raises(train_lib.WorkdirConflictError, match="model.ndf: 8 -> 16.*--overwrite"):
+        train_lib.prepare_workdir(tiny_config, wd)
+    train_lib.prepare_workdir(tiny_config, wd, overwrite=True)
+    assert json.load(open(os.path.join(wd, "config.json")))["model"]["ndf"] == 16
+    tiny_config.train.epochs = 7  # training longer is the same run
+    train_lib.prepare_workdir(tiny_config, wd)
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
+    wd = str(tmp_path / "run")
+    tiny_config.train.verbose = 0
+    tiny_config.train.checkpoint_every_steps = 1
+    train_lib.train(tiny_config, wd)
+    ckpts = tf.train.get_checkpoint_state(os.path.join(wd, "checkpoints")).all_model_checkpoint_paths
+    assert len(ckpts) >= 2
+    data_file = glob.glob(ckpts[-1] + ".data-*")[0]
+    with open(data_file, "r+b") as f:
+        f.truncate(os.path.getsize(data_file) // 2)
+    model = build_model(tiny_config, 3, 10)
+    start = train_lib.RunCheckpoint(model, wd, 3).restore()
+    assert start == f"resumed from {ckpts[-2]} at step {int(ckpts[-2].rsplit('-', 1)[1])}"
+
+
+def test_sigkill_mid_training_then_rerun_continues(tmp_path):
+    wd = str(tmp_path / "run")
+    args = ["--config", TINY, "--workdir", wd, "--config.train.verbose=0",
+            "--config.train.checkpoint_every_steps=2", "--config.train.epochs=400"]
+    proc = tool("train.py", *args, wait=False)
+    try:
+        wait_for_step(wd, 4, proc)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = latest_step(wd)
+    assert killed_at >= 4
+    # The checkpoint holds the step, the optimizer's iterations and trained weights.
+    config = train_lib_config(wd)
+    model = build_model(config, 3, 10)
+    start = train_lib.RunCheckpoint(model, wd, 3).restore()
+    assert f"at step {killed_at}" in start
+    assert int(model.optimizer.iterations) == killed_at
+    fresh = build_model(config, 3, 10)
+    enc_fresh = fresh.encoder.trainable_variables[0].numpy()
+    enc_restored = model.encoder.trainable_variables[0].numpy()
+    assert not np.allclose(enc_fresh, enc_restored)  # trained weights, not a restart
+    # Re-running the same command (asking for a few more epochs) continues, not restarts.
+    total = 3 * (killed_at // 3 + 2)
+    done = tool("train.py", *args[:-1], f"--config.train.epochs={total // 3}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"resumed from" in done.stdout and f"at step {killed_at}" in done.stdout
+    assert latest_step(wd) == total
+
+
+def train_lib_config(wd):
+    import ml_collections
+    return ml_collections.ConfigDict(json.load(open(os.path.join(wd, "config.json"))))
+
+
+def test_sigterm_checkpoints_and_exits_143(tmp_path):
+    wd = str(tmp_path / "run")
+    proc = tool("train.py", "--config", TINY, "--workdir", wd, "--config.train.verbose=0",
+                "--config.train.checkpoint_every_steps=3", "--config.train.epochs=400", wait=False)
+    try:
+        before = wait_for_step(wd, 3, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, out
+    assert "preempted" in out
+    assert latest_step(wd) > before or latest_step(wd) == before
+
+
+def test_evaluate_tool_writes_eval_json(tmp_path):
+    wd = str(tmp_path / "run")
+    r = tool("train.py", "--config", TINY, "--workdir", wd, "--config.train.verbose=0")
+    assert r.returncode == 0, r.stderr
+    r = tool("evaluate.py", f"--workdir={wd}", "--baselines", "--max_train=300")
+    assert r.returncode == 0, r.stderr
+    rows = json.load(open(os.path.join(wd, "eval.json")))["rows"]
+    assert [row["model"] for row in rows][0] == "raw pixels" and len(rows) == 3
+    assert "| raw pixels |" in r.stdout
+    enc, name = load_trained_encoder(train_lib_config(wd), wd)
+    assert name == "ckpt-3"
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config", TINY, "--workdir", "{wd}", "--config.data.source=npz",
+      "--config.data.path=/nonexistent/x.npz"], "/nonexistent/x.npz"),
+    (["--config", TINY, "--workdir", "{wd}", "--config.model.nope=1"], "nope"),
+    (["--config", TINY, "--workdir", "{wd}", "--config.train.epochs=two"], "two"),
+    (["--config", "configs/missing.py", "--workdir", "{wd}"], "configs/missing.py"),
+    (["--config", TINY], "workdir"),
+])
+def test_train_tool_user_errors_are_one_line(tmp_path, args, expected):
+    r = tool("train.py", *[a.format(wd=tmp_path / "run") for a in args])
+    assert r.returncode != 0
+    err = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "WARNING", "E0000"))]
+    assert "Traceback" not in r.stderr, r.stderr
+    assert any(expected in line for line in err), r.stderr
+    assert len(err) <= 2, err
+
+
+def test_tools_have_help():
+    for name in ("train.py", "evaluate.py"):
+        r = tool(name, "--helpshort")  # absl exits 1 after printing help
+        assert "--workdir" in r.stdout and "Traceback" not in r.stderr
