@@ -46,7 +46,9 @@ def base_config():
     c.data.augment = ""            # '' = preset for image_size
     c.data.strict = False          # fail on a bad image file instead of skipping it
     c.data.cache = True
-    c.data.shuffle_buffer = 10000
+    # A full shuffle of CIFAR: the JPEG copy is sorted by class, and a partial
+    # buffer would fill batches with a few classes (weak negatives, biased probes).
+    c.data.shuffle_buffer = 50000
     c.data.train_split = "train"
     c.data.eval_split = "test"
     c.data.num_classes = 10

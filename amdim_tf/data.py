@@ -549,15 +549,24 @@ def make_pretrain_dataset(data, batch_size, seed, input_context=None, start_step
     return ds.prefetch(AUTOTUNE).with_options(_options())
 
 
-def make_eval_dataset(data, split, batch_size, input_context=None):
+def make_eval_dataset(data, split, batch_size, input_context=None, max_examples=0,
+                      sample_seed=None):
     """One pass over the labelled examples of `split`: `(image, label)` batches.
 
     Images are `augment.eval_view`s, float32 [B, S, S, 3]; labels int32 [B]; the last
     batch may be smaller; examples with label -1 are dropped.
+
+    max_examples / sample_seed: a seeded uniform sample of that many examples
+    (drawn before decoding, so it is cheap). Files are often sorted by class (the
+    CIFAR-10 JPEG copy is), so "the first N" would be a few classes only.
     """
     preset = _preset(data)
     examples = _examples(data, split)
     ds = _indexed(examples, input_context).filter(lambda i, x, y: y >= 0)
+    if sample_seed is not None:
+        ds = ds.shuffle(num_examples(data, split), seed=sample_seed)
+    if max_examples:
+        ds = ds.take(max_examples)
     ds, decode = _maybe_cache(ds, examples.decode, data)
     ds = ds.map(
         lambda i, x, y: (augment.eval_view(decode(x), preset), y),

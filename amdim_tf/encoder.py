@@ -22,17 +22,17 @@ def _stem_and_trunk(image_size, ndf, n_depth, use_bn, sync_bn):
     if image_size == 32:
         stem = [ConvReLU(ndf, 3, name="stem_conv")]                        # 30x30
         trunk = [ResidualUnit(ndf, 1, 1, use_bn, sync_bn, name="stem_res"),
-                 block(2 * ndf, 4, 2, "block1"),                           # 14x14
-                 block(4 * ndf, 2, 2, "block2")]                           # 7x7
+                 block(2 * ndf, 4, 2, "down1"),                           # 14x14
+                 block(4 * ndf, 2, 2, "down2")]                           # 7x7
         return stem + trunk, 4 * ndf
     if image_size == 64:
         stem = [ConvReLU(ndf, 3, name="stem_conv")]                        # 62x62
     else:
         stem = [ConvReLU(ndf, 5, strides=2, reflect_pad=2, name="stem_conv5"),  # 64x64
                 ConvReLU(ndf, 3, name="stem_conv")]                        # 62x62
-    trunk = [block(2 * ndf, 4, 2, "block1"),                              # 30x30
-             block(4 * ndf, 4, 2, "block2"),                              # 14x14
-             block(8 * ndf, 2, 2, "block3")]                              # 7x7
+    trunk = [block(2 * ndf, 4, 2, "down1"),                              # 30x30
+             block(4 * ndf, 4, 2, "down2"),                              # 14x14
+             block(8 * ndf, 2, 2, "down3")]                              # 7x7
     return stem + trunk, 8 * ndf
 
 
@@ -74,7 +74,12 @@ class AMDIMEncoder(keras.Model):
         self.n_depth = n_depth
         self.use_bn = use_bn
         self.synchronized_bn = synchronized_bn
-        self.trunk, width7 = _stem_and_trunk(image_size, ndf, n_depth, use_bn, synchronized_bn)
+        trunk, width7 = _stem_and_trunk(image_size, ndf, n_depth, use_bn, synchronized_bn)
+        # Named attributes, not a list: Keras 3 does not expose layers held in a list
+        # to tf.train.Checkpoint, so a partial (encoder-only) restore would miss them.
+        for layer in trunk:
+            setattr(self, layer.name, layer)
+        self._trunk_names = tuple(layer.name for layer in trunk)
         # The official code's optional BN on the 7x7 map (only with use_bn).
         self.bn7 = batch_norm("bn7", synchronized_bn) if use_bn else None
         self.block5 = ResidualBlock(width7, 3, 1, n_depth, use_bn, synchronized_bn, name="block5")  # 5x5
@@ -84,6 +89,10 @@ class AMDIMEncoder(keras.Model):
         self.head5 = RKHSHead(n_rkhs, use_bn, synchronized_bn, name="head5")
         self.head7 = RKHSHead(n_rkhs, use_bn, synchronized_bn, name="head7")
         self.width7 = width7
+
+    @property
+    def trunk(self):
+        return [getattr(self, name) for name in self._trunk_names]
 
     def build(self, input_shape):
         if input_shape[-1] != 3:

@@ -112,8 +112,8 @@ def evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20, max_
         config: run config (its `data` section says which data).
         encoders: dict name -> encoder (e.g. {"AMDIM": trained, "untrained": fresh}).
         pixels: also evaluate raw pixels (the floor every representation must beat).
-        max_train: train examples used to fit the classifiers (the first ones of the
-            train split, which is not shuffled here); all eval-split examples are scored.
+        max_train: train examples used to fit the classifiers (a seeded uniform
+            sample of the train split); all eval-split examples are scored.
 
     Returns:
         list of dicts {"model", "linear_acc", "knn_acc", "n_train", "n_test"}.
@@ -121,14 +121,15 @@ def evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20, max_
     from amdim_tf import data as data_lib  # noqa: PLC0415  (evaluation needs data, not vice versa)
 
     train_split = config.data.train_split
-    train_ds = data_lib.make_eval_dataset(config.data, train_split, batch_size)
+    train_ds = data_lib.make_eval_dataset(config.data, train_split, batch_size,
+                                          max_examples=max_train, sample_seed=0)
     test_ds = data_lib.make_eval_dataset(config.data, config.data.eval_split, batch_size)
     rows = []
     if pixels:
-        train, test = pixel_features(train_ds, max_train), pixel_features(test_ds)
+        train, test = pixel_features(train_ds), pixel_features(test_ds)
         rows.append({"model": "raw pixels", **evaluate_features(train, test, k, max_iter)})
     for name, enc in encoders.items():
-        train = extract_features(enc, train_ds, max_examples=max_train)
+        train = extract_features(enc, train_ds)
         test = extract_features(enc, test_ds)
         rows.append({"model": name, **evaluate_features(train, test, k, max_iter)})
     for r in rows:

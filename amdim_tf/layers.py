@@ -189,11 +189,16 @@ class ResidualBlock(keras.layers.Layer):
         self.depth = depth
         self.use_bn = use_bn
         self.synchronized_bn = synchronized_bn
-        self.units = [
-            ResidualUnit(filters, kernel_size if i == 0 else 1, strides if i == 0 else 1,
-                         use_bn, synchronized_bn, name=f"unit{i}")
-            for i in range(depth)
-        ]
+        # Named attributes, not a list: Keras 3 does not expose layers held in a
+        # list to tf.train.Checkpoint, so a partial restore would miss them.
+        for i in range(depth):
+            setattr(self, f"unit{i}", ResidualUnit(
+                filters, kernel_size if i == 0 else 1, strides if i == 0 else 1,
+                use_bn, synchronized_bn, name=f"unit{i}"))
+
+    @property
+    def units(self):
+        return [getattr(self, f"unit{i}") for i in range(self.depth)]
 
     def build(self, input_shape):
         shape = input_shape
