@@ -65,6 +65,7 @@ def base_config():
     c.train.keep_checkpoints = 3
     c.train.init_checkpoint = ""   # weights to start from when the workdir has no checkpoint
     c.train.log_view_pairs = 4     # augmented view pairs shown in TensorBoard at start
+    c.train.max_seconds = 0        # wall-clock budget of this invocation (0 = none): checkpoint and stop
     return c
 
 

@@ -11,7 +11,7 @@ features, never a positional tuple.
 import keras
 from keras import ops
 
-from amdim_tf.layers import ConvReLU, ResidualBlock, ResidualUnit, RKHSHead, batch_norm
+from amdim_tf.layers import ConvReLU, ResidualBlock, ResidualUnit, RKHSHead, attach_in_order, batch_norm
 
 SUPPORTED_SIZES = (32, 64, 128)
 
@@ -75,11 +75,7 @@ class AMDIMEncoder(keras.Model):
         self.use_bn = use_bn
         self.synchronized_bn = synchronized_bn
         trunk, width7 = _stem_and_trunk(image_size, ndf, n_depth, use_bn, synchronized_bn)
-        # Named attributes, not a list: Keras 3 does not expose layers held in a list
-        # to tf.train.Checkpoint, so a partial (encoder-only) restore would miss them.
-        for layer in trunk:
-            setattr(self, layer.name, layer)
-        self._trunk_names = tuple(layer.name for layer in trunk)
+        self._trunk_names = attach_in_order(self, trunk)
         # The official code's optional BN on the 7x7 map (only with use_bn).
         self.bn7 = batch_norm("bn7", synchronized_bn) if use_bn else None
         self.block5 = ResidualBlock(width7, 3, 1, n_depth, use_bn, synchronized_bn, name="block5")  # 5x5

@@ -35,6 +35,22 @@ def torch_default_bias_init(fan_in):
     return keras.initializers.RandomUniform(-bound, bound)
 
 
+def attach_in_order(owner, layers):
+    """Sets each layer as `owner.<layer.name>` and returns the names in order.
+
+    Keras 3 tracks layers held in a Python list for its own weights, but does not
+    expose them to tf.train.Checkpoint's object graph, so a partial restore (the
+    encoder alone) would silently skip them. Named attributes are exposed.
+    """
+    names = []
+    for layer in layers:
+        if hasattr(owner, layer.name):
+            raise ValueError(f"{type(owner).__name__} already has an attribute {layer.name!r}")
+        setattr(owner, layer.name, layer)
+        names.append(layer.name)
+    return tuple(names)
+
+
 def batch_norm(name=None, synchronized=False):
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name
@@ -189,16 +205,14 @@ class ResidualBlock(keras.layers.Layer):
         self.depth = depth
         self.use_bn = use_bn
         self.synchronized_bn = synchronized_bn
-        # Named attributes, not a list: Keras 3 does not expose layers held in a
-        # list to tf.train.Checkpoint, so a partial restore would miss them.
-        for i in range(depth):
-            setattr(self, f"unit{i}", ResidualUnit(
-                filters, kernel_size if i == 0 else 1, strides if i == 0 else 1,
-                use_bn, synchronized_bn, name=f"unit{i}"))
+        self._unit_names = attach_in_order(self, [
+            ResidualUnit(filters, kernel_size if i == 0 else 1, strides if i == 0 else 1,
+                         use_bn, synchronized_bn, name=f"unit{i}")
+            for i in range(depth)])
 
     @property
     def units(self):
-        return [getattr(self, f"unit{i}") for i in range(self.depth)]
+        return [getattr(self, n) for n in self._unit_names]
 
     def build(self, input_shape):
         shape = input_shape

@@ -133,3 +133,154 @@ def probe_xent(logits, labels, clip=10.0, reg_coeff=1e-3):
     n_valid = tf.maximum(tf.reduce_sum(valid), 1.0)
     reg = reg_coeff * tf.reduce_mean(tf.square(logits))
     return tf.reduce_sum(xent * valid) / n_valid + reg
+
+
+# ---------------------------------------------------------------------------
+# Deep InfoMax (Hjelm et al., ICLR 2019, §3.1 and the official code's
+# `cortex_DIM/functions/dim_losses.py`) and CPC (van den Oord et al. 2018;
+# Hénaff et al. 2019). The DIM estimators take critic scores
+# scores[i, c, l] = T(global of image i, location l of image c) for the b
+# source images of this replica against the B target images of the global
+# batch; the positive pair of source i is target c = i + pos_offset. Each
+# returns a loss to *minimise* (the negated MI lower bound).
+# ---------------------------------------------------------------------------
+
+_LOG2 = 0.6931471805599453
+
+
+def _positive_mask(scores, pos_offset):
+    """[b, B] bool, True where target c is source i's own image (c == i + pos_offset)."""
+    shape = tf.shape(scores)
+    pos_index = tf.range(shape[0]) + pos_offset                        # [b]
+    return tf.equal(pos_index[:, None], tf.range(shape[1])[None, :])   # [b, B]
+
+
+def _positive_scores(scores, pos_offset):
+    """[b, L]: scores[i, i + pos_offset, :]."""
+    pos_index = tf.range(tf.shape(scores)[0]) + pos_offset             # [b]
+    return tf.gather(scores, pos_index, axis=1, batch_dims=1)          # [b, L]
+
+
+def dim_jsd_loss(scores, pos_offset=0):
+    """Negated Jensen-Shannon MI estimator of DIM (the paper's default, eq. 4).
+
+    E_pos = mean over positive (i, l) of log 2 - softplus(-u),
+    E_neg = mean over negative (i, c != i, l) of softplus(u) - log 2,
+    loss = E_neg - E_pos (as the official `fenchel_dual_loss` with 'JSD').
+
+    Args:
+        scores: [b, B, L] critic scores (L = 1 for global DIM).
+        pos_offset: index in the B targets of this replica's first image.
+    Returns:
+        float32 scalar.
+    """
+    scores = tf.cast(scores, tf.float32)                               # [b, B, L]
+    is_pos = _positive_mask(scores, pos_offset)                        # [b, B]
+    e_pos = tf.reduce_mean(_LOG2 - tf.nn.softplus(-_positive_scores(scores, pos_offset)))  # []
+    neg_terms = tf.nn.softplus(scores) - _LOG2                         # [b, B, L]
+    neg_w = tf.cast(~is_pos, tf.float32)[:, :, None] * tf.ones_like(scores)  # [b, B, L]
+    e_neg = tf.reduce_sum(neg_terms * neg_w) / tf.maximum(tf.reduce_sum(neg_w), 1.0)  # []
+    return e_neg - e_pos
+
+
+def dim_dv_loss(scores, pos_offset=0):
+    """Negated Donsker-Varadhan MI bound of DIM (MINE's estimator, eq. 2).
+
+    E_pos = mean over positive (i, l) of u; E_neg = log mean over all negative
+    (i, c != i, l) of exp(u), one log-mean-exp over the whole batch as the
+    official `donsker_varadhan_loss`, but through logsumexp with the positives
+    excluded exactly (the official code subtracts 100 from them instead).
+    loss = E_neg - E_pos. Over several replicas each replica computes its own
+    log-mean-exp, so the averaged loss is not the global-batch DV bound.
+
+    Args / returns: as `dim_jsd_loss`.
+    """
+    scores = tf.cast(scores, tf.float32)                               # [b, B, L]
+    is_pos = _positive_mask(scores, pos_offset)                        # [b, B]
+    e_pos = tf.reduce_mean(_positive_scores(scores, pos_offset))       # []
+    neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
+    n_neg = tf.reduce_sum(tf.cast(~is_pos, tf.float32)) * tf.cast(tf.shape(scores)[2], tf.float32)
+    tf.debugging.assert_positive(n_neg, message="DIM's DV estimator needs at least 2 images "
+                                                "in the (global) batch for negatives.")
+    e_neg = tf.reduce_logsumexp(neg) - tf.math.log(n_neg)              # []
+    return e_neg - e_pos
+
+
+def dim_nce_loss(scores, pos_offset=0):
+    """Negated infoNCE estimator of DIM (eq. 5, the official `nce_loss`).
+
+    Every positive (i, l) is ranked against all locations of all other images:
+    loss = -mean_{i,l} log( e^{u[i,i,l]} / (e^{u[i,i,l]} + sum_{c != i, l'} e^{u[i,c,l']}) ).
+    The official code keeps the masked self-pairs in the softmax at a score of
+    -10; here they are excluded exactly. Unlike `infonce`, scores are neither
+    scaled by 1/sqrt(D) nor clipped (DIM's critic outputs are used as they are).
+
+    Args / returns: as `dim_jsd_loss`.
+    """
+    scores = tf.cast(scores, tf.float32)                               # [b, B, L]
+    n_src = tf.shape(scores)[0]
+    tf.debugging.assert_greater_equal(
+        tf.shape(scores)[1], 2, message="DIM's infoNCE needs at least 2 images in the (global) "
+                                        "batch for negatives; raise config.train.batch_size.")
+    is_pos = _positive_mask(scores, pos_offset)                        # [b, B]
+    pos = _positive_scores(scores, pos_offset)                         # [b, L]
+    neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
+    neg_lse = tf.reduce_logsumexp(tf.reshape(neg, [n_src, -1]), axis=1, keepdims=True)  # [b, 1]
+    log_prob = pos - tf.experimental.numpy.logaddexp(pos, neg_lse)    # [b, L]
+    return -tf.reduce_mean(log_prob)
+
+
+def prior_discriminator_loss(d_prior, d_encoded):
+    """Discriminator side of DIM's prior matching (GAN measure, official `Discriminator`).
+
+    -(E_P[-softplus(-D(p))] - E_Q[softplus(D(q))]) = mean softplus(-D(p)) + mean softplus(D(q)):
+    the binary cross-entropy of telling prior samples (label 1) from encoded ones (label 0).
+    Args: d_prior [N, 1], d_encoded [M, 1] logits. Returns a float32 scalar.
+    """
+    d_prior = tf.cast(d_prior, tf.float32)                             # [N, 1]
+    d_encoded = tf.cast(d_encoded, tf.float32)                         # [M, 1]
+    return tf.reduce_mean(tf.nn.softplus(-d_prior)) + tf.reduce_mean(tf.nn.softplus(d_encoded))
+
+
+def nonsaturating_generator_loss(d_encoded):
+    """Encoder side of prior matching: -mean log sigmoid(D(q)) = mean softplus(-D(q)).
+
+    The non-saturating GAN generator loss (Goodfellow et al. 2014), as the
+    official `generator_loss(..., 'non-saturating')`. Returns a float32 scalar.
+    """
+    return tf.reduce_mean(tf.nn.softplus(-tf.cast(d_encoded, tf.float32)))
+
+
+def cpc_infonce(preds, targets, offset, pos_offset=0):
+    """CPC's InfoNCE for predictions `offset` rows below (van den Oord et al. 2018, eq. 4).
+
+    The prediction made at grid position (n, i, j) targets the patch embedding
+    targets[n + pos_offset, i + offset, j]; the negatives are *all other*
+    patches of the (global) batch, other images' and the same image's alike
+    (CPC v2, Hénaff et al. 2019, §3.1). Scores are plain dot products.
+
+    Args:
+        preds: [b, H - offset, W, D] predictions W_k c_{i,j} for rows i < H - offset.
+        targets: [B, H, W, D] patch embeddings z of the global batch.
+        offset: k >= 1, the row offset predicted (a Python int).
+        pos_offset: index in `targets` of this replica's first image.
+    Returns:
+        float32 scalar: -mean over predictions of log softmax(score of the positive).
+    """
+    preds = tf.cast(preds, tf.float32)                                 # [b, H-k, W, D]
+    targets = tf.cast(targets, tf.float32)                             # [B, H, W, D]
+    p_shape = tf.shape(preds)
+    t_shape = tf.shape(targets)
+    n_src, rows, width = p_shape[0], p_shape[1], p_shape[2]
+    height = t_shape[1]
+    flat_p = tf.reshape(preds, [-1, p_shape[3]])                       # [b*(H-k)*W, D]
+    flat_t = tf.reshape(targets, [-1, t_shape[3]])                     # [B*H*W, D]
+    logits = tf.matmul(flat_p, flat_t, transpose_b=True)               # [b*(H-k)*W, B*H*W]
+    n = tf.range(n_src)[:, None, None]                                 # [b, 1, 1]
+    i = tf.range(rows)[None, :, None]                                  # [1, H-k, 1]
+    j = tf.range(width)[None, None, :]                                 # [1, 1, W]
+    # Row-major index of targets[n + pos_offset, i + offset, j] in flat_t.
+    pos = ((n + pos_offset) * height + i + offset) * width + j         # [b, H-k, W]
+    xent = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.reshape(pos, [-1]), logits=logits)                   # [b*(H-k)*W]
+    return tf.reduce_mean(xent)

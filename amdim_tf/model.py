@@ -116,7 +116,10 @@ class SelfSupervisedModel(keras.Model):
         variables = [v for v in self.trainable_variables if id(v) not in adversary_ids]
         grads = tape.gradient(scaled, variables)
         if self.weight_decay:
-            grads = [g + self.weight_decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
+            # Variables an objective leaves unused (e.g. DIM on AMDIM's encoder never
+            # reads the r5 head) have no gradient; decaying them alone would be noise.
+            grads = [g if g is None else g + self.weight_decay * tf.cast(v, g.dtype)
+                     for g, v in zip(grads, variables)]
 
         def apply():
             self.optimizer.apply_gradients(zip(grads, variables))
@@ -129,7 +132,8 @@ class SelfSupervisedModel(keras.Model):
             # The adversary reads stop-gradient features, so this update cannot move the encoder.
             with tf.GradientTape() as adv_tape:
                 adv_loss = self.objective.adversary_loss(feats1, self.seed_generator)
-            adv_grads = adv_tape.gradient(adv_loss / distribute.num_replicas(), adversary)
+                adv_scaled = adv_loss / distribute.num_replicas()  # same reason as above
+            adv_grads = adv_tape.gradient(adv_scaled, adversary)
             self.adversary_optimizer.apply_gradients(zip(adv_grads, adversary))
             logged["loss/adversary"] = adv_loss
         return self._update_metrics(logged, y, lin, mlp)

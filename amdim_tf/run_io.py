@@ -23,18 +23,30 @@ def checkpoint_path(workdir, which="latest"):
 
 
 def restore_encoder(encoder, path):
-    """Loads the encoder weights of a run checkpoint (model/encoder/...) into `encoder`."""
+    """Loads the encoder weights of a run checkpoint (model/encoder/...) into `encoder`.
+
+    Every encoder variable is first set to NaN, so one that the checkpoint does
+    not hold (another architecture, or a layer hidden from tf.train) is caught
+    rather than left at its random initial value.
+    """
+    for v in encoder.variables:
+        v.assign(tf.fill(v.shape, float("nan")))
     holder = tf.Module()
     holder.encoder = encoder
     status = tf.train.Checkpoint(model=holder).read(path)
     status.expect_partial()
     status.assert_existing_objects_matched()
+    missing = [v.path for v in encoder.variables if bool(tf.reduce_all(tf.math.is_nan(v)))]
+    if missing:
+        raise ValueError(f"checkpoint {path} holds no value for {len(missing)} encoder variables "
+                         f"(e.g. {missing[0]}); it was written by a different architecture or code "
+                         "version. Evaluate it with the code that trained it.")
     return encoder
 
 
 def untrained_encoder(config, seed=None):
     keras.utils.set_random_seed(config.seed if seed is None else seed)
-    enc = build_encoder(config.model)
+    enc = build_encoder(config)
     size = config.model.image_size
     enc.build((None, size, size, 3))
     return enc

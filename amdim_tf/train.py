@@ -37,7 +37,7 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempte
 # Keys that may change between runs of one work directory without making it another
 # run: how long to train (the schedule's boundaries are fixed epochs), and how to
 # log, evaluate and checkpoint.
-RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.log_every_steps",
+RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.max_seconds", "train.log_every_steps",
                      "train.checkpoint_every_steps", "train.keep_checkpoints",
                      "train.eval_steps", "train.eval_batch_size", "train.log_view_pairs")
 
@@ -177,8 +177,11 @@ class RunMonitor(keras.callbacks.Callback):
     optim/; eval probe accuracies are probe/eval_*.
     """
 
-    def __init__(self, run_ckpt, workdir, global_batch, log_every, checkpoint_every):
+    def __init__(self, run_ckpt, workdir, global_batch, log_every, checkpoint_every,
+                 max_seconds=0):
         super().__init__()
+        self.deadline = time.monotonic() + max_seconds if max_seconds else None
+        self.out_of_time = False
         self.run_ckpt = run_ckpt
         self.workdir = workdir
         self.global_batch = global_batch
@@ -220,6 +223,9 @@ class RunMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.run_ckpt.step
+        if self.deadline is not None and time.monotonic() > self.deadline and not self.preempted:
+            logging.warning("Time budget (config.train.max_seconds) reached at step %d.", step)
+            self.preempted = self.out_of_time = True
         if step % self.log_every == 0 and logs:
             now = time.perf_counter()
             t0, s0 = self._last_log
@@ -234,7 +240,8 @@ class RunMonitor(keras.callbacks.Callback):
                 self.preempted or (self.checkpoint_every and step % self.checkpoint_every == 0)):
             self.run_ckpt.save(self.epoch)
         if self.preempted:
-            logging.warning("SIGTERM: checkpoint written at step %d; stopping.", step)
+            logging.warning("Checkpoint written at step %d; stopping (%s).", step,
+                            "time budget" if self.out_of_time else "SIGTERM")
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
@@ -294,7 +301,7 @@ def train(config, workdir=None, overwrite=False, callbacks=()):
         return model, result
 
     monitor = RunMonitor(run_ckpt, workdir, batch, config.train.log_every_steps,
-                         config.train.checkpoint_every_steps)
+                         config.train.checkpoint_every_steps, config.train.max_seconds)
     cbs = [StopOnNonFiniteLoss(), monitor] + list(callbacks)
     preset = config.data.augment or augment.preset_for_size(config.data.image_size)
     if monitor.writer is not None and config.train.log_view_pairs and step == 0:
@@ -331,6 +338,8 @@ def train(config, workdir=None, overwrite=False, callbacks=()):
             signal.signal(signal.SIGTERM, old_handler)
         if monitor.writer is not None:
             monitor.writer.close()
-    if monitor.preempted:
+    if monitor.out_of_time:
+        result["status"] = "stopped at the time budget"
+    elif monitor.preempted:
         result["status"] = "preempted"
     return model, result

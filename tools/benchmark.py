@@ -30,7 +30,7 @@ def main(argv):
     from amdim_tf.build import build_encoder  # noqa: PLC0415
 
     config = _CONFIG.value
-    enc = build_encoder(config.model)
+    enc = build_encoder(config)
     enc.build((None, config.model.image_size, config.model.image_size, 3))
     fwd_flops = benchmark.encoder_forward_flops(enc)
     peak = benchmark.matmul_peak_gflops()
