@@ -151,6 +151,12 @@ def _normalise(image, spec):
     return (image - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std, tf.float32)
 
 
+def normalise(image, preset):
+    """Float pixels in [0, 1] -> the network's input scale for `preset` (the one
+    normalisation shared by training, evaluation and the exported SavedModel)."""
+    return _normalise(tf.cast(image, tf.float32), _get_preset(preset))
+
+
 def _gray(image):
     # Keeps 3 channels, as torchvision's RandomGrayscale does.
     return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])

@@ -201,3 +201,17 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
     assert len(enc.variables) == len(model.encoder.variables)
     for a, b in zip(model.encoder.variables, enc.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_demo_and_export_from_a_workdir(tmp_path):
+    """The README's main job (tiny variant): train, evaluate, export, in one command;
+    then tools/export.py exports the same run from its workdir."""
+    wd = str(tmp_path / "demo")
+    r = tool("demo.py", f"--config={TINY}", f"--workdir={wd}", "--config.train.verbose=0")
+    assert r.returncode == 0, r.stderr[-2000:]
+    for row in ("| raw pixels |", "| untrained encoder, same shape |", "| AMDIM-trained encoder |"):
+        assert row in r.stdout
+    assert os.path.exists(os.path.join(wd, "export", "1", "saved_model.pb"))
+    r = tool("export.py", f"--workdir={wd}", "--version=2")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.path.exists(os.path.join(wd, "export", "2", "saved_model.pb"))

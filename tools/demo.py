@@ -30,7 +30,8 @@ def main(argv):
         _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf import evaluate  # noqa: PLC0415
+        from amdim_tf import augment, evaluate  # noqa: PLC0415
+        from amdim_tf.export import export_encoder  # noqa: PLC0415
         from amdim_tf.run_io import untrained_encoder  # noqa: PLC0415
         from amdim_tf.train import train  # noqa: PLC0415
 
@@ -46,21 +47,17 @@ def main(argv):
         print(f"Frozen-encoder evaluation on {config.data.name} "
               f"({rows[0]['n_train']} train / {rows[0]['n_test']} test images):")
         print(evaluate.format_table(rows))
-        export_path = os.path.join(workdir, "export")
-        try:
-            from amdim_tf.export import export_encoder  # noqa: PLC0415
-            from amdim_tf import augment  # noqa: PLC0415
-            preset = config.data.augment or augment.preset_for_size(config.data.image_size)
-            export_encoder(model.encoder, export_path, preset, config.model.image_size)
-        except ImportError:
-            export_path = None
+        # TF Serving layout: BASE/VERSION; re-running the demo replaces version 1.
+        export_path = os.path.join(workdir, "export", "1")
+        preset = config.data.augment or augment.preset_for_size(config.data.image_size)
+        export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
         with open(os.path.join(workdir, "demo.json"), "w") as f:
             json.dump({"rows": rows, "train_seconds": train_s, "total_seconds": time.time() - t0,
                        "start": result["start"]}, f, indent=1)
         print(f"\npretraining {train_s:.0f} s ({result['start']}); total {time.time() - t0:.0f} s")
         print(f"TensorBoard: tensorboard --logdir {workdir}")
-        if export_path:
-            print(f"SavedModel: {export_path}")
+        print(f"SavedModel: {export_path} (serving_default takes uint8 images "
+              f"[B, {config.model.image_size}, {config.model.image_size}, 3])")
 
     _common.run_main(run)
 
