@@ -521,26 +521,24 @@ def make_pretrain_dataset(data, batch_size, seed, input_context=None, start_step
     ds, decode = _maybe_cache(_indexed(examples, input_context), examples.decode, data)
     buffer = int(_cfg(data, "shuffle_buffer", 0))
     key = tf.constant([0, seed], tf.int64)
+    if buffer > 1:
+        # A Python seed with reshuffle_each_iteration gives a fixed sequence of epoch
+        # orders, so the stream is a pure function of (seed, position). (A tensor seed
+        # per epoch breaks inside tf.data when TF's global seed is 0.)
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    # `position` numbers every draw of the endless stream: an image seen in several
+    # epochs gets a different augmentation each time, and resuming at a position
+    # reproduces the uninterrupted stream exactly.
+    ds = ds.repeat().enumerate()
 
-    def one_epoch(epoch):
-        # Epochs are explicit so each example's augmentation can depend on the epoch.
-        epoch_ds = ds
-        if buffer > 1:
-            shuffle_seed = tf.random.stateless_uniform(
-                [], tf.random.experimental.stateless_fold_in(key, epoch),
-                minval=0, maxval=2**31 - 1, dtype=tf.int64,
-            )
-            epoch_ds = epoch_ds.shuffle(buffer, seed=shuffle_seed)
-        return epoch_ds.map(lambda i, x, y: (epoch, i, x, y))
-
-    def two_views(epoch, index, payload, label):
+    def two_views(position, example):
+        index, payload, label = example
         example_key = tf.random.experimental.stateless_fold_in(
-            tf.random.experimental.stateless_fold_in(key, epoch), index
+            tf.random.experimental.stateless_fold_in(key, position), index
         )
         views = augment.two_views(decode(payload), example_key, preset)
         return views, label
 
-    ds = tf.data.Dataset.counter().flat_map(one_epoch)
     if start_step:
         # Skip before augmenting: resuming costs a shuffle pass, not the augmentation.
         ds = ds.skip(int(start_step) * int(batch_size))
