@@ -1,0 +1,97 @@
+"""Probe accuracy against wall time, read back from a run's metrics.jsonl.
+
+Used by tools/compare.py (one curve per method) and tools/plot_run.py (the
+README curve of one run). Wall time is *active* time: a run that was stopped
+and resumed later leaves a gap between two consecutive records, and a gap
+longer than `MAX_GAP_SECONDS` (5 minutes) is removed, so the x axis is the sum
+of the active segments. No healthy run goes 5 minutes without a record: one is
+written every `train.log_every_steps` steps and after every epoch's eval.
+Time before the first record (model build, tracing, the first
+log_every_steps steps) is not on the axis.
+
+Plots use matplotlib's Agg canvas through `Figure` directly (no pyplot, no
+display, no global backend switch).
+"""
+
+import json
+import os
+
+MAX_GAP_SECONDS = 300.0
+EVAL_LINEAR_KEY = "probe/eval_linear_acc"   # online linear head, eval split, once per epoch
+TRAIN_LINEAR_KEY = "probe/linear_acc"       # the same head on training batches (augmented views)
+
+
+def read_metrics(path):
+    """The records of a metrics.jsonl, in file order; a torn last line (killed writer) is skipped."""
+    records = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def active_seconds(times, max_gap=MAX_GAP_SECONDS):
+    """Seconds since times[0] with every gap > max_gap between neighbours removed."""
+    out, total = [], 0.0
+    for i, t in enumerate(times):
+        if i:
+            gap = t - times[i - 1]
+            # A gap above max_gap is a stopped run, not work: it counts as zero.
+            # A negative gap (clock step) also counts as zero.
+            total += gap if 0.0 < gap <= max_gap else 0.0
+        out.append(total)
+    return out
+
+
+def curves_from_metrics(metrics_jsonl_path, key=EVAL_LINEAR_KEY, max_gap=MAX_GAP_SECONDS):
+    """[(active seconds since the run's first record, value of `key`), ...] in file order.
+
+    The clock runs over all records (not only those holding `key`), so a gap is
+    recognised even when `key` is logged rarely (the eval probe once per epoch).
+    Use key=TRAIN_LINEAR_KEY for the online probe on training batches.
+    """
+    records = [r for r in read_metrics(metrics_jsonl_path) if "time" in r]
+    seconds = active_seconds([float(r["time"]) for r in records], max_gap)
+    return [(s, float(r[key])) for s, r in zip(seconds, records) if key in r]
+
+
+def plot_probe_curves(series, path, title, ylabel="linear probe accuracy"):
+    """Writes a PNG of accuracy (%) against wall time, one line per label.
+
+    Args:
+        series: {label: [(seconds_since_start, accuracy in [0, 1]), ...]}; an
+            empty list still gets a legend entry, marked "(no points)".
+        path: output .png.
+        title: figure title.
+    Returns:
+        path.
+    """
+    from matplotlib.figure import Figure  # noqa: PLC0415  (only plotting needs matplotlib)
+
+    longest = max((t for points in series.values() for t, _ in points), default=0.0)
+    minutes = longest > 180
+    fig = Figure(figsize=(7.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for label, points in series.items():
+        if not points:
+            ax.plot([], [], label=f"{label} (no points)")
+            continue
+        t = [s / 60 if minutes else s for s, _ in points]
+        acc = [100 * a for _, a in points]
+        # Markers keep a one-point curve (a short budget) visible.
+        ax.plot(t, acc, marker="o", markersize=3, linewidth=1.5, label=label)
+    ax.set_xlabel(f"wall time ({'minutes' if minutes else 'seconds'}, active)")
+    ax.set_ylabel(f"{ylabel} (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    return path

@@ -1,0 +1,107 @@
+"""tools/compare.py end to end on tiny variants, tools/plot_run.py, and the curves of amdim_tf/plots.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+from amdim_tf import plots
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tool(name, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", name), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def is_png(path):
+    with open(path, "rb") as f:
+        return f.read(8) == PNG_MAGIC
+
+
+def error_lines(stderr):
+    """stderr without TF's C++ start-up lines (printed before our code runs)."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and not line.startswith(("I0000", "WARNING", "E0000"))]
+
+
+def write_metrics(path, records):
+    with open(path, "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+
+def test_curves_remove_gaps_longer_than_five_minutes(tmp_path):
+    path = str(tmp_path / "metrics.jsonl")
+    t0 = 1_700_000_000.0
+    write_metrics(path, [
+        {"step": 10, "time": t0, "probe/linear_acc": 0.1},
+        {"step": 20, "time": t0 + 30, "probe/linear_acc": 0.2},
+        {"step": 20, "time": t0 + 40, "probe/eval_linear_acc": 0.25},
+        # Stopped here; resumed an hour later from step 20.
+        {"step": 30, "time": t0 + 3640, "probe/linear_acc": 0.3},
+        {"step": 40, "time": t0 + 3700, "probe/linear_acc": 0.4},
+        {"step": 40, "time": t0 + 3720, "probe/eval_linear_acc": 0.45},
+    ])
+    with open(path, "a") as f:
+        f.write('{"step": 50, "ti')  # a torn last line, as a killed writer leaves
+    assert plots.curves_from_metrics(path) == [(40.0, 0.25), (120.0, 0.45)]
+    assert plots.curves_from_metrics(path, plots.TRAIN_LINEAR_KEY) == [
+        (0.0, 0.1), (30.0, 0.2), (40.0, 0.3), (100.0, 0.4)]
+    # A gap of exactly 5 minutes is still active time.
+    assert plots.active_seconds([0.0, 300.0, 601.0]) == [0.0, 300.0, 300.0]
+
+
+def test_plot_probe_curves_writes_a_png(tmp_path):
+    out = str(tmp_path / "sub" / "curves.png")
+    plots.plot_probe_curves({"AMDIM": [(0, 0.1), (400, 0.3)], "CPC": [(50, 0.2)], "empty": []},
+                            out, "title")
+    assert is_png(out) and os.path.getsize(out) > 1000
+
+
+def test_plot_run_tool(tmp_path):
+    wd = tmp_path / "run"
+    wd.mkdir()
+    write_metrics(str(wd / "metrics.jsonl"), [
+        {"step": 1, "time": 100.0, "probe/linear_acc": 0.1},
+        {"step": 2, "time": 101.0, "probe/linear_acc": 0.2, "probe/eval_linear_acc": 0.15}])
+    out = str(tmp_path / "curve.png")
+    res = tool("plot_run.py", f"--workdir={wd}", f"--out={out}")
+    assert res.returncode == 0, res.stderr
+    assert is_png(out) and "15.0% at 1 s" in res.stdout
+    res = tool("plot_run.py", f"--workdir={tmp_path / 'missing'}")
+    lines = error_lines(res.stderr)
+    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+
+
+def test_compare_tool_end_to_end_and_rerun_reuses(tmp_path):
+    wd = str(tmp_path / "compare")
+    args = ["--variant=tiny", "--data_source=digits", "--steps=4", "--eval_every=2",
+            "--eval_steps=2", "--max_train=200", f"--workdir={wd}", "--set=train.verbose=0"]
+    res = tool("compare.py", *args)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    md = open(os.path.join(wd, "compare.md")).read()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [r.split(" | ")[0][2:] for r in rows] == ["AMDIM", "DIM(L)", "DIM(G)", "CPC", "raw pixels"]
+    assert "4 steps" in md and "digits" in md and md.split("\n\n")[1] in res.stdout
+    report = json.load(open(os.path.join(wd, "compare.json")))
+    for r in report["rows"][:4]:
+        assert r["steps"] == 4 and r["encoder_params"] > 0 and r["images_per_sec"] > 0
+        assert 0.0 <= r["linear_acc"] <= 1.0 and r["n_train"] == 200
+        assert len(plots.curves_from_metrics(os.path.join(wd, r["method"], "metrics.jsonl"))) == 2
+    assert is_png(os.path.join(wd, "compare.png"))
+    # Same command again: every budget is spent and every evaluation cached.
+    again = tool("compare.py", *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("not training again") == 4 and "started from scratch" not in again.stdout
+    assert json.load(open(os.path.join(wd, "compare.json")))["rows"] == report["rows"]
+
+
+def test_compare_user_errors_are_one_line(tmp_path):
+    for bad in (["--methods=amdim,simclr"], ["--seconds=0"], ["--set=model.nope=1", "--steps=1"]):
+        res = tool("compare.py", f"--workdir={tmp_path}", *bad)
+        lines = error_lines(res.stderr)
+        assert res.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: "), (bad, res.stderr)

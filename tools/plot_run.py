@@ -1,0 +1,51 @@
+"""Probe accuracy of one run against wall time, as a PNG (the README's learning curve).
+
+    python tools/plot_run.py --workdir=DIR [--out=DIR/probe_curves.png]
+
+Reads DIR/metrics.jsonl and plots the online linear probe on training batches
+(probe/linear_acc, augmented views, Keras' running mean over the epoch) and on
+the eval split (probe/eval_linear_acc, once per epoch) against active wall time
+(gaps over 5 minutes, i.e. the run was stopped and resumed, are removed).
+Needs no TensorFlow.
+"""
+
+import _common  # noqa: F401
+import json
+import os
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
+_OUT = flags.DEFINE_string("out", None, "Output PNG (default WORKDIR/probe_curves.png).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+
+    def run():
+        from amdim_tf import plots  # noqa: PLC0415
+
+        metrics = os.path.join(_WORKDIR.value, "metrics.jsonl")
+        if not os.path.exists(metrics):
+            raise FileNotFoundError(f"{metrics} does not exist: --workdir must be a directory "
+                                    "written by tools/train.py")
+        series = {"train batches (online probe)": plots.curves_from_metrics(metrics, plots.TRAIN_LINEAR_KEY),
+                  "eval split (online probe)": plots.curves_from_metrics(metrics, plots.EVAL_LINEAR_KEY)}
+        title = os.path.basename(os.path.abspath(_WORKDIR.value))
+        config_path = os.path.join(_WORKDIR.value, "config.json")
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                c = json.load(f)
+            title = f"{c.get('method', 'amdim').upper()} on {c['data'].get('name') or c['data']['source']}: {title}"
+        out = _OUT.value or os.path.join(_WORKDIR.value, "probe_curves.png")
+        plots.plot_probe_curves(series, out, title)
+        last = {k: (f"{100 * v[-1][1]:.1f}% at {v[-1][0]:.0f} s" if v else "no points") for k, v in series.items()}
+        print(f"wrote {out} ({'; '.join(f'{k}: {v}' for k, v in last.items())})")
+
+    _common.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_common.parse_flags)
