@@ -9,8 +9,30 @@ cosine-similarity kNN with a majority vote (k=20 or 200 as in common SSL
 practice, e.g. Wu et al. 2018 use 200 with weighted votes).
 """
 
+import weakref
+
 import numpy as np
 import tensorflow as tf
+
+
+_FEATURE_FNS = weakref.WeakKeyDictionary()
+
+
+def _feature_fn(encoder, keys):
+    """One traced feature function per (encoder, keys), reused across calls."""
+    fns = _FEATURE_FNS.setdefault(encoder, {})
+    if keys not in fns:
+        size = encoder.image_size
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        def encode(images):
+            out = encoder(images, training=False)
+            # r1 is [B,1,1,D]: its mean is the flat vector; r5/r7 are average-pooled.
+            parts = [tf.reduce_mean(tf.cast(out[k], tf.float32), axis=[1, 2]) for k in keys]
+            return tf.concat(parts, axis=1)                               # [B, sum D]
+
+        fns[keys] = encode
+    return fns[keys]
 
 
 def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
@@ -26,17 +48,7 @@ def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
     Returns:
         (features float32 [N, D], labels int64 [N]).
     """
-    size = encoder.image_size
-
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-    def encode(images):
-        out = encoder(images, training=False)
-        parts = []
-        for k in keys:
-            f = tf.cast(out[k], tf.float32)                               # [B, H, W, D]
-            parts.append(tf.reduce_mean(f, axis=[1, 2]))                  # [B, D]
-        return tf.concat(parts, axis=1)
-
+    encode = _feature_fn(encoder, tuple(keys))
     feats, labels, n = [], [], 0
     for images, y in dataset:
         feats.append(encode(images).numpy())
