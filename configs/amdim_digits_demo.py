@@ -19,11 +19,11 @@ def get_config(arg=None):
     c.model.n_rkhs = 256
     c.model.n_depth = 2
     c.train.batch_size = 64
-    c.train.epochs = 6
+    c.train.epochs = 30
     c.train.eval_batch_size = 256
     c.optim.lr = 5e-4
     c.optim.warmup_steps = 50
-    c.optim.decay_epochs = (5,)
+    c.optim.decay_epochs = (25,)
     if arg == "tiny":
         config_lib.make_tiny(c)
     return c

@@ -63,8 +63,8 @@ def run():
             raise FileNotFoundError(f"--pipeline_data={_PIPELINE.value} does not exist")
         batch = rows[0]["batch"]
         step_pairs = rows[0]["images_per_sec"] / 2
-        print(f"\ninput pipeline alone (two-view pairs/s, batch {batch}, 2 cores shared with nothing "
-              f"else) vs the train step above ({step_pairs:.1f} pairs/s):")
+        print(f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the train step "
+              f"above ({step_pairs:.1f} pairs/s), same run:")
         print("| preset | pipeline pairs/s | x train step |")
         print("|---|---|---|")
         for size in (32, 64, 128):
