@@ -1,5 +1,7 @@
 """Model construction from a config: encoder, objective, model and optimizer (no data, no flags)."""
 
+import keras
+
 from amdim_tf.cpc_encoder import CPCEncoder, patch_geometry
 from amdim_tf.dim_encoder import DIMEncoder, dim_local_shape
 from amdim_tf.encoder import AMDIMEncoder
@@ -61,20 +63,43 @@ def build_objective(config):
     raise ValueError(f"Unknown config.method={config.method!r}; available: {METHODS}.")
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
 def build_model(config, steps_per_epoch, num_classes):
-    """The compiled SelfSupervisedModel, with every variable created (call inside a strategy scope)."""
+    """The compiled SelfSupervisedModel, with every variable created (call inside a strategy scope).
+
+    `config.precision` is the Keras dtype policy of every layer built here; the global
+    policy is restored afterwards, so it never leaks into later models (tests, tools).
+    Variables stay float32 under the mixed policies; the losses compute in float32.
+    """
     if config.data.image_size != config.model.image_size:
         raise ValueError(
             f"config.data.image_size={config.data.image_size} differs from "
             f"config.model.image_size={config.model.image_size}; set both to the same value.")
-    model = SelfSupervisedModel(build_encoder(config), build_objective(config), num_classes,
-                                weight_decay=config.optim.weight_decay, seed=config.seed)
-    model.build()
-    # XLA is off on purpose: measured slower than the default TF kernels on CPU.
-    model.compile(optimizer=make_optimizer(config.optim, steps_per_epoch), jit_compile=False)
-    if model.adversary_variables:
-        model.adversary_optimizer = make_optimizer(config.optim, steps_per_epoch)
-        model.adversary_optimizer.build(model.adversary_variables)
-    adversary_ids = {id(v) for v in model.adversary_variables}
-    model.optimizer.build([v for v in model.trainable_variables if id(v) not in adversary_ids])
+    precision = config.get("precision", "float32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown config.precision={precision!r}; available: {PRECISIONS}.")
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        model = SelfSupervisedModel(build_encoder(config), build_objective(config), num_classes,
+                                    weight_decay=config.optim.weight_decay, seed=config.seed)
+        model.build()
+        optimizer = make_optimizer(config.optim, steps_per_epoch)
+        if precision == "mixed_float16":
+            # float16's range needs dynamic loss scaling; train_step calls scale_loss and
+            # the wrapper's apply_gradients unscales (and skips non-finite steps).
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        # XLA off by default: measured slower than TF's kernels on this CPU (Keras's
+        # "auto" turns it on for one GPU, and off under tf.distribute).
+        model.compile(optimizer=optimizer, jit_compile=bool(config.get("jit_compile", False)),
+                      steps_per_execution=int(config.train.get("steps_per_execution", 1)))
+        if model.adversary_variables:
+            model.adversary_optimizer = make_optimizer(config.optim, steps_per_epoch)
+            model.adversary_optimizer.build(model.adversary_variables)
+        adversary_ids = {id(v) for v in model.adversary_variables}
+        model.optimizer.build([v for v in model.trainable_variables if id(v) not in adversary_ids])
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     return model

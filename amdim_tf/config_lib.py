@@ -14,6 +14,15 @@ def base_config():
     c = ml_collections.ConfigDict()
     c.method = "amdim"
     c.seed = 1
+    # tf.distribute strategy: "default" (one device), "mirrored" (all local GPUs) or
+    # "multiworker" (hosts from TF_CONFIG); train.batch_size stays the global batch.
+    c.distribute = "default"
+    # Keras dtype policy: "float32", "mixed_bfloat16" (TPU, Ampere+ GPUs) or "mixed_float16"
+    # (older GPUs, with dynamic loss scaling). NCE scores and BN statistics stay float32.
+    c.precision = "float32"
+    # XLA for the train step. Measured slower than TF's kernels on CPU; Keras's "auto"
+    # would turn it on for a single GPU, so GPU runs may want --config.jit_compile=True.
+    c.jit_compile = False
 
     c.model = ml_collections.ConfigDict()
     c.model.image_size = 32        # 32, 64 or 128
@@ -58,6 +67,7 @@ def base_config():
     c.train.epochs = 300
     c.train.steps_per_epoch = 0    # 0 = one pass over the training split
     c.train.eval_batch_size = 500
+    c.train.steps_per_execution = 1  # train steps per tf.function call (callbacks see every Nth)
     c.train.eval_steps = 0         # 0 = whole eval split
     c.train.verbose = 1            # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
     c.train.log_every_steps = 50   # TensorBoard scalars + metrics.jsonl

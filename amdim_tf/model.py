@@ -80,6 +80,18 @@ class SelfSupervisedModel(keras.Model):
         self.linear_probe.build((None, self.encoder.n_rkhs))
         self.mlp_probe.build((None, self.encoder.n_rkhs))
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy, Keras' TF trainer (3.15) pulls one batch off
+        # the iterator at the start of every fit/evaluate to build the model
+        # symbolically: that batch is never trained on, and under
+        # MultiWorkerMirroredStrategy reducing its nested ((v1, v2), y) structure
+        # fails ("Attempt to convert a value (PerReplica...)"). `build_model` has
+        # created every variable and the optimizer's slots, so nothing is left to build.
+        if all(layer.built for layer in self._flatten_layers()) and (
+                self.optimizer is None or self.optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def call(self, images, training=False):
         """Encoder features plus the probes' logits for `images`."""
         feats = self.encoder(images, training=training)
@@ -106,11 +118,14 @@ class SelfSupervisedModel(keras.Model):
     def train_step(self, data):
         views, labels = data
         labels = tf.cast(labels, tf.int32)
+        # apply_gradients sums gradients over replicas, while `loss` is this
+        # replica's mean: divide once, here, so the update is the global mean.
+        per_replica = 1.0 / distribute.num_replicas()
         with tf.GradientTape() as tape:
             loss, logged, (y, lin, mlp, feats1) = self.compute_losses(views, labels, training=True)
-            # apply_gradients sums gradients over replicas, while `loss` is this
-            # replica's mean: divide once, here, so the update is the global mean.
-            scaled = loss / distribute.num_replicas()
+            # scale_loss is the identity except under LossScaleOptimizer (mixed_float16),
+            # whose apply_gradients divides the loss scale back out.
+            scaled = self.optimizer.scale_loss(loss * per_replica)
         adversary = self.adversary_variables
         adversary_ids = {id(v) for v in adversary}
         variables = [v for v in self.trainable_variables if id(v) not in adversary_ids]
@@ -118,21 +133,27 @@ class SelfSupervisedModel(keras.Model):
         if self.weight_decay:
             # Variables an objective leaves unused (e.g. DIM on AMDIM's encoder never
             # reads the r5 head) have no gradient; decaying them alone would be noise.
-            grads = [g if g is None else g + self.weight_decay * tf.cast(v, g.dtype)
+            # The decay joins gradients of the scaled loss, so it takes the same factor.
+            decay = self.optimizer.scale_loss(self.weight_decay * per_replica)
+            grads = [g if g is None else g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
                      for g, v in zip(grads, variables)]
+        # Drop unused variables here: merge_call cannot carry None gradients.
+        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
 
-        def apply():
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # It skips non-finite gradients itself (and lowers the loss scale).
             self.optimizer.apply_gradients(zip(grads, variables))
-            return tf.constant(True)
-
-        # A non-finite loss must not poison the weights: skip the update, report
-        # the loss, and let StopOnNonFiniteLoss stop the run with the step number.
-        tf.cond(tf.math.is_finite(loss), apply, lambda: tf.constant(False))
+        else:
+            # A non-finite loss must not poison the weights: skip the update (on every
+            # replica), report the loss, and let StopOnNonFiniteLoss stop the run.
+            distribute.apply_if_finite(
+                loss, lambda g: self.optimizer.apply_gradients(zip(g, variables)), (grads,))
         if adversary:
             # The adversary reads stop-gradient features, so this update cannot move the encoder.
             with tf.GradientTape() as adv_tape:
                 adv_loss = self.objective.adversary_loss(feats1, self.seed_generator)
-                adv_scaled = adv_loss / distribute.num_replicas()  # same reason as above
+                adv_scaled = adv_loss * per_replica  # same reason as above
             adv_grads = adv_tape.gradient(adv_scaled, adversary)
             self.adversary_optimizer.apply_gradients(zip(adv_grads, adversary))
             logged["loss/adversary"] = adv_loss
@@ -144,9 +165,15 @@ class SelfSupervisedModel(keras.Model):
         for name, tracker in self._acc_trackers.items():
             logits = out["linear_logits" if "linear" in name else "mlp_logits"]
             tracker.update_state(labels, logits, sample_weight=tf.cast(labels >= 0, tf.float32))
-        return {name: t.result() for name, t in self._acc_trackers.items()}
+        return distribute.keras_logs({name: t.result() for name, t in self._acc_trackers.items()})
 
     def _update_metrics(self, logged, y, lin, mlp):
+        # No double counting under tf.distribute: the trackers (Keras' only metrics;
+        # compile() gets none) take the *unscaled* per-replica losses, each replica
+        # reads its own tracker, and Keras averages those results over replicas, so
+        # `loss/total` is the global-batch mean, not 1/R of it. (Probe accuracies
+        # are a mean of per-replica accuracies: exact when replicas hold equally
+        # many labelled images.)
         for name, value in logged.items():
             self._loss_trackers[name].update_state(value)
         valid = tf.cast(y >= 0, tf.float32)
@@ -154,7 +181,7 @@ class SelfSupervisedModel(keras.Model):
         self._acc_trackers["probe/mlp_acc"].update_state(y, mlp, sample_weight=valid)
         logs = {name: t.result() for name, t in self._loss_trackers.items()}
         logs.update({name: t.result() for name, t in self._acc_trackers.items()})
-        return logs
+        return distribute.keras_logs(logs)
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

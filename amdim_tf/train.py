@@ -25,6 +25,7 @@ from absl import logging
 
 from amdim_tf import augment
 from amdim_tf import data as data_lib
+from amdim_tf import distribute
 from amdim_tf.build import build_model
 from amdim_tf.model import StopOnNonFiniteLoss
 
@@ -39,7 +40,12 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempte
 # log, evaluate and checkpoint.
 RESUMABLE_CHANGES = ("train.epochs", "train.verbose", "train.max_seconds", "train.log_every_steps",
                      "train.checkpoint_every_steps", "train.keep_checkpoints",
-                     "train.eval_steps", "train.eval_batch_size", "train.log_view_pairs")
+                     "train.eval_steps", "train.eval_batch_size", "train.log_view_pairs",
+                     # How the same global batch is computed: a checkpoint is strategy-free.
+                     "distribute", "jit_compile", "train.steps_per_execution")
+# Keys added after runs were started: a config.json without them had these values.
+ADDED_KEY_DEFAULTS = {"distribute": "default", "precision": "float32", "jit_compile": False,
+                      "train.steps_per_execution": 1}
 
 
 class WorkdirConflictError(ValueError):
@@ -62,15 +68,37 @@ def _diff(old, new, prefix=""):
     return out
 
 
-def prepare_workdir(config, workdir, overwrite=False):
-    """Creates `workdir` and writes config.json; refuses a workdir of a different run."""
+def _run_changes(old, new):
+    """Differences between two resolved configs that make them different runs."""
+    for dotted, value in ADDED_KEY_DEFAULTS.items():
+        *parents, key = dotted.split(".")
+        section = old
+        for p in parents:
+            section = section.setdefault(p, {})
+        section.setdefault(key, value)
+    return [c for c in _diff(old, new) if c.split(":")[0] not in RESUMABLE_CHANGES]
+
+
+def prepare_workdir(config, workdir, overwrite=False, write=True):
+    """Creates `workdir` and writes config.json; refuses a workdir of a different run.
+
+    write=False (multi-worker, non-chief) only checks, so every worker fails alike."""
+    if not write:
+        path = os.path.join(workdir, CONFIG_FILE)
+        if os.path.exists(path):
+            with open(path) as f:
+                changes = _run_changes(json.load(f), _config_dict(config))
+            if changes:
+                raise WorkdirConflictError(f"{workdir} holds a different run's config "
+                                           f"({'; '.join(changes[:3])}); use a new --workdir.")
+        return workdir
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, CONFIG_FILE)
     new = _config_dict(config)
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        changes = [c for c in _diff(old, new) if c.split(":")[0] not in RESUMABLE_CHANGES]
+        changes = _run_changes(old, new)
         if changes and not overwrite:
             raise WorkdirConflictError(
                 f"{workdir} holds a different run's config ({'; '.join(changes[:3])}"
@@ -103,9 +131,14 @@ def steps_per_epoch(config):
 
 
 class RunCheckpoint:
-    """Model, optimizer(s), RNG states and position, saved and restored together."""
+    """Model, optimizer(s), RNG states and position, saved and restored together.
 
-    def __init__(self, model, workdir, keep):
+    Restores read `workdir`. `write_dir` (multi-worker, non-chief tasks) redirects
+    saves: every worker must save, since saving may run collectives, but only the
+    chief's copy in `workdir` is kept (the TF multi-worker guide's scheme).
+    """
+
+    def __init__(self, model, workdir, keep, write_dir=None):
         self.model = model
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         # Keras SeedGenerators are not tf.train-trackable: bind their state
@@ -116,20 +149,26 @@ class RunCheckpoint:
         if model.adversary_optimizer is not None:
             kwargs["adversary_optimizer"] = model.adversary_optimizer
         self.ckpt = tf.train.Checkpoint(**kwargs)
-        self.manager = None
-        self.best_manager = None
+        self.manager = self.best_manager = None
+        self.write_manager = self.best_write_manager = None
         if workdir:
             self.manager = tf.train.CheckpointManager(
                 self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=keep)
             self.best_manager = tf.train.CheckpointManager(
                 self.ckpt, os.path.join(workdir, "best"), max_to_keep=1)
+            self.write_manager, self.best_write_manager = self.manager, self.best_manager
+            if write_dir:
+                self.write_manager = tf.train.CheckpointManager(
+                    self.ckpt, os.path.join(write_dir, "checkpoints"), max_to_keep=keep)
+                self.best_write_manager = tf.train.CheckpointManager(
+                    self.ckpt, os.path.join(write_dir, "best"), max_to_keep=1)
 
     @property
     def step(self):
         return int(self.model.optimizer.iterations.numpy())
 
     def save(self, epoch, manager=None):
-        manager = manager or self.manager
+        manager = manager or self.write_manager
         if manager.latest_checkpoint and manager.latest_checkpoint.endswith(f"-{self.step}"):
             return manager.latest_checkpoint  # this step is saved already
         self.epoch.assign(epoch)
@@ -174,11 +213,13 @@ class RunMonitor(keras.callbacks.Callback):
 
     Every scalar is written at the global step so a resumed run continues its
     curves. Tags keep the model's groups (loss/, nce/, probe/) plus perf/ and
-    optim/; eval probe accuracies are probe/eval_*.
+    optim/; eval probe accuracies are probe/eval_*. With `write_logs=False` (a
+    non-chief worker) nothing is written to `workdir`, but checkpoints are still
+    saved (to the run_ckpt's write_dir) at the same steps as on the chief.
     """
 
     def __init__(self, run_ckpt, workdir, global_batch, log_every, checkpoint_every,
-                 max_seconds=0):
+                 max_seconds=0, write_logs=True):
         super().__init__()
         self.deadline = time.monotonic() + max_seconds if max_seconds else None
         self.out_of_time = False
@@ -187,7 +228,8 @@ class RunMonitor(keras.callbacks.Callback):
         self.global_batch = global_batch
         self.log_every = max(int(log_every), 1)
         self.checkpoint_every = int(checkpoint_every)
-        self.writer = tf.summary.create_file_writer(workdir) if workdir else None
+        self.write_logs = bool(workdir) and write_logs
+        self.writer = tf.summary.create_file_writer(workdir) if self.write_logs else None
         self.preempted = False
         self.epoch = 0
         self._last_log = None
@@ -215,7 +257,7 @@ class RunMonitor(keras.callbacks.Callback):
                 for k, v in scalars.items():
                     tf.summary.scalar(k, v)
             self.writer.flush()
-        if self.workdir:
+        if self.write_logs:
             record = {"step": step, "epoch": self.epoch, "time": time.time()}
             record.update({k: float(v) for k, v in scalars.items()})
             with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
@@ -257,7 +299,9 @@ class RunMonitor(keras.callbacks.Callback):
         acc = evals.get("probe/eval_linear_acc")
         if acc is not None and acc > self.best["probe/eval_linear_acc"]:
             self.best = {"probe/eval_linear_acc": acc, "step": step, "epoch": epoch + 1}
-            self.run_ckpt.save(epoch + 1, self.run_ckpt.best_manager)
+            self.run_ckpt.save(epoch + 1, self.run_ckpt.best_write_manager)
+            if not self.write_logs:
+                return
             path = os.path.join(self.workdir, BEST_FILE)
             with open(path + ".tmp", "w") as f:
                 json.dump(self.best, f)
@@ -273,27 +317,65 @@ def log_view_pairs(writer, dataset, preset, n, step):
         tf.summary.image("data/view_pairs", tf.clip_by_value(pairs, 0.0, 1.0), max_outputs=n)
 
 
+def pretrain_dataset(config, strategy, start_step):
+    """The distributed two-view stream; config.train.batch_size is the global batch.
+
+    One input pipeline per worker, each yielding per-replica batches that the
+    strategy hands to that worker's replicas in turn, so one global step takes
+    (replicas per worker) batches of each pipeline. Keras 3's `fit` (TF backend)
+    takes a DistributedDataset as it is (its epoch iterator only distributes plain
+    datasets), so the sharding and per-replica batching are ours, not Keras's.
+    """
+    global_batch = int(config.train.batch_size)
+
+    def dataset_fn(ctx):
+        replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        # start_step counts this pipeline's batches, not global steps.
+        return data_lib.make_pretrain_dataset(
+            config.data, ctx.get_per_replica_batch_size(global_batch), config.seed, ctx,
+            start_step=start_step * replicas_per_pipeline)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
 def train(config, workdir=None, overwrite=False, callbacks=()):
     """Pretrains as `config` says, resuming from `workdir` if it holds this run.
 
     Returns (model, dict) with the dict holding "status" ("completed" or
     "preempted"), "start" (where the run started from) and "history" (Keras
-    history dicts of the fit calls).
+    history dicts of the fit calls). Under config.distribute="multiworker" every
+    worker calls this with the same workdir; only the chief writes to it.
     """
+    # First: MultiWorkerMirroredStrategy must exist before TF runs any op.
+    strategy = distribute.make_strategy(config.get("distribute", "default"))
+    chief = distribute.is_chief(strategy)
+    if workdir and overwrite and distribute.is_multi_worker(strategy):
+        # The chief would delete checkpoints that other workers may be restoring.
+        raise ValueError("--overwrite is not supported with config.distribute='multiworker'; "
+                         f"delete {workdir} yourself, or use a new --workdir.")
     if workdir:
-        prepare_workdir(config, workdir, overwrite)
+        prepare_workdir(config, workdir, overwrite, write=chief)
     keras.utils.set_random_seed(config.seed)
     spe = steps_per_epoch(config)
     epochs = int(config.train.epochs)
     batch = int(config.train.batch_size)
+    if batch % strategy.num_replicas_in_sync:
+        raise ValueError(f"config.train.batch_size={batch} (the global batch) must be a multiple "
+                         f"of the {strategy.num_replicas_in_sync} replicas; change it.")
     num_classes = data_lib.num_classes(config.data)
+    # Plain dataset: Keras distributes validation data over the replicas itself.
     eval_ds = data_lib.make_eval_dataset(config.data, config.data.eval_split,
                                          config.train.eval_batch_size)
-    model = build_model(config, spe, num_classes)
-    run_ckpt = RunCheckpoint(model, workdir, config.train.keep_checkpoints)
+    write_dir = None
+    if workdir and not chief:
+        write_dir = distribute.worker_temp_dir(strategy.cluster_resolver.task_id)
+    with strategy.scope():
+        model = build_model(config, spe, num_classes)
+        run_ckpt = RunCheckpoint(model, workdir, config.train.keep_checkpoints, write_dir)
     start = run_ckpt.restore(config.train.init_checkpoint)
     print(f"encoder: {sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables):,} "
-          f"trainable parameters; {spe} steps per epoch of {batch} pairs; {start}", flush=True)
+          f"trainable parameters; {spe} steps per epoch of {batch} pairs over "
+          f"{strategy.num_replicas_in_sync} replica(s); {start}", flush=True)
     result = {"status": "completed", "start": start, "history": []}
     step = run_ckpt.step
     if step >= spe * epochs:
@@ -301,7 +383,8 @@ def train(config, workdir=None, overwrite=False, callbacks=()):
         return model, result
 
     monitor = RunMonitor(run_ckpt, workdir, batch, config.train.log_every_steps,
-                         config.train.checkpoint_every_steps, config.train.max_seconds)
+                         config.train.checkpoint_every_steps, config.train.max_seconds,
+                         write_logs=chief)
     cbs = [StopOnNonFiniteLoss(), monitor] + list(callbacks)
     preset = config.data.augment or augment.preset_for_size(config.data.image_size)
     if monitor.writer is not None and config.train.log_view_pairs and step == 0:
@@ -326,18 +409,20 @@ def train(config, workdir=None, overwrite=False, callbacks=()):
         for first, last, steps in segments:
             if monitor.preempted:
                 break
-            ds = data_lib.make_pretrain_dataset(config.data, batch, config.seed,
-                                                start_step=run_ckpt.step)
+            ds = pretrain_dataset(config, strategy, run_ckpt.step)
             hist = model.fit(ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
                              validation_data=eval_ds,
                              validation_steps=config.train.eval_steps or None,
-                             callbacks=cbs, verbose=config.train.verbose, shuffle=False)
+                             callbacks=cbs, verbose=config.train.verbose if chief else 0,
+                             shuffle=False)
             result["history"].append(hist.history)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
         if monitor.writer is not None:
             monitor.writer.close()
+        if write_dir:
+            shutil.rmtree(write_dir, ignore_errors=True)
     if monitor.out_of_time:
         result["status"] = "stopped at the time budget"
     elif monitor.preempted:
