@@ -49,27 +49,24 @@ def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
         (features float32 [N, D], labels int64 [N]).
     """
     encode = _feature_fn(encoder, tuple(keys))
-    feats, labels, n = [], [], 0
-    for images, y in dataset:
-        feats.append(encode(images).numpy())
-        labels.append(np.asarray(y))
-        n += len(labels[-1])
-        if max_examples and n >= max_examples:
-            break
-    feats, labels = np.concatenate(feats), np.concatenate(labels).astype(np.int64)
-    if max_examples:
-        feats, labels = feats[:max_examples], labels[:max_examples]
-    return feats, labels
+    return _collect(dataset, lambda images: encode(images).numpy(), max_examples)
 
 
 def pixel_features(dataset, max_examples=None):
     """Raw (normalised) pixels, flattened: the baseline any representation must beat."""
+    def flat(images):
+        x = np.asarray(images, np.float32)
+        return x.reshape(len(x), -1)
+    return _collect(dataset, flat, max_examples)
+
+
+def _collect(dataset, featurize, max_examples):
+    """(features [N, D], labels int64 [N]) of a finite (images, labels) dataset."""
     feats, labels, n = [], [], 0
     for images, y in dataset:
-        x = np.asarray(images, np.float32)
-        feats.append(x.reshape(len(x), -1))
+        feats.append(featurize(images))
         labels.append(np.asarray(y))
-        n += len(x)
+        n += len(labels[-1])
         if max_examples and n >= max_examples:
             break
     feats, labels = np.concatenate(feats), np.concatenate(labels).astype(np.int64)

@@ -46,7 +46,11 @@ def run():
         # forward + backward ~ 3x the forward FLOPs per encoded image
         gflops = 3 * fwd_flops * r["images_per_sec"] / 1e9
         rows.append(dict(batch=b, **r, gflops_per_sec=gflops, fraction_of_matmul_peak=gflops / peak))
+    import resource  # noqa: PLC0415
+    # Peak resident memory of this process so far (model, optimizer slots, activations).
+    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     m = config.model
+    print(f"peak process memory {peak_rss_gib:.2f} GiB")
     print(f"model {m.image_size}px ndf {m.ndf} n_rkhs {m.n_rkhs} depth {m.n_depth}; "
           f"forward {fwd_flops / 1e9:.3f} GFLOP/image; matmul peak {peak:.0f} GFLOP/s")
     print("| batch | images/s (both views) | step s | GFLOP/s | of matmul peak |")
@@ -76,6 +80,7 @@ def run():
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump({"forward_flops": fwd_flops, "matmul_peak_gflops": peak, "rows": rows,
+                       "peak_rss_gib": peak_rss_gib,
                        "pipeline": pipeline}, f, indent=1)
 
 
