@@ -22,7 +22,7 @@ import math
 import keras
 from keras import ops
 
-from amdim_tf.layers import TORCH_DEFAULT_KERNEL_INIT, attach_in_order
+from amdim_tf.layers import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, build_on_dummy_batch, check_images
 
 
 def patch_geometry(image_size, patch_size=0, patch_stride=0):
@@ -132,16 +132,10 @@ class CPCEncoder(keras.Model):
         return [getattr(self, n) for n in self._context_names]
 
     def build(self, input_shape):
-        if input_shape[-1] != 3:
-            raise ValueError(f"CPCEncoder expects RGB images [B, H, W, 3], got {tuple(input_shape)}.")
-        self.call(ops.zeros((2, self.image_size, self.image_size, 3)), training=False)
+        build_on_dummy_batch(self, input_shape)
 
     def call(self, images, training=None):
-        shape = images.shape
-        if len(shape) != 4 or shape[1] != self.image_size or shape[2] != self.image_size:
-            raise ValueError(
-                f"CPCEncoder(image_size={self.image_size}) expects images of shape "
-                f"[B, {self.image_size}, {self.image_size}, 3], received {tuple(shape)}.")
+        check_images(self, images.shape)
         b, g, p = ops.shape(images)[0], self.grid, self.patch_size
         patches = ops.image.extract_patches(images, p, strides=self.patch_stride,
                                             padding="valid")            # [B, G, G, p*p*3]

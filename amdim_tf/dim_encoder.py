@@ -16,7 +16,8 @@ official `bias=not batch_norm`); init is PyTorch's default, as in `layers.py`.
 import keras
 from keras import ops
 
-from amdim_tf.layers import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, batch_norm, torch_default_bias_init
+from amdim_tf.layers import (TORCH_DEFAULT_KERNEL_INIT, attach_in_order, batch_norm,
+                             build_on_dummy_batch, check_images, torch_default_bias_init)
 
 SUPPORTED_SIZES = (32, 64)
 
@@ -106,18 +107,10 @@ class DIMEncoder(keras.Model):
         return [getattr(self, n) for n in self._bn_names]
 
     def build(self, input_shape):
-        if input_shape[-1] != 3:
-            raise ValueError(f"DIMEncoder expects RGB images [B, H, W, 3], got input shape "
-                             f"{tuple(input_shape)}.")
-        # Build on a dummy batch so every variable exists before fit / checkpoint restore.
-        self.call(ops.zeros((2, self.image_size, self.image_size, 3)), training=False)
+        build_on_dummy_batch(self, input_shape)
 
     def call(self, images, training=None):
-        shape = images.shape
-        if len(shape) != 4 or shape[1] != self.image_size or shape[2] != self.image_size:
-            raise ValueError(
-                f"DIMEncoder(image_size={self.image_size}) expects images of shape "
-                f"[B, {self.image_size}, {self.image_size}, 3], received {tuple(shape)}.")
+        check_images(self, images.shape)
         h = images
         maps = []
         for conv, bn in zip(self.convs, self.conv_bns):

@@ -11,7 +11,8 @@ features, never a positional tuple.
 import keras
 from keras import ops
 
-from amdim_tf.layers import ConvReLU, ResidualBlock, ResidualUnit, RKHSHead, attach_in_order, batch_norm
+from amdim_tf.layers import (ConvReLU, ResidualBlock, ResidualUnit, RKHSHead, attach_in_order,
+                             batch_norm, build_on_dummy_batch, check_images)
 
 SUPPORTED_SIZES = (32, 64, 128)
 
@@ -91,19 +92,10 @@ class AMDIMEncoder(keras.Model):
         return [getattr(self, name) for name in self._trunk_names]
 
     def build(self, input_shape):
-        if input_shape[-1] != 3:
-            raise ValueError(f"AMDIMEncoder expects RGB images [B, H, W, 3], got input shape "
-                             f"{tuple(input_shape)}; convert grayscale/RGBA images to RGB first.")
-        # Build on a dummy batch so every variable exists before fit / checkpoint restore.
-        self.call(ops.zeros((2, self.image_size, self.image_size, 3)), training=False)
+        build_on_dummy_batch(self, input_shape)
 
     def call(self, images, training=None):
-        shape = images.shape
-        if len(shape) != 4 or shape[-1] != 3 or shape[1] != self.image_size or shape[2] != self.image_size:
-            raise ValueError(
-                f"AMDIMEncoder(image_size={self.image_size}) expects images of shape "
-                f"[B, {self.image_size}, {self.image_size}, 3], received {tuple(shape)}; "
-                "resize/crop the input or build the encoder for that size.")
+        check_images(self, images.shape)
         h = images
         for layer in self.trunk:
             h = layer(h, training=training)

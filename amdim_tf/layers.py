@@ -51,6 +51,24 @@ def attach_in_order(owner, layers):
     return tuple(names)
 
 
+def check_images(encoder, shape):
+    """Raises a clear error unless `shape` is [B, S, S, 3] with S = encoder.image_size."""
+    size = encoder.image_size
+    if len(shape) != 4 or shape[-1] != 3 or shape[1] != size or shape[2] != size:
+        raise ValueError(
+            f"{type(encoder).__name__}(image_size={size}) expects images of shape "
+            f"[B, {size}, {size}, 3], received {tuple(shape)}; resize/crop the input, convert "
+            "grayscale/RGBA images to RGB, or build the encoder for that size.")
+
+
+def build_on_dummy_batch(encoder, input_shape):
+    """Builds an encoder by running it once, so every variable exists before fit or a
+    checkpoint restore."""
+    check_images(encoder, (2,) + tuple(input_shape[1:]))
+    size = encoder.image_size
+    encoder.call(ops.zeros((2, size, size, 3)), training=False)
+
+
 def batch_norm(name=None, synchronized=False):
     return keras.layers.BatchNormalization(
         momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name
