@@ -19,6 +19,7 @@ import signal
 import time
 
 import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -68,15 +69,31 @@ def _diff(old, new, prefix=""):
     return out
 
 
-def _run_changes(old, new):
-    """Differences between two resolved configs that make them different runs."""
+def _with_added_defaults(resolved):
+    """A config.json dict, completed with the keys added after it was written."""
     for dotted, value in ADDED_KEY_DEFAULTS.items():
         *parents, key = dotted.split(".")
-        section = old
+        section = resolved
         for p in parents:
             section = section.setdefault(p, {})
         section.setdefault(key, value)
-    return [c for c in _diff(old, new) if c.split(":")[0] not in RESUMABLE_CHANGES]
+    return resolved
+
+
+def load_run_config(workdir):
+    """The resolved config a training run wrote to WORKDIR/config.json (as a ConfigDict)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: --workdir must be a directory "
+                                "written by tools/train.py")
+    with open(path) as f:
+        return ml_collections.ConfigDict(_with_added_defaults(json.load(f)))
+
+
+def _run_changes(old, new):
+    """Differences between two resolved configs that make them different runs."""
+    return [c for c in _diff(_with_added_defaults(old), new)
+            if c.split(":")[0] not in RESUMABLE_CHANGES]
 
 
 def prepare_workdir(config, workdir, overwrite=False, write=True):

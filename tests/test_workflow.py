@@ -112,7 +112,7 @@ def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     killed_at = latest_step(wd)
     assert killed_at >= 4
     # The checkpoint holds the step, the optimizer's iterations and trained weights.
-    config = train_lib_config(wd)
+    config = train_lib.load_run_config(wd)
     model = build_model(config, 3, 10)
     start = train_lib.RunCheckpoint(model, wd, 3).restore()
     assert f"at step {killed_at}" in start
@@ -127,11 +127,6 @@ def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"resumed from" in done.stdout and f"at step {killed_at}" in done.stdout
     assert latest_step(wd) == total
-
-
-def train_lib_config(wd):
-    import ml_collections
-    return ml_collections.ConfigDict(json.load(open(os.path.join(wd, "config.json"))))
 
 
 def test_sigterm_checkpoints_and_exits_143(tmp_path):
@@ -158,7 +153,7 @@ def test_evaluate_tool_writes_eval_json(tmp_path):
     rows = json.load(open(os.path.join(wd, "eval.json")))["rows"]
     assert [row["model"] for row in rows][0] == "raw pixels" and len(rows) == 3
     assert "| raw pixels |" in r.stdout
-    enc, name = load_trained_encoder(train_lib_config(wd), wd)
+    enc, name = load_trained_encoder(train_lib.load_run_config(wd), wd)
     assert name == "ckpt-3"
 
 

@@ -33,19 +33,6 @@ def run_main(fn):
         fail(msg)
 
 
-def load_run_config(workdir):
-    """The resolved config a training run wrote to WORKDIR/config.json."""
-    import json  # noqa: PLC0415
-
-    import ml_collections  # noqa: PLC0415
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} does not exist: --workdir must be a directory "
-                                "written by tools/train.py")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
-
-
 def parse_flags(argv):
     """absl's flag parsing, with config-override errors as one line instead of a traceback."""
     from absl import flags  # noqa: PLC0415

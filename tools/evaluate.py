@@ -29,10 +29,12 @@ def main(argv):
         _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
+        from amdim_tf.train import load_run_config  # noqa: PLC0415
+
         from amdim_tf import evaluate  # noqa: PLC0415
         from amdim_tf.run_io import load_trained_encoder, untrained_encoder  # noqa: PLC0415
 
-        config = _common.load_run_config(_WORKDIR.value)
+        config = load_run_config(_WORKDIR.value)
         encoder, where = load_trained_encoder(config, _WORKDIR.value, _WHICH.value)
         encoders = {f"trained ({where})": encoder}
         if _BASELINES.value:

@@ -70,12 +70,14 @@ def main(argv):
         _common.fail(f"--version={_VERSION.value}; TF Serving needs a positive integer version.", code=1)
 
     def run():
+        from amdim_tf.train import load_run_config  # noqa: PLC0415
+
         from amdim_tf import augment, export  # noqa: PLC0415
 
         if config_given:
             config = _common.load_config_flag(_CONFIG)
         else:
-            config = _common.load_run_config(workdir)
+            config = load_run_config(workdir)
         if _WEIGHTS.value:
             encoder, source = load_encoder(config, _WEIGHTS.value), _WEIGHTS.value
         else:
