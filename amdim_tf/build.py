@@ -97,6 +97,9 @@ def build_model(config, steps_per_epoch, num_classes):
                       steps_per_execution=int(config.train.get("steps_per_execution", 1)))
         if model.adversary_variables:
             model.adversary_optimizer = make_optimizer(config.optim, steps_per_epoch)
+            if precision == "mixed_float16":  # its own loss scale: its gradients differ
+                model.adversary_optimizer = keras.optimizers.LossScaleOptimizer(
+                    model.adversary_optimizer)
             model.adversary_optimizer.build(model.adversary_variables)
         adversary_ids = {id(v) for v in model.adversary_variables}
         model.optimizer.build([v for v in model.trainable_variables if id(v) not in adversary_ids])

@@ -151,11 +151,16 @@ class SelfSupervisedModel(keras.Model):
                 loss, lambda g: self.optimizer.apply_gradients(zip(g, variables)), (grads,))
         if adversary:
             # The adversary reads stop-gradient features, so this update cannot move the encoder.
+            adv_opt = self.adversary_optimizer
             with tf.GradientTape() as adv_tape:
                 adv_loss = self.objective.adversary_loss(feats1, self.seed_generator)
-                adv_scaled = adv_loss * per_replica  # same reason as above
+                adv_scaled = adv_opt.scale_loss(adv_loss * per_replica)  # same reasons as above
             adv_grads = adv_tape.gradient(adv_scaled, adversary)
-            self.adversary_optimizer.apply_gradients(zip(adv_grads, adversary))
+            if isinstance(adv_opt, keras.optimizers.LossScaleOptimizer):
+                adv_opt.apply_gradients(zip(adv_grads, adversary))
+            else:
+                distribute.apply_if_finite(
+                    adv_loss, lambda g: adv_opt.apply_gradients(zip(g, adversary)), (adv_grads,))
             logged["loss/adversary"] = adv_loss
         return self._update_metrics(logged, y, lin, mlp)
 

@@ -297,3 +297,22 @@ def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
     enc = restore_encoder(untrained_encoder(config, seed=5), path)
     for a, b in zip(model.encoder.variables, enc.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_dim_prior_adversary_is_loss_scaled_under_mixed_float16():
+    # Under float16 the discriminator's gradients underflow without a loss scale of
+    # their own (its loss differs from the main one), so it gets its own wrapper.
+    keras.utils.set_random_seed(0)
+    config = load_config("dim_local", "tiny")
+    config.precision = "mixed_float16"
+    model = build_model(config, steps_per_epoch=10, num_classes=10)
+    assert isinstance(model.adversary_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.adversary_optimizer is not model.optimizer
+    before = [v.numpy().copy() for v in model.adversary_variables]
+    v1, v2, y = _data()
+    ds = tf.data.Dataset.from_tensors(((v1, v2), y)).repeat()
+    hist = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
+    assert np.isfinite(hist.history["loss/adversary"]).all(), hist.history
+    after = [v.numpy() for v in model.adversary_variables]
+    assert all(np.isfinite(a).all() for a in after)
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the adversary never stepped"
