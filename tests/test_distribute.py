@@ -6,13 +6,14 @@ initialises its devices; the test session has done that long before, so each of
 them runs this file as a script in a fresh process (`python test_distribute.py
 MODE`), which prints one JSON line of measurements for the test to check.
 
-Like with like: AMDIM's 5->5 term draws a random r5 location per image, and each
-replica draws its own (the seed generator is mirrored, so replicas draw the same
-numbers for their own rows: a split batch does not get the locations one replica
-would have drawn). The replica tests therefore fix the location of every image as
-a function of its index in the *global* batch, through `fixed_locations`.
+AMDIM's 5->5 term draws a random r5 location per image: every replica draws the
+locations of the whole global batch from the same generator state and keeps its
+rows, so 1 and 2 replicas sample the same locations and the replica test uses the
+real draws. The negatives test compares two calls of one model, so it fixes the
+locations (`fixed_locations`) to compare like with like.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -41,11 +42,8 @@ def fixed_locations(shape, minval=0, maxval=None, seed=None, dtype="int32"):
     image and view is a fixed function of the image's index in the global batch."""
     import tensorflow as tf
 
-    n = shape[1]
-    ctx = tf.distribute.get_replica_context()
-    first = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * n if ctx else 0
-    index = tf.range(n) + first                                        # [b] global indices
-    return tf.stack([(7 * index + 1) % 25, (11 * index + 3) % 25])     # [2, b]
+    index = tf.range(shape[1])                                         # [B] global indices
+    return tf.stack([(7 * index + 1) % 25, (11 * index + 3) % 25])     # [2, B]
 
 
 def run_script(mode, timeout=240):
@@ -247,7 +245,10 @@ def _main(mode):
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     v1, v2, y = toy_batch()
     out = {"replicas": [one.num_replicas_in_sync, two.num_replicas_in_sync]}
-    with mock.patch("keras.random.randint", fixed_locations):
+    # Real location draws where one model per strategy is called once; fixed ones
+    # where one model is called twice (its generator has moved on by the second call).
+    fixed = mock.patch("keras.random.randint", fixed_locations)
+    with fixed if mode == "negatives" else contextlib.nullcontext():
         ref = _build(one)
         weights = ref.get_weights()
         model2 = _build(two, weights)

@@ -25,13 +25,18 @@ class AMDIMObjective:
 
     def __call__(self, feats1, feats2, seed_generator):
         n = tf.shape(feats1["r1"])[0]
-        # One uniformly random r5 location per image and view, as the official
-        # `_sample_src_ftr`; the seed generator's state is checkpointed with the model.
-        loc = keras.random.randint((2, n), 0, 25, seed=seed_generator)  # [2, b]
         trg1, trg2, offset = {}, {}, 0
         for k in ("r5", "r7"):
             trg1[k], offset = distribute.gather_global(losses.flatten_locations(feats1[k]))  # [B, L, D]
             trg2[k], _ = distribute.gather_global(losses.flatten_locations(feats2[k]))       # [B, L, D]
+        # One uniformly random r5 location per image and view, as the official
+        # `_sample_src_ftr`; the seed generator's state is checkpointed with the model.
+        # Every replica holds the same generator state, so each draws the locations of
+        # the whole global batch and keeps its own rows: R replicas then sample exactly
+        # what one device would (drawing [2, b] would repeat one replica's draws on all).
+        global_n = tf.shape(trg1["r5"])[0]
+        loc = keras.random.randint((2, global_n), 0, 25, seed=seed_generator)  # [2, B]
+        loc = loc[:, offset:offset + n]                                          # [2, b]
         out = losses.amdim_objective(feats1, feats2, loc[0], loc[1], trg1, trg2,
                                      self.tclip, self.reg_coeff, offset)
         return {"total": out["total"], "nce/1t5": out["nce_1t5"], "nce/1t7": out["nce_1t7"],
