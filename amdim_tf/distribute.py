@@ -64,6 +64,38 @@ def worker_temp_dir(task_id):
     return tempfile.mkdtemp(prefix=f"amdim_worker{task_id}_")
 
 
+class StopAgreement:
+    """Makes every worker stop at the same step when any one of them must.
+
+    A worker that stops alone (its SIGTERM, its clock's time budget) would leave
+    the others waiting forever in the next step's all-reduce, and its checkpoint
+    would not match theirs. So at every check each worker contributes a reason
+    code (0 = go on, 1..n_codes; the largest code any worker gave wins) and all
+    get the same answer: one small collective per step, run by every worker at
+    the same step since they all call it from the same batch-end callback.
+    Without several workers it costs nothing.
+    """
+
+    def __init__(self, strategy, n_codes=2):
+        self._agree = None
+        self.n_codes = n_codes
+        if is_multi_worker(strategy):
+            @tf.function
+            def agree(votes):
+                # Reductions have SUM and MEAN only: sum one-hot votes over all replicas.
+                per_replica = strategy.run(tf.identity, args=(votes,))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            self._agree = agree
+
+    def __call__(self, code):
+        """The largest `code` (0..n_codes) over all workers."""
+        if self._agree is None:
+            return int(code)
+        votes = tf.one_hot(int(code) - 1, self.n_codes)        # [n_codes]; code 0 -> zeros
+        counts = self._agree(votes).numpy()                   # [n_codes] votes per code
+        return max([i + 1 for i in range(self.n_codes) if counts[i] > 0], default=0)
+
+
 def num_replicas():
     """Replicas in sync in the current (cross-)replica context (1 without a strategy)."""
     return tf.distribute.get_strategy().num_replicas_in_sync

@@ -235,11 +235,17 @@ class RunMonitor(keras.callbacks.Callback):
     saved (to the run_ckpt's write_dir) at the same steps as on the chief.
     """
 
+    # Why a run stops early, as codes all workers agree on (the larger wins).
+    STOP_TIME, STOP_SIGNAL = 1, 2
+
     def __init__(self, run_ckpt, workdir, global_batch, log_every, checkpoint_every,
-                 max_seconds=0, write_logs=True):
+                 max_seconds=0, write_logs=True, agreement=None):
         super().__init__()
         self.deadline = time.monotonic() + max_seconds if max_seconds else None
-        self.out_of_time = False
+        # distribute.StopAgreement: the stop reason of all workers at this step.
+        self.agreement = agreement or int
+        self.stop_reason = 0   # agreed by all workers; 0 = keep training
+        self._signalled = False
         self.run_ckpt = run_ckpt
         self.workdir = workdir
         self.global_batch = global_batch
@@ -247,9 +253,9 @@ class RunMonitor(keras.callbacks.Callback):
         self.checkpoint_every = int(checkpoint_every)
         self.write_logs = bool(workdir) and write_logs
         self.writer = tf.summary.create_file_writer(workdir) if self.write_logs else None
-        self.preempted = False
         self.epoch = 0
         self._last_log = None
+        self._last_checkpoint_step = None
         self.best = self._load_best()
 
     def _load_best(self):
@@ -259,11 +265,22 @@ class RunMonitor(keras.callbacks.Callback):
                 return json.load(f)
         return {"probe/eval_linear_acc": -1.0}
 
+    @property
+    def preempted(self):
+        """True once the run must stop early (SIGTERM or time budget, on any worker)."""
+        return self.stop_reason != 0
+
+    @property
+    def out_of_time(self):
+        return self.stop_reason == self.STOP_TIME
+
     def request_stop(self, *_):
-        self.preempted = True
+        # A signal handler: only note it; workers agree on the step at batch end.
+        self._signalled = True
 
     def on_train_begin(self, logs=None):
         self._last_log = (time.perf_counter(), self.run_ckpt.step)
+        self._last_checkpoint_step = self.run_ckpt.step
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -282,22 +299,30 @@ class RunMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.run_ckpt.step
-        if self.deadline is not None and time.monotonic() > self.deadline and not self.preempted:
-            logging.warning("Time budget (config.train.max_seconds) reached at step %d.", step)
-            self.preempted = self.out_of_time = True
-        if step % self.log_every == 0 and logs:
+        if not self.preempted:
+            local = (self.STOP_SIGNAL if self._signalled else
+                     self.STOP_TIME if self.deadline is not None and time.monotonic() > self.deadline
+                     else 0)
+            self.stop_reason = self.agreement(local)
+            if self.out_of_time:
+                logging.warning("Time budget (config.train.max_seconds) reached at step %d.", step)
+        # With steps_per_execution = N, this runs every N steps: act when a multiple
+        # of the period was passed, not only when it is hit exactly.
+        s0 = self._last_log[1]
+        if logs and step // self.log_every > s0 // self.log_every:
             now = time.perf_counter()
-            t0, s0 = self._last_log
+            t0 = self._last_log[0]
             scalars = {k: float(v) for k, v in logs.items()}
-            if step > s0:
-                # Both views pass through the encoder: 2 images per pair.
-                scalars["perf/images_per_sec"] = 2 * self.global_batch * (step - s0) / (now - t0)
+            # Both views pass through the encoder: 2 images per pair.
+            scalars["perf/images_per_sec"] = 2 * self.global_batch * (step - s0) / (now - t0)
             scalars["optim/lr"] = float(self.model.optimizer.learning_rate)
             self._write(step, scalars)
             self._last_log = (now, step)
-        if self.run_ckpt.manager is not None and (
-                self.preempted or (self.checkpoint_every and step % self.checkpoint_every == 0)):
+        every = self.checkpoint_every
+        due = every and step // every > self._last_checkpoint_step // every
+        if self.run_ckpt.manager is not None and (self.preempted or due):
             self.run_ckpt.save(self.epoch)
+            self._last_checkpoint_step = step
         if self.preempted:
             logging.warning("Checkpoint written at step %d; stopping (%s).", step,
                             "time budget" if self.out_of_time else "SIGTERM")
@@ -401,7 +426,7 @@ def train(config, workdir=None, overwrite=False, callbacks=()):
 
     monitor = RunMonitor(run_ckpt, workdir, batch, config.train.log_every_steps,
                          config.train.checkpoint_every_steps, config.train.max_seconds,
-                         write_logs=chief)
+                         write_logs=chief, agreement=distribute.StopAgreement(strategy))
     cbs = [StopOnNonFiniteLoss(), monitor] + list(callbacks)
     preset = config.data.augment or augment.preset_for_size(config.data.image_size)
     if monitor.writer is not None and config.train.log_view_pairs and step == 0:

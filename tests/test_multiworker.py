@@ -11,8 +11,10 @@ chief's checkpoint.
 import json
 import os
 import socket
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import tensorflow as tf
@@ -32,8 +34,8 @@ def free_ports(n):
             s.close()
 
 
-def run_workers(workdir, *extra, timeout=120):
-    """Both workers of a fresh 2-worker cluster; returns [(returncode, output)] by task index."""
+def start_workers(workdir, *extra):
+    """Both workers of a fresh 2-worker cluster, started (Popen objects by task index)."""
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
@@ -47,6 +49,11 @@ def run_workers(workdir, *extra, timeout=120):
                f"--workdir={workdir}", *extra]
         procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait_workers(procs, timeout=120):
+    """[(returncode, output)] by task index; kills what is still running after `timeout`."""
     results = []
     try:
         for p in procs:
@@ -58,6 +65,10 @@ def run_workers(workdir, *extra, timeout=120):
                 p.kill()
                 p.wait()
     return results
+
+
+def run_workers(workdir, *extra, timeout=120):
+    return wait_workers(start_workers(workdir, *extra), timeout)
 
 
 def latest_step(workdir):
@@ -86,3 +97,37 @@ def test_two_workers_train_checkpoint_on_chief_and_resume(tmp_path):
     assert latest_step(wd) == 4
     steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
     assert max(steps) == 4 and steps.count(3) == 1
+
+
+def logged_steps(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line)["step"] for line in f if line.endswith("\n")]
+
+
+@pytest.mark.slow
+def test_one_workers_sigterm_or_time_budget_stops_all_workers_at_one_step(tmp_path):
+    """A stop seen by one worker alone (its SIGTERM, its clock) stops every worker at the
+    same step, with the chief's checkpoint there; otherwise the others would hang in the
+    next all-reduce (and this test would time out)."""
+    wd = str(tmp_path / "run")
+    long_epoch = ("--config.train.steps_per_epoch=100000", "--config.train.checkpoint_every_steps=0")
+    procs = start_workers(wd, *long_epoch)
+    deadline = time.time() + 120
+    while max(logged_steps(wd), default=0) < 3 and time.time() < deadline and procs[0].poll() is None:
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGTERM)  # the non-chief only
+    results = wait_workers(procs, timeout=60)
+    for code, out in results:
+        assert code == 143 and "preempted" in out, (code, out[-3000:])
+    stopped = latest_step(wd)
+    assert stopped >= 3 and max(logged_steps(wd)) == stopped
+
+    # Resumed with a 3 s budget, which each worker's own clock reaches at its own step.
+    results = run_workers(wd, *long_epoch, "--config.train.max_seconds=3")
+    for code, out in results:
+        assert code == 0 and "stopped at the time budget" in out, (code, out[-3000:])
+        assert f"at step {stopped}" in out, out[-3000:]
+    assert latest_step(wd) > stopped

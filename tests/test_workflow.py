@@ -72,6 +72,24 @@ def test_train_writes_workdir_and_resumes_in_process(tiny_config, tmp_path):
     assert "data/view_pairs" in tags and "nce/1t5" in tags
 
 
+def test_steps_per_execution_keeps_the_log_and_checkpoint_schedule(tiny_config, tmp_path):
+    # Keras calls batch-end callbacks once per execution (here after steps 3, 6, 9), so
+    # the monitor must act when a multiple of its period was passed, not only hit.
+    wd = str(tmp_path / "run")
+    tiny_config.train.verbose = 0
+    tiny_config.train.steps_per_epoch = 9
+    tiny_config.train.steps_per_execution = 3
+    tiny_config.train.log_every_steps = 2
+    tiny_config.train.checkpoint_every_steps = 4
+    tiny_config.train.keep_checkpoints = 5
+    model, res = train_lib.train(tiny_config, wd)
+    assert res["status"] == "completed" and int(model.optimizer.iterations) == 9
+    records = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in records if "loss/total" in r] == [3, 6, 9]
+    saved = tf.train.get_checkpoint_state(os.path.join(wd, "checkpoints")).all_model_checkpoint_paths
+    assert [int(p.rsplit("-", 1)[1]) for p in saved] == [6, 9]
+
+
 def test_workdir_of_another_run_is_refused_unless_overwrite(tiny_config, tmp_path):
     wd = str(tmp_path / "run")
     train_lib.prepare_workdir(tiny_config, wd)
