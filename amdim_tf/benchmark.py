@@ -1,17 +1,57 @@
-"""Throughput measurements: the train step on synthetic data, the machine's matmul peak, FLOPs.
+"""Throughput measurements: the train step on synthetic data, the device's matmul peak, FLOPs.
 
 Figures on shared machines are noisy (2-6x here), so every figure is a median
 over steps after warm-up, and the numbers meant to be compared (step vs peak,
-pipeline vs step) are measured side by side in one process.
+pipeline vs step) are measured side by side in one process. `measure_isolated`
+runs one (model, batch) row in a fresh process, so that its peak memory is its
+own and an out-of-memory row does not end a sweep.
+
+Device-agnostic: on GPUs the peak is a matmul in the precision policy's compute
+dtype (bfloat16 under mixed_bfloat16) on each replica's device, so
+`--precision=bf16 --jit_compile` reports the fraction of the GPU's bf16 peak.
 """
 
+import json
+import os
+import resource
+import subprocess
+import sys
 import time
 
 import keras
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf.build import build_model
+from amdim_tf import distribute
+from amdim_tf.build import PRECISIONS, build_encoder, build_model
+
+# Encoder shapes of the presets, (ndf, n_rkhs, n_depth), at the config's image size.
+MODEL_SHAPES = {
+    "tiny": (8, 32, 1),             # config_lib.make_tiny (tests and smoke runs)
+    "parity": (64, 512, 3),         # configs/amdim_cifar10_cpu.py (the official code's small run)
+    "default": (128, 1024, 3),      # configs/amdim_cifar10.py
+    "large8": (128, 1024, 8),       # the official code's CIFAR model at depth 8
+    "large10": (256, 2048, 10),     # configs/amdim_cifar10_large.py (the paper's CIFAR model)
+}
+PRECISION_ALIASES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16",
+                     **{p: p for p in PRECISIONS}}
+
+
+def with_model(config, name):
+    """A copy of `config` whose encoder has the shape of MODEL_SHAPES[name]."""
+    if name not in MODEL_SHAPES:
+        raise ValueError(f"Unknown model {name!r}; available: {sorted(MODEL_SHAPES)}.")
+    config = ml_collections.ConfigDict(config.to_dict())
+    config.model.ndf, config.model.n_rkhs, config.model.n_depth = MODEL_SHAPES[name]
+    return config
+
+
+def precision_policy(name):
+    """The Keras policy for --precision (fp32/bf16/fp16 or a policy name)."""
+    if name not in PRECISION_ALIASES:
+        raise ValueError(f"Unknown precision {name!r}; available: {sorted(PRECISION_ALIASES)}.")
+    return PRECISION_ALIASES[name]
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -31,14 +71,17 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def train_step_throughput(config, batch_size, steps=12, warmup=3):
+def train_step_throughput(config, batch_size, steps=12, warmup=3, strategy=None):
     """Median encoder images/s of the train step (both views counted) on synthetic data.
 
+    `batch_size` is the global batch (split over the strategy's replicas by Keras).
     Returns dict(images_per_sec, step_seconds, steps_timed).
     """
+    strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(0)
     size = config.model.image_size
-    model = build_model(config, steps_per_epoch=1000, num_classes=10)
+    with strategy.scope():
+        model = build_model(config, steps_per_epoch=1000, num_classes=10)
     rng = np.random.RandomState(0)
     x1 = rng.randn(batch_size, size, size, 3).astype("float32")
     x2 = rng.randn(batch_size, size, size, 3).astype("float32")
@@ -51,17 +94,23 @@ def train_step_throughput(config, batch_size, steps=12, warmup=3):
             "steps_timed": len(timer.times) - warmup}
 
 
-def matmul_peak_gflops(n=2048, repeats=10):
-    """Median float32 GFLOP/s of an n x n matmul: this machine's practical compute ceiling."""
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
-    f = tf.function(lambda a, b: tf.matmul(a, b))
-    f(a, b).numpy()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def matmul_peak_gflops(n=None, repeats=10, dtype=tf.float32, device=None):
+    """Median GFLOP/s of an n x n matmul in `dtype` on `device`: its practical compute ceiling.
+
+    n defaults to 2048 on CPU (larger is no faster there) and 8192 on GPU (smaller
+    matmuls do not fill a large GPU)."""
+    device = device or ("/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0")
+    n = n or (8192 if "GPU" in device.upper() else 2048)
+    with tf.device(device):
+        a = tf.cast(tf.random.normal([n, n]), dtype)
+        b = tf.cast(tf.random.normal([n, n]), dtype)
+        f = tf.function(lambda a, b: tf.matmul(a, b))
         f(a, b).numpy()
-        times.append(time.perf_counter() - t0)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f(a, b).numpy()  # .numpy() waits for the device
+            times.append(time.perf_counter() - t0)
     return 2 * n**3 / float(np.median(times)) / 1e9
 
 
@@ -77,3 +126,74 @@ def encoder_forward_flops(encoder, batch_size=1):
     opts["output"] = "none"
     prof = tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts)
     return int(prof.total_float_ops)
+
+
+def peak_memory_gib():
+    """Peak device memory of this process: summed over GPUs if any, else the process's
+    peak resident set (model, optimizer slots, activations, TF itself)."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return sum(tf.config.experimental.get_memory_info(d.name)["peak"] for d in gpus) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def measure(config, batch_size, steps=12, warmup=3):
+    """One benchmark row: the train step's images/s and GFLOP/s next to the device peak.
+
+    GFLOP/s counts 3x the encoder's forward FLOPs per image (forward + backward);
+    the peak is one device's matmul in the policy's compute dtype (the better of a
+    measurement before and one after the steps) times the replicas.
+    """
+    name = config.get("distribute", "default")
+    if name not in ("default", "mirrored"):
+        raise ValueError(f"the benchmark runs on one host: config.distribute={name!r} must be "
+                         "'default' or 'mirrored'.")
+    strategy = distribute.make_strategy(name)
+    encoder = build_encoder(config)
+    encoder.build((None, config.model.image_size, config.model.image_size, 3))
+    fwd_flops = encoder_forward_flops(encoder)
+    compute_dtype = keras.DTypePolicy(config.get("precision", "float32")).compute_dtype
+    peak_before = matmul_peak_gflops(dtype=tf.as_dtype(compute_dtype))
+    r = train_step_throughput(config, batch_size, steps, warmup, strategy)
+    # Measured before and after the steps, keeping the larger: a neighbour's burst
+    # during one measurement would otherwise pass for a low peak (seen: 342 vs 444).
+    device_peak = max(peak_before, matmul_peak_gflops(dtype=tf.as_dtype(compute_dtype)))
+    peak = device_peak * strategy.num_replicas_in_sync
+    gflops = 3 * fwd_flops * r["images_per_sec"] / 1e9
+    return dict(batch=batch_size, **r, forward_gflop_per_image=fwd_flops / 1e9,
+                gflops_per_sec=gflops, peak_gflops=peak, fraction_of_peak=gflops / peak,
+                peak_dtype=compute_dtype, replicas=strategy.num_replicas_in_sync,
+                device="GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+                peak_memory_gib=peak_memory_gib())
+
+
+def measure_isolated(config, batch_size, steps=12, warmup=3):
+    """`measure` in a fresh Python process (its own peak memory; an OOM is one failed row).
+
+    Returns the row dict, or dict(batch=..., error="...") if the process failed."""
+    request = json.dumps({"config": json.loads(config.to_json_best_effort()),
+                          "batch": batch_size, "steps": steps, "warmup": warmup})
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", "amdim_tf.benchmark"], input=request, text=True,
+                          capture_output=True, env=env, check=False)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode == 0 and lines:
+        return json.loads(lines[-1])
+    if proc.returncode in (-9, 137):
+        why = "killed (out of memory?)"
+    else:
+        tail = [line for line in proc.stderr.splitlines() if line.strip()][-1:] or ["no output"]
+        why = f"exit code {proc.returncode}: {tail[0][:300]}"
+    return {"batch": batch_size, "error": why}
+
+
+def _child_main():
+    request = json.loads(sys.stdin.read())
+    config = ml_collections.ConfigDict(request["config"])
+    row = measure(config, request["batch"], request["steps"], request["warmup"])
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    _child_main()

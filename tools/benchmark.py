@@ -1,9 +1,13 @@
-"""Benchmarks the AMDIM train step on this machine (images/s, GFLOP/s vs matmul peak).
+"""Benchmarks the train step on this machine: images/s and GFLOP/s against the device's peak.
 
-Example (the figure in BUILD.md):
+Examples (the figures in BUILD.md):
     python tools/benchmark.py --config=configs/amdim_cifar10.py --batch_sizes=200
-Figures are medians after warm-up; compare ratios measured in one run, since
-shared machines vary 2-6x between runs.
+    python tools/benchmark.py --models=tiny,default,large8,large10 --batch_sizes=64,128,256
+On a GPU, unchanged (the peak is then a bf16 matmul on the GPU):
+    python tools/benchmark.py --models=default,large10 --precision=bf16 --jit_compile
+Each (model, batch) row runs in a fresh process (its own peak memory; an out-of-memory
+row is reported, not fatal). Figures are medians after warm-up; compare ratios
+measured in one run, since shared machines vary 2-6x between runs.
 """
 
 import _common  # noqa: F401  (repo root on sys.path, amdim_tf before TF)
@@ -15,8 +19,16 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/amdim_cifar10.py",
                                           "Run configuration whose model is benchmarked.")
+_MODELS = flags.DEFINE_list(
+    "models", [], "Encoder shapes to time instead of the config's own: tiny (8/32/1), parity "
+    "(64/512/3), default (128/1024/3), large8 (128/1024/8), large10 (256/2048/10), as "
+    "ndf/n_rkhs/depth at the config's image size.")
 _BATCHES = flags.DEFINE_list("batch_sizes", ["200"], "Global batch sizes to time.")
-_STEPS = flags.DEFINE_integer("steps", 12, "Timed train steps per batch size (after warm-up).")
+_PRECISION = flags.DEFINE_string(
+    "precision", "", "fp32, bf16 (mixed_bfloat16) or fp16 (mixed_float16, loss-scaled); "
+    "default: the config's. The peak is then a matmul in that compute dtype.")
+_JIT = flags.DEFINE_bool("jit_compile", None, "XLA for the train step (default: the config's).")
+_STEPS = flags.DEFINE_integer("steps", 12, "Timed train steps per row (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocator warm-up).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
 _PIPELINE = flags.DEFINE_string(
@@ -31,44 +43,59 @@ def main(argv):
     _common.run_main(lambda: run())
 
 
+def _configs(config, benchmark):
+    """(label, config) per model to time."""
+    config = config.copy_and_resolve_references()
+    if _PRECISION.value:
+        config.precision = benchmark.precision_policy(_PRECISION.value)
+    if _JIT.value is not None:
+        config.jit_compile = _JIT.value
+    if not _MODELS.value:
+        m = config.model
+        return [(f"{m.ndf}/{m.n_rkhs}/{m.n_depth}", config)]
+    return [(f"{name} {'/'.join(map(str, benchmark.MODEL_SHAPES[name]))}",
+             benchmark.with_model(config, name))
+            for name in _MODELS.value if benchmark.with_model(config, name)]
+
+
 def run():
     from amdim_tf import benchmark  # noqa: PLC0415
-    from amdim_tf.build import build_encoder  # noqa: PLC0415
 
     config = _common.load_config_flag(_CONFIG)
-    enc = build_encoder(config)
-    enc.build((None, config.model.image_size, config.model.image_size, 3))
-    fwd_flops = benchmark.encoder_forward_flops(enc)
-    peak = benchmark.matmul_peak_gflops()
+    try:
+        batches = [int(b) for b in _BATCHES.value]
+    except ValueError:
+        _common.fail(f"--batch_sizes={','.join(_BATCHES.value)} must be integers, e.g. 64,128,256")
+    runs = _configs(config, benchmark)
     rows = []
-    for b in (int(x) for x in _BATCHES.value):
-        r = benchmark.train_step_throughput(config, b, _STEPS.value, _WARMUP.value)
-        # forward + backward ~ 3x the forward FLOPs per encoded image
-        gflops = 3 * fwd_flops * r["images_per_sec"] / 1e9
-        rows.append(dict(batch=b, **r, gflops_per_sec=gflops, fraction_of_matmul_peak=gflops / peak))
-    import resource  # noqa: PLC0415
-    # Peak resident memory of this process so far (model, optimizer slots, activations).
-    peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    m = config.model
-    print(f"peak process memory {peak_rss_gib:.2f} GiB")
-    print(f"model {m.image_size}px ndf {m.ndf} n_rkhs {m.n_rkhs} depth {m.n_depth}; "
-          f"forward {fwd_flops / 1e9:.3f} GFLOP/image; matmul peak {peak:.0f} GFLOP/s")
-    print("| batch | images/s (both views) | step s | GFLOP/s | of matmul peak |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['batch']} | {r['images_per_sec']:.1f} | {r['step_seconds']:.3f} | "
-              f"{r['gflops_per_sec']:.0f} | {100 * r['fraction_of_matmul_peak']:.0f}% |")
+    print(f"{config.model.image_size} px images, precision {runs[0][1].precision}, "
+          f"jit_compile {runs[0][1].jit_compile}; each row in a fresh process", flush=True)
+    print("| model ndf/n_rkhs/depth | batch | images/s (both views) | step s | GFLOP/s | "
+          "peak GFLOP/s | of peak | peak memory GiB |", flush=True)
+    print("|---|---|---|---|---|---|---|---|", flush=True)
+    for label, cfg in runs:
+        for b in batches:
+            r = dict(model=label, **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value))
+            rows.append(r)
+            if "error" in r:
+                print(f"| {label} | {b} | failed: {r['error']} | | | | | |", flush=True)
+                continue
+            print(f"| {label} | {b} | {r['images_per_sec']:.1f} | {r['step_seconds']:.3f} | "
+                  f"{r['gflops_per_sec']:.0f} | {r['peak_gflops']:.0f} {r['device']} "
+                  f"{r['peak_dtype']} | {100 * r['fraction_of_peak']:.0f}% | "
+                  f"{r['peak_memory_gib']:.1f} |", flush=True)
     pipeline = []
-    if _PIPELINE.value:
+    ok = [r for r in rows if "error" not in r]
+    if _PIPELINE.value and ok:
         import copy  # noqa: PLC0415
 
         from amdim_tf import data as data_lib  # noqa: PLC0415
         if not os.path.exists(_PIPELINE.value):
             raise FileNotFoundError(f"--pipeline_data={_PIPELINE.value} does not exist")
-        batch = rows[0]["batch"]
-        step_pairs = rows[0]["images_per_sec"] / 2
-        print(f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the train step "
-              f"above ({step_pairs:.1f} pairs/s), same run:")
+        batch = ok[0]["batch"]
+        step_pairs = ok[0]["images_per_sec"] / 2
+        print(f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the first train "
+              f"step above ({step_pairs:.1f} pairs/s), same run:")
         print("| preset | pipeline pairs/s | x train step |")
         print("|---|---|---|")
         for size in (32, 64, 128):
@@ -79,9 +106,9 @@ def run():
             print(f"| {size} px | {rate:.0f} | {rate / step_pairs:.0f}x |")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
-            json.dump({"forward_flops": fwd_flops, "matmul_peak_gflops": peak, "rows": rows,
-                       "peak_rss_gib": peak_rss_gib,
-                       "pipeline": pipeline}, f, indent=1)
+            json.dump({"rows": rows, "pipeline": pipeline}, f, indent=1)
+    if not ok:
+        _common.fail("every benchmark row failed (see above)", code=1)
 
 
 if __name__ == "__main__":
