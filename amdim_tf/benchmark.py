@@ -71,10 +71,12 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t0)
 
 
-def train_step_throughput(config, batch_size, steps=12, warmup=3, strategy=None):
+def train_step_throughput(config, batch_size, steps=12, warmup=3, strategy=None, profile_dir=""):
     """Median encoder images/s of the train step (both views counted) on synthetic data.
 
     `batch_size` is the global batch (split over the strategy's replicas by Keras).
+    With `profile_dir`, 3 more steps run under tf.profiler after the timed ones
+    (so profiling never slows the timed steps), written for TensorBoard's Profile tab.
     Returns dict(images_per_sec, step_seconds, steps_timed).
     """
     strategy = strategy or tf.distribute.get_strategy()
@@ -90,6 +92,12 @@ def train_step_throughput(config, batch_size, steps=12, warmup=3, strategy=None)
     timer = StepTimer()
     model.fit(ds, epochs=1, steps_per_epoch=steps + warmup, verbose=0, callbacks=[timer])
     step = float(np.median(timer.times[warmup:]))
+    if profile_dir:
+        tf.profiler.experimental.start(profile_dir)
+        try:
+            model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
+        finally:
+            tf.profiler.experimental.stop()
     return {"images_per_sec": 2 * batch_size / step, "step_seconds": step,
             "steps_timed": len(timer.times) - warmup}
 
@@ -128,6 +136,42 @@ def encoder_forward_flops(encoder, batch_size=1):
     return int(prof.total_float_ops)
 
 
+def op_time_by_type(profile_dir, top=12):
+    """Where the profiled steps spent their time, from the newest trace in `profile_dir`.
+
+    Sums the durations of the TF ops the host's executor threads ran, by op type
+    (e.g. _MklNativeConv2DBackpropFilter), and compares their total with the wall
+    time of the steps: a ratio near the number of inter-op threads means no thread
+    sat idle. On a GPU the kernels run on the device: read the trace in
+    TensorBoard's Profile tab instead (this then returns what the host ran).
+    Returns dict(wall_seconds, op_seconds, by_type=[(op type, seconds, share)]).
+    """
+    import collections  # noqa: PLC0415
+    import glob  # noqa: PLC0415
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
+    paths = sorted(glob.glob(os.path.join(profile_dir, "plugins", "profile", "*", "*.xplane.pb")))
+    if not paths:
+        raise FileNotFoundError(f"no profile (*.xplane.pb) under {profile_dir}/plugins/profile")
+    space = xplane_pb2.XSpace()
+    with open(paths[-1], "rb") as f:
+        space.ParseFromString(f.read())
+    by_type, wall = collections.Counter(), 0
+    for plane in space.planes:
+        if plane.name != "/host:CPU":
+            continue
+        for line in plane.lines:
+            for ev in line.events:
+                name = plane.event_metadata[ev.metadata_id].name
+                if line.name.startswith("python") and name == "multi_step_on_iterator":
+                    wall += ev.duration_ps          # one Keras train function call
+                elif line.name.startswith("tf_Compute") and ":" in name and "/" in name:
+                    by_type[name.rsplit(":", 1)[1]] += ev.duration_ps   # "op/name:OpType"
+    total = sum(by_type.values())
+    return {"wall_seconds": wall / 1e12, "op_seconds": total / 1e12,
+            "by_type": [(k, v / 1e12, v / total) for k, v in by_type.most_common(top)]}
+
+
 def peak_memory_gib():
     """Peak device memory of this process: summed over GPUs if any, else the process's
     peak resident set (model, optimizer slots, activations, TF itself)."""
@@ -137,7 +181,7 @@ def peak_memory_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def measure(config, batch_size, steps=12, warmup=3):
+def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     """One benchmark row: the train step's images/s and GFLOP/s next to the device peak.
 
     GFLOP/s counts 3x the encoder's forward FLOPs per image (forward + backward);
@@ -154,7 +198,7 @@ def measure(config, batch_size, steps=12, warmup=3):
     fwd_flops = encoder_forward_flops(encoder)
     compute_dtype = keras.DTypePolicy(config.get("precision", "float32")).compute_dtype
     peak_before = matmul_peak_gflops(dtype=tf.as_dtype(compute_dtype))
-    r = train_step_throughput(config, batch_size, steps, warmup, strategy)
+    r = train_step_throughput(config, batch_size, steps, warmup, strategy, profile_dir)
     # Measured before and after the steps, keeping the larger: a neighbour's burst
     # during one measurement would otherwise pass for a low peak (seen: 342 vs 444).
     device_peak = max(peak_before, matmul_peak_gflops(dtype=tf.as_dtype(compute_dtype)))
@@ -164,15 +208,17 @@ def measure(config, batch_size, steps=12, warmup=3):
                 gflops_per_sec=gflops, peak_gflops=peak, fraction_of_peak=gflops / peak,
                 peak_dtype=compute_dtype, replicas=strategy.num_replicas_in_sync,
                 device="GPU" if tf.config.list_logical_devices("GPU") else "CPU",
-                peak_memory_gib=peak_memory_gib())
+                peak_memory_gib=peak_memory_gib(),
+                **({"profile": op_time_by_type(profile_dir)} if profile_dir else {}))
 
 
-def measure_isolated(config, batch_size, steps=12, warmup=3):
+def measure_isolated(config, batch_size, steps=12, warmup=3, profile_dir=""):
     """`measure` in a fresh Python process (its own peak memory; an OOM is one failed row).
 
     Returns the row dict, or dict(batch=..., error="...") if the process failed."""
     request = json.dumps({"config": json.loads(config.to_json_best_effort()),
-                          "batch": batch_size, "steps": steps, "warmup": warmup})
+                          "batch": batch_size, "steps": steps, "warmup": warmup,
+                          "profile_dir": profile_dir})
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, "-m", "amdim_tf.benchmark"], input=request, text=True,
@@ -191,7 +237,8 @@ def measure_isolated(config, batch_size, steps=12, warmup=3):
 def _child_main():
     request = json.loads(sys.stdin.read())
     config = ml_collections.ConfigDict(request["config"])
-    row = measure(config, request["batch"], request["steps"], request["warmup"])
+    row = measure(config, request["batch"], request["steps"], request["warmup"],
+                  request.get("profile_dir", ""))
     print(json.dumps(row), flush=True)
 
 

@@ -32,3 +32,15 @@ def test_model_shapes_and_precision_names(tiny_config):
         benchmark.with_model(tiny_config, "huge")
     with pytest.raises(ValueError, match="available"):
         benchmark.precision_policy("int8")
+
+
+def test_profiled_steps_are_broken_down_by_op_type(tiny_config, tmp_path):
+    config = benchmark.with_model(tiny_config, "tiny")
+    row = benchmark.measure(config, batch_size=4, steps=1, warmup=1, profile_dir=str(tmp_path))
+    prof = row["profile"]
+    assert prof["wall_seconds"] > 0 and prof["op_seconds"] > 0
+    types = [t for t, _, _ in prof["by_type"]]
+    assert any("Conv2D" in t for t in types), types  # the encoder's convolutions ran
+    assert sum(share for _, _, share in prof["by_type"]) <= 1.0 + 1e-9
+    with pytest.raises(FileNotFoundError, match="no profile"):
+        benchmark.op_time_by_type(str(tmp_path / "empty"))

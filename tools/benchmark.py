@@ -5,6 +5,8 @@ Examples (the figures in BUILD.md):
     python tools/benchmark.py --models=tiny,default,large8,large10 --batch_sizes=64,128,256
 On a GPU, unchanged (the peak is then a bf16 matmul on the GPU):
     python tools/benchmark.py --models=default,large10 --precision=bf16 --jit_compile
+Where the time goes (tf.profiler trace per row, and a table by op type):
+    python tools/benchmark.py --models=parity --batch_sizes=128 --profile_dir=/tmp/prof
 Each (model, batch) row runs in a fresh process (its own peak memory; an out-of-memory
 row is reported, not fatal). Figures are medians after warm-up; compare ratios
 measured in one run, since shared machines vary 2-6x between runs.
@@ -31,6 +33,9 @@ _JIT = flags.DEFINE_bool("jit_compile", None, "XLA for the train step (default: 
 _STEPS = flags.DEFINE_integer("steps", 12, "Timed train steps per row (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocator warm-up).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
+_PROFILE = flags.DEFINE_string(
+    "profile_dir", "", "Also profile 3 steps per row after the timed ones (tf.profiler; open "
+    "in TensorBoard's Profile tab) and print where the time went, by op type.")
 _PIPELINE = flags.DEFINE_string(
     "pipeline_data", "", "Also time the input pipeline alone for the 32/64/128 px presets on "
     "this npz file (e.g. ../shared/data/cifar10/cifar10-jpeg-small.npz), next to the train step.")
@@ -75,7 +80,10 @@ def run():
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for label, cfg in runs:
         for b in batches:
-            r = dict(model=label, **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value))
+            profile_dir = (os.path.join(_PROFILE.value, f"{label.split()[0]}_b{b}")
+                           if _PROFILE.value else "")
+            r = dict(model=label, **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value,
+                                                               profile_dir))
             rows.append(r)
             if "error" in r:
                 print(f"| {label} | {b} | failed: {r['error']} | | | | | |", flush=True)
@@ -84,6 +92,16 @@ def run():
                   f"{r['gflops_per_sec']:.0f} | {r['peak_gflops']:.0f} {r['device']} "
                   f"{r['peak_dtype']} | {100 * r['fraction_of_peak']:.0f}% | "
                   f"{r['peak_memory_gib']:.1f} |", flush=True)
+    for r in rows:
+        if "profile" not in r:
+            continue
+        p = r["profile"]
+        print(f"\n{r['model']}, batch {r['batch']}: profiled op time {p['op_seconds']:.2f} s over "
+              f"{p['wall_seconds']:.2f} s of steps ({p['op_seconds'] / p['wall_seconds']:.2f} ops "
+              "running at a time on average); trace in "
+              f"{os.path.join(_PROFILE.value, r['model'].split()[0] + '_b' + str(r['batch']))}")
+        for op_type, seconds, share in p["by_type"]:
+            print(f"  {op_type:45s} {seconds:7.3f} s {100 * share:5.1f}%")
     pipeline = []
     ok = [r for r in rows if "error" not in r]
     if _PIPELINE.value and ok:
