@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import time
+import warnings
 
 import keras
 import ml_collections
@@ -452,11 +453,16 @@ def train(config, workdir=None, overwrite=False, callbacks=()):
             if monitor.preempted:
                 break
             ds = pretrain_dataset(config, strategy, run_ckpt.step)
-            hist = model.fit(ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
-                             validation_data=eval_ds,
-                             validation_steps=config.train.eval_steps or None,
-                             callbacks=cbs, verbose=config.train.verbose if chief else 0,
-                             shuffle=False)
+            with warnings.catch_warnings():
+                # Keras warns "Your input ran out of data; interrupting training" at the
+                # end of every pass over a dataset of unknown length: here only the eval
+                # split (labels filtered), since the pretraining stream repeats forever.
+                warnings.filterwarnings("ignore", message="Your input ran out of data")
+                hist = model.fit(ds, initial_epoch=first, epochs=last, steps_per_epoch=steps,
+                                 validation_data=eval_ds,
+                                 validation_steps=config.train.eval_steps or None,
+                                 callbacks=cbs, verbose=config.train.verbose if chief else 0,
+                                 shuffle=False)
             result["history"].append(hist.history)
     finally:
         if old_handler is not None:
