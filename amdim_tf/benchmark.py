@@ -197,11 +197,12 @@ def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     encoder.build((None, config.model.image_size, config.model.image_size, 3))
     fwd_flops = encoder_forward_flops(encoder)
     compute_dtype = keras.DTypePolicy(config.get("precision", "float32")).compute_dtype
-    peak_before = matmul_peak_gflops(dtype=tf.as_dtype(compute_dtype))
+    peak_dtype = tf.as_dtype(compute_dtype)
+    peak_before = matmul_peak_gflops(dtype=peak_dtype)
     r = train_step_throughput(config, batch_size, steps, warmup, strategy, profile_dir)
     # Measured before and after the steps, keeping the larger: a neighbour's burst
     # during one measurement would otherwise pass for a low peak (seen: 342 vs 444).
-    device_peak = max(peak_before, matmul_peak_gflops(dtype=tf.as_dtype(compute_dtype)))
+    device_peak = max(peak_before, matmul_peak_gflops(dtype=peak_dtype))
     peak = device_peak * strategy.num_replicas_in_sync
     gflops = 3 * fwd_flops * r["images_per_sec"] / 1e9
     return dict(batch=batch_size, **r, forward_gflop_per_image=fwd_flops / 1e9,

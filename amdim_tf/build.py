@@ -86,20 +86,22 @@ def build_model(config, steps_per_epoch, num_classes):
         model = SelfSupervisedModel(build_encoder(config), build_objective(config), num_classes,
                                     weight_decay=config.optim.weight_decay, seed=config.seed)
         model.build()
-        optimizer = make_optimizer(config.optim, steps_per_epoch)
-        if precision == "mixed_float16":
-            # float16's range needs dynamic loss scaling; train_step calls scale_loss and
-            # the wrapper's apply_gradients unscales (and skips non-finite steps).
-            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        def optimizer_for_precision():
+            optimizer = make_optimizer(config.optim, steps_per_epoch)
+            if precision == "mixed_float16":
+                # float16's range needs dynamic loss scaling; train_step calls scale_loss
+                # and the wrapper's apply_gradients unscales (and skips non-finite steps).
+                # Each optimizer gets its own scale: their losses and gradients differ.
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            return optimizer
+
+        optimizer = optimizer_for_precision()
         # XLA off by default: measured slower than TF's kernels on this CPU (Keras's
         # "auto" turns it on for one GPU, and off under tf.distribute).
         model.compile(optimizer=optimizer, jit_compile=bool(config.get("jit_compile", False)),
                       steps_per_execution=int(config.train.get("steps_per_execution", 1)))
         if model.adversary_variables:
-            model.adversary_optimizer = make_optimizer(config.optim, steps_per_epoch)
-            if precision == "mixed_float16":  # its own loss scale: its gradients differ
-                model.adversary_optimizer = keras.optimizers.LossScaleOptimizer(
-                    model.adversary_optimizer)
+            model.adversary_optimizer = optimizer_for_precision()
             model.adversary_optimizer.build(model.adversary_variables)
         adversary_ids = {id(v) for v in model.adversary_variables}
         model.optimizer.build([v for v in model.trainable_variables if id(v) not in adversary_ids])

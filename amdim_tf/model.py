@@ -141,14 +141,7 @@ class SelfSupervisedModel(keras.Model):
         pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
         grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
 
-        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
-            # It skips non-finite gradients itself (and lowers the loss scale).
-            self.optimizer.apply_gradients(zip(grads, variables))
-        else:
-            # A non-finite loss must not poison the weights: skip the update (on every
-            # replica), report the loss, and let StopOnNonFiniteLoss stop the run.
-            distribute.apply_if_finite(
-                loss, lambda g: self.optimizer.apply_gradients(zip(g, variables)), (grads,))
+        _apply_unless_non_finite(self.optimizer, loss, grads, variables)
         if adversary:
             # The adversary reads stop-gradient features, so this update cannot move the encoder.
             adv_opt = self.adversary_optimizer
@@ -156,11 +149,7 @@ class SelfSupervisedModel(keras.Model):
                 adv_loss = self.objective.adversary_loss(feats1, self.seed_generator)
                 adv_scaled = adv_opt.scale_loss(adv_loss * per_replica)  # same reasons as above
             adv_grads = adv_tape.gradient(adv_scaled, adversary)
-            if isinstance(adv_opt, keras.optimizers.LossScaleOptimizer):
-                adv_opt.apply_gradients(zip(adv_grads, adversary))
-            else:
-                distribute.apply_if_finite(
-                    adv_loss, lambda g: adv_opt.apply_gradients(zip(g, adversary)), (adv_grads,))
+            _apply_unless_non_finite(adv_opt, adv_loss, adv_grads, adversary)
             logged["loss/adversary"] = adv_loss
         return self._update_metrics(logged, y, lin, mlp)
 
@@ -187,6 +176,18 @@ class SelfSupervisedModel(keras.Model):
         logs = {name: t.result() for name, t in self._loss_trackers.items()}
         logs.update({name: t.result() for name, t in self._acc_trackers.items()})
         return distribute.keras_logs(logs)
+
+
+def _apply_unless_non_finite(optimizer, loss, grads, variables):
+    """optimizer.apply_gradients, skipped (on every replica) when the step went non-finite."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        # It skips non-finite gradients itself (and lowers the loss scale).
+        optimizer.apply_gradients(zip(grads, variables))
+    else:
+        # A non-finite loss must not poison the weights: skip the update (on every
+        # replica), report the loss, and let StopOnNonFiniteLoss stop the run.
+        distribute.apply_if_finite(
+            loss, lambda g: optimizer.apply_gradients(zip(g, variables)), (grads,))
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

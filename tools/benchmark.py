@@ -58,9 +58,9 @@ def _configs(config, benchmark):
     if not _MODELS.value:
         m = config.model
         return [(f"{m.ndf}/{m.n_rkhs}/{m.n_depth}", config)]
-    return [(f"{name} {'/'.join(map(str, benchmark.MODEL_SHAPES[name]))}",
-             benchmark.with_model(config, name))
-            for name in _MODELS.value if benchmark.with_model(config, name)]
+    return [(f"{name} {'/'.join(map(str, benchmark.MODEL_SHAPES.get(name, ())))}",
+             benchmark.with_model(config, name))  # raises on an unknown name
+            for name in _MODELS.value]
 
 
 def run():
@@ -82,8 +82,8 @@ def run():
         for b in batches:
             profile_dir = (os.path.join(_PROFILE.value, f"{label.split()[0]}_b{b}")
                            if _PROFILE.value else "")
-            r = dict(model=label, **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value,
-                                                               profile_dir))
+            r = dict(model=label, profile_dir=profile_dir,
+                     **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value, profile_dir))
             rows.append(r)
             if "error" in r:
                 print(f"| {label} | {b} | failed: {r['error']} | | | | | |", flush=True)
@@ -98,8 +98,7 @@ def run():
         p = r["profile"]
         print(f"\n{r['model']}, batch {r['batch']}: profiled op time {p['op_seconds']:.2f} s over "
               f"{p['wall_seconds']:.2f} s of steps ({p['op_seconds'] / p['wall_seconds']:.2f} ops "
-              "running at a time on average); trace in "
-              f"{os.path.join(_PROFILE.value, r['model'].split()[0] + '_b' + str(r['batch']))}")
+              f"running at a time on average); trace in {r['profile_dir']}")
         for op_type, seconds, share in p["by_type"]:
             print(f"  {op_type:45s} {seconds:7.3f} s {100 * share:5.1f}%")
     pipeline = []
