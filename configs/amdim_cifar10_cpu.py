@@ -2,9 +2,10 @@
 
 Variants (append to the path):
   (none)     the one-hour CPU run: see README "Does it learn?" for the measured result.
-  :parity    the official PyTorch AMDIM reference setup run on this machine: ndf 64,
+  :parity    the setup of the official PyTorch AMDIM reference run: ndf 64,
              n_rkhs 512, depth 3, batch 128, 500 steps, Adam 2e-4 (0.8, 0.999), L2 1e-5,
-             500-step warm-up, seed 1 (official: 56.8% frozen linear, 47.3% kNN; 2,134 s).
+             500-step warm-up, seed 1 (official: 56.8% frozen linear, 47.3% kNN; its wall
+             time was on another machine, not comparable: see BUILD.md for speed).
   :small     the CI check on the 2,000/1,000 subset (a few minutes).
   :tiny      seconds, for smoke tests.
 Commands:
