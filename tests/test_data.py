@@ -3,11 +3,11 @@
 import logging
 import os
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,18 +16,12 @@ BATCH = 4
 
 
 def make_data(**overrides):
-    d = ml_collections.ConfigDict()
+    """The `data` section of the base config (its one set of defaults), made small."""
+    d = config_lib.base_config().data
     d.source = "digits"
     d.name = ""
-    d.path = ""
-    d.unlabeled_path = ""
-    d.image_size = 32
-    d.augment = ""
-    d.strict = False
-    d.cache = True
     d.shuffle_buffer = 64
-    d.train_split = "train"
-    d.eval_split = "test"
+    d.num_classes = 0  # tfrecord: count the classes by scanning the labels
     d.update(overrides)
     return d
 
@@ -64,8 +58,10 @@ def eval_labels(ds, size):
 @pytest.fixture
 def cifar_npz():
     if not os.path.exists(SMALL_CIFAR):
-        pytest.skip(f"{SMALL_CIFAR} is absent (the project's shared data, see "
-                    "../shared/data/README.md); skipping tests on real CIFAR-10.")
+        pytest.skip(
+            f"{SMALL_CIFAR} is absent (the project's shared data, see "
+            "../shared/data/README.md); skipping tests on real CIFAR-10."
+        )
     return os.path.relpath(SMALL_CIFAR)
 
 
@@ -102,13 +98,11 @@ def test_digits_source_and_eval_split():
 def test_fixed_seed_reproduces_batches_with_or_without_cache():
     data = make_data()
     a = first_batches(data_lib.make_pretrain_dataset(data, BATCH, seed=3), 2)
-    b = first_batches(
-        data_lib.make_pretrain_dataset(make_data(cache=False), BATCH, seed=3), 2
-    )
+    b = first_batches(data_lib.make_pretrain_dataset(make_data(cache=False), BATCH, seed=3), 2)
     c = first_batches(data_lib.make_pretrain_dataset(data, BATCH, seed=4), 2)
-    for (av, al), (bv, bl) in zip(a, b):
+    for (av, al), (bv, bl) in zip(a, b, strict=True):
         np.testing.assert_array_equal(al.numpy(), bl.numpy())
-        for x, y in zip(av, bv):
+        for x, y in zip(av, bv, strict=True):
             np.testing.assert_array_equal(x.numpy(), y.numpy())
     assert not np.array_equal(a[0][0][0].numpy(), c[0][0][0].numpy())
 
@@ -122,9 +116,9 @@ def test_start_step_continues_the_stream_exactly():
         next(full)
     expected = [next(full) for _ in range(4)]
     resumed = first_batches(data_lib.make_pretrain_dataset(data, BATCH, seed=5, start_step=358), 4)
-    for (ev, el), (rv, rl) in zip(expected, resumed):
+    for (ev, el), (rv, rl) in zip(expected, resumed, strict=True):
         np.testing.assert_array_equal(el.numpy(), rl.numpy())
-        for x, y in zip(ev, rv):
+        for x, y in zip(ev, rv, strict=True):
             np.testing.assert_array_equal(x.numpy(), y.numpy())
 
 
@@ -164,8 +158,8 @@ def _image(h, w, c, seed):
 def image_folder(tmp_path):
     """root/{cat,dog}/ with 9 good images (gray, RGBA, 5x7 among them) and 2 bad ones."""
     root = tmp_path / "labeled"
-    png = lambda *a: tf.io.encode_png(_image(*a)).numpy()  # noqa: E731
-    jpeg = lambda *a: tf.io.encode_jpeg(_image(*a)).numpy()  # noqa: E731
+    png = lambda *a: tf.io.encode_png(_image(*a)).numpy()
+    jpeg = lambda *a: tf.io.encode_jpeg(_image(*a)).numpy()
     for i in range(3):
         _write(str(root / "cat" / f"c{i}.png"), png(32, 32, 3, i))
         _write(str(root / "dog" / f"d{i}.JPG"), jpeg(40, 36, 3, 10 + i))
@@ -234,12 +228,18 @@ def _write_tfrecords(directory, split, labels, shards=2):
             for i in rows:
                 image = _image(32, 32, 3, int(i))
                 encoded = (tf.io.encode_jpeg if i % 2 else tf.io.encode_png)(image)
-                example = tf.train.Example(features=tf.train.Features(feature={
-                    "image/encoded": tf.train.Feature(
-                        bytes_list=tf.train.BytesList(value=[encoded.numpy()])),
-                    "image/class/label": tf.train.Feature(
-                        int64_list=tf.train.Int64List(value=[int(labels[i])])),
-                }))
+                example = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "image/encoded": tf.train.Feature(
+                                bytes_list=tf.train.BytesList(value=[encoded.numpy()])
+                            ),
+                            "image/class/label": tf.train.Feature(
+                                int64_list=tf.train.Int64List(value=[int(labels[i])])
+                            ),
+                        }
+                    )
+                )
                 writer.write(example.SerializeToString())
 
 
@@ -334,6 +334,6 @@ def test_pretrain_dataset_builds_under_global_seed_zero():
     keras.utils.set_random_seed(0)
     a = first_batches(data_lib.make_pretrain_dataset(make_data(), BATCH, seed=0), 2)
     b = first_batches(data_lib.make_pretrain_dataset(make_data(), BATCH, seed=0), 2)
-    for (av, al), (bv, bl) in zip(a, b):
+    for (av, al), (bv, bl) in zip(a, b, strict=True):
         np.testing.assert_array_equal(al.numpy(), bl.numpy())
         np.testing.assert_array_equal(av[0].numpy(), bv[0].numpy())
