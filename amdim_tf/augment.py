@@ -64,9 +64,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 _PRESETS = {
     "cifar": _Preset("cifar", 32, _CIFAR_MEAN, _CIFAR_STD, hue=0.2, eval_resize=0),
     "stl": _Preset("stl", 64, _IMAGENET_MEAN, _IMAGENET_STD, hue=0.2, eval_resize=70),
-    "imagenet": _Preset(
-        "imagenet", 128, _IMAGENET_MEAN, _IMAGENET_STD, hue=0.1, eval_resize=146
-    ),
+    "imagenet": _Preset("imagenet", 128, _IMAGENET_MEAN, _IMAGENET_STD, hue=0.1, eval_resize=146),
 }
 PRESETS = tuple(_PRESETS)
 
@@ -189,12 +187,12 @@ def _color_jitter(image, seed, hue):
     """torchvision ColorJitter(0.4, 0.4, 0.4, hue) on a float [0, 1] image."""
     order_seed, factor_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     s = _JITTER_STRENGTH
-    factors = tf.random.stateless_uniform(
-        [3], factor_seed, minval=1.0 - s, maxval=1.0 + s
-    )
+    factors = tf.random.stateless_uniform([3], factor_seed, minval=1.0 - s, maxval=1.0 + s)
     hue_shift = tf.random.stateless_uniform(
-        [], tf.random.experimental.stateless_fold_in(factor_seed, 1),
-        minval=-hue, maxval=hue,
+        [],
+        tf.random.experimental.stateless_fold_in(factor_seed, 1),
+        minval=-hue,
+        maxval=hue,
     )
     # torchvision applies the four ops in a fresh random order for every image.
     order = tf.argsort(tf.random.stateless_uniform([4], order_seed))
@@ -218,9 +216,7 @@ def _color_jitter(image, seed, hue):
 
     ops = [brightness, contrast, saturation, hue_op]
     for slot in range(4):
-        image = tf.switch_case(
-            order[slot], [lambda op=op, x=image: op(x) for op in ops]
-        )
+        image = tf.switch_case(order[slot], [lambda op=op, x=image: op(x) for op in ops])
         image = tf.ensure_shape(image, [None, None, 3])
     return image
 
@@ -231,9 +227,7 @@ def _apply_with_p(p, u, fn, image):
 
 def _augment_view(image, seed, spec):
     """One view from an already flipped float image in [0, 1]."""
-    gate_seed, geo_seed, jitter_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 3)
-    )
+    gate_seed, geo_seed, jitter_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     gates = tf.random.stateless_uniform([3], gate_seed)
     if spec.eval_resize == 0:
         image = _resize_to(image, spec.size)

@@ -11,6 +11,8 @@ dtype (bfloat16 under mixed_bfloat16) on each replica's device, so
 `--precision=bf16 --jit_compile` reports the fraction of the GPU's bf16 peak.
 """
 
+import collections
+import glob
 import json
 import os
 import resource
@@ -23,19 +25,24 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import distribute
-from amdim_tf.build import PRECISIONS, build_encoder, build_model
+from amdim_tf import compat, distribute
+from amdim_tf.build import PRECISIONS, build_model
+from amdim_tf.encoders import build_encoder
 
 # Encoder shapes of the presets, (ndf, n_rkhs, n_depth), at the config's image size.
 MODEL_SHAPES = {
-    "tiny": (8, 32, 1),             # config_lib.make_tiny (tests and smoke runs)
-    "parity": (64, 512, 3),         # configs/amdim_cifar10_cpu.py (the official code's small run)
-    "default": (128, 1024, 3),      # configs/amdim_cifar10.py
-    "large8": (128, 1024, 8),       # the official code's CIFAR model at depth 8
-    "large10": (256, 2048, 10),     # configs/amdim_cifar10_large.py (the paper's CIFAR model)
+    "tiny": (8, 32, 1),  # config_lib.make_tiny (tests and smoke runs)
+    "parity": (64, 512, 3),  # configs/amdim_cifar10_cpu.py (the official code's small run)
+    "default": (128, 1024, 3),  # configs/amdim_cifar10.py
+    "large8": (128, 1024, 8),  # the official code's CIFAR model at depth 8
+    "large10": (256, 2048, 10),  # configs/amdim_cifar10_large.py (the paper's CIFAR model)
 }
-PRECISION_ALIASES = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16",
-                     **{p: p for p in PRECISIONS}}
+PRECISION_ALIASES = {
+    "fp32": "float32",
+    "bf16": "mixed_bfloat16",
+    "fp16": "mixed_float16",
+    **{p: p for p in PRECISIONS},
+}
 
 
 def with_model(config, name):
@@ -98,8 +105,11 @@ def train_step_throughput(config, batch_size, steps=12, warmup=3, strategy=None,
             model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
         finally:
             tf.profiler.experimental.stop()
-    return {"images_per_sec": 2 * batch_size / step, "step_seconds": step,
-            "steps_timed": len(timer.times) - warmup}
+    return {
+        "images_per_sec": 2 * batch_size / step,
+        "step_seconds": step,
+        "steps_timed": len(timer.times) - warmup,
+    }
 
 
 def matmul_peak_gflops(n=None, repeats=10, dtype=tf.float32, device=None):
@@ -128,8 +138,7 @@ def encoder_forward_flops(encoder, batch_size=1):
     size = encoder.image_size
     fn = tf.function(lambda x: encoder(x, training=False))
     concrete = fn.get_concrete_function(tf.TensorSpec([batch_size, size, size, 3], tf.float32))
-    from tensorflow.python.framework import convert_to_constants  # noqa: PLC0415
-    frozen = convert_to_constants.convert_variables_to_constants_v2(concrete)
+    frozen = compat.freeze_variables(concrete)
     opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     opts["output"] = "none"
     prof = tf.compat.v1.profiler.profile(graph=frozen.graph, options=opts)
@@ -146,14 +155,11 @@ def op_time_by_type(profile_dir, top=12):
     TensorBoard's Profile tab instead (this then returns what the host ran).
     Returns dict(wall_seconds, op_seconds, by_type=[(op type, seconds, share)]).
     """
-    import collections  # noqa: PLC0415
-    import glob  # noqa: PLC0415
 
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: PLC0415
     paths = sorted(glob.glob(os.path.join(profile_dir, "plugins", "profile", "*", "*.xplane.pb")))
     if not paths:
         raise FileNotFoundError(f"no profile (*.xplane.pb) under {profile_dir}/plugins/profile")
-    space = xplane_pb2.XSpace()
+    space = compat.xplane_proto()()
     with open(paths[-1], "rb") as f:
         space.ParseFromString(f.read())
     by_type, wall = collections.Counter(), 0
@@ -164,12 +170,15 @@ def op_time_by_type(profile_dir, top=12):
             for ev in line.events:
                 name = plane.event_metadata[ev.metadata_id].name
                 if line.name.startswith("python") and name == "multi_step_on_iterator":
-                    wall += ev.duration_ps          # one Keras train function call
+                    wall += ev.duration_ps  # one Keras train function call
                 elif line.name.startswith("tf_Compute") and ":" in name and "/" in name:
-                    by_type[name.rsplit(":", 1)[1]] += ev.duration_ps   # "op/name:OpType"
+                    by_type[name.rsplit(":", 1)[1]] += ev.duration_ps  # "op/name:OpType"
     total = sum(by_type.values())
-    return {"wall_seconds": wall / 1e12, "op_seconds": total / 1e12,
-            "by_type": [(k, v / 1e12, v / total) for k, v in by_type.most_common(top)]}
+    return {
+        "wall_seconds": wall / 1e12,
+        "op_seconds": total / 1e12,
+        "by_type": [(k, v / 1e12, v / total) for k, v in by_type.most_common(top)],
+    }
 
 
 def peak_memory_gib():
@@ -188,15 +197,17 @@ def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     the peak is one device's matmul in the policy's compute dtype (the better of a
     measurement before and one after the steps) times the replicas.
     """
-    name = config.get("distribute", "default")
+    name = config.distribute
     if name not in ("default", "mirrored"):
-        raise ValueError(f"the benchmark runs on one host: config.distribute={name!r} must be "
-                         "'default' or 'mirrored'.")
+        raise ValueError(
+            f"the benchmark runs on one host: config.distribute={name!r} must be "
+            "'default' or 'mirrored'."
+        )
     strategy = distribute.make_strategy(name)
     encoder = build_encoder(config)
     encoder.build((None, config.model.image_size, config.model.image_size, 3))
     fwd_flops = encoder_forward_flops(encoder)
-    compute_dtype = keras.DTypePolicy(config.get("precision", "float32")).compute_dtype
+    compute_dtype = keras.DTypePolicy(config.precision).compute_dtype
     peak_dtype = tf.as_dtype(compute_dtype)
     peak_before = matmul_peak_gflops(dtype=peak_dtype)
     r = train_step_throughput(config, batch_size, steps, warmup, strategy, profile_dir)
@@ -205,25 +216,41 @@ def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     device_peak = max(peak_before, matmul_peak_gflops(dtype=peak_dtype))
     peak = device_peak * strategy.num_replicas_in_sync
     gflops = 3 * fwd_flops * r["images_per_sec"] / 1e9
-    return dict(batch=batch_size, **r, forward_gflop_per_image=fwd_flops / 1e9,
-                gflops_per_sec=gflops, peak_gflops=peak, fraction_of_peak=gflops / peak,
-                peak_dtype=compute_dtype, replicas=strategy.num_replicas_in_sync,
-                device="GPU" if tf.config.list_logical_devices("GPU") else "CPU",
-                peak_memory_gib=peak_memory_gib(),
-                **({"profile": op_time_by_type(profile_dir)} if profile_dir else {}))
+    return dict(
+        batch=batch_size,
+        **r,
+        forward_gflop_per_image=fwd_flops / 1e9,
+        gflops_per_sec=gflops,
+        peak_gflops=peak,
+        fraction_of_peak=gflops / peak,
+        peak_dtype=compute_dtype,
+        replicas=strategy.num_replicas_in_sync,
+        device="GPU" if tf.config.list_logical_devices("GPU") else "CPU",
+        peak_memory_gib=peak_memory_gib(),
+        **({"profile": op_time_by_type(profile_dir)} if profile_dir else {}),
+    )
 
 
 def measure_isolated(config, batch_size, steps=12, warmup=3, profile_dir=""):
     """`measure` in a fresh Python process (its own peak memory; an OOM is one failed row).
 
     Returns the row dict, or dict(batch=..., error="...") if the process failed."""
-    request = json.dumps({"config": json.loads(config.to_json_best_effort()),
-                          "batch": batch_size, "steps": steps, "warmup": warmup,
-                          "profile_dir": profile_dir})
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", "amdim_tf.benchmark"], input=request, text=True,
-                          capture_output=True, env=env, check=False)
+    request = json.dumps(
+        {
+            "config": json.loads(config.to_json_best_effort()),
+            "batch": batch_size,
+            "steps": steps,
+            "warmup": warmup,
+            "profile_dir": profile_dir,
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "amdim_tf.benchmark"],
+        input=request,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode == 0 and lines:
         return json.loads(lines[-1])
@@ -238,8 +265,13 @@ def measure_isolated(config, batch_size, steps=12, warmup=3, profile_dir=""):
 def _child_main():
     request = json.loads(sys.stdin.read())
     config = ml_collections.ConfigDict(request["config"])
-    row = measure(config, request["batch"], request["steps"], request["warmup"],
-                  request.get("profile_dir", ""))
+    row = measure(
+        config,
+        request["batch"],
+        request["steps"],
+        request["warmup"],
+        request.get("profile_dir", ""),
+    )
     print(json.dumps(row), flush=True)
 
 

@@ -25,35 +25,35 @@ def base_config():
     c.jit_compile = False
 
     c.model = ml_collections.ConfigDict()
-    c.model.image_size = 32        # 32, 64 or 128
-    c.model.ndf = 128              # base width
-    c.model.n_rkhs = 1024          # embedding width of r1/r5/r7
-    c.model.n_depth = 3            # residual units per block
-    c.model.use_bn = False         # BN inside blocks (paper default: off)
+    c.model.image_size = 32  # 32, 64 or 128
+    c.model.ndf = 128  # base width
+    c.model.n_rkhs = 1024  # embedding width of r1/r5/r7
+    c.model.n_depth = 3  # residual units per block
+    c.model.use_bn = False  # BN inside blocks (paper default: off)
     c.model.synchronized_bn = False
 
     c.loss = ml_collections.ConfigDict()
-    c.loss.tclip = 20.0            # soft clip of NCE scores
-    c.loss.reg_coeff = 0.05        # logit penalty on raw scores
+    c.loss.tclip = 20.0  # soft clip of NCE scores
+    c.loss.reg_coeff = 0.05  # logit penalty on raw scores
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-4
     c.optim.beta_1 = 0.8
     c.optim.beta_2 = 0.999
     c.optim.epsilon = 1e-8
-    c.optim.weight_decay = 1e-5    # coupled L2, as PyTorch Adam
+    c.optim.weight_decay = 1e-5  # coupled L2, as PyTorch Adam
     c.optim.warmup_steps = 500
     c.optim.decay_epochs = (250, 280)
     c.optim.decay_factor = 0.2
 
     c.data = ml_collections.ConfigDict()
-    c.data.source = "tfds"         # npz | tfds | folder | tfrecord | digits
-    c.data.name = "cifar10"        # TFDS name (source=tfds)
-    c.data.path = ""               # npz file / image folder / tfrecord glob / tfds data_dir
-    c.data.unlabeled_path = ""     # flat folder of unlabeled images (folder source)
+    c.data.source = "tfds"  # npz | tfds | folder | tfrecord | digits
+    c.data.name = "cifar10"  # TFDS name (source=tfds)
+    c.data.path = ""  # npz file / image folder / tfrecord glob / tfds data_dir
+    c.data.unlabeled_path = ""  # flat folder of unlabeled images (folder source)
     c.data.image_size = 32
-    c.data.augment = ""            # '' = preset for image_size
-    c.data.strict = False          # fail on a bad image file instead of skipping it
+    c.data.augment = ""  # '' = preset for image_size
+    c.data.strict = False  # fail on a bad image file instead of skipping it
     c.data.cache = True
     # A full shuffle of CIFAR: the JPEG copy is sorted by class, and a partial
     # buffer would fill batches with a few classes (weak negatives, biased probes).
@@ -63,19 +63,19 @@ def base_config():
     c.data.num_classes = 10
 
     c.train = ml_collections.ConfigDict()
-    c.train.batch_size = 200       # global batch
+    c.train.batch_size = 200  # global batch
     c.train.epochs = 300
-    c.train.steps_per_epoch = 0    # 0 = one pass over the training split
+    c.train.steps_per_epoch = 0  # 0 = one pass over the training split
     c.train.eval_batch_size = 500
     c.train.steps_per_execution = 1  # train steps per tf.function call (callbacks see every Nth)
-    c.train.eval_steps = 0         # 0 = whole eval split
-    c.train.verbose = 1            # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
-    c.train.log_every_steps = 50   # TensorBoard scalars + metrics.jsonl
+    c.train.eval_steps = 0  # 0 = whole eval split
+    c.train.verbose = 1  # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
+    c.train.log_every_steps = 50  # TensorBoard scalars + metrics.jsonl
     c.train.checkpoint_every_steps = 500  # also at every epoch end and on SIGTERM
     c.train.keep_checkpoints = 3
-    c.train.init_checkpoint = ""   # weights to start from when the workdir has no checkpoint
-    c.train.log_view_pairs = 4     # augmented view pairs shown in TensorBoard at start
-    c.train.max_seconds = 0        # wall-clock budget of this invocation (0 = none): checkpoint and stop
+    c.train.init_checkpoint = ""  # weights to start from when the workdir has no checkpoint
+    c.train.log_view_pairs = 4  # augmented view pairs shown in TensorBoard at start
+    c.train.max_seconds = 0  # wall-clock budget of this invocation (0 = none): checkpoint and stop
     return c
 
 

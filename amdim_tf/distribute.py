@@ -12,6 +12,8 @@ import tempfile
 
 import tensorflow as tf
 
+from amdim_tf import compat
+
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -33,8 +35,10 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError("config.distribute='multiworker' needs the TF_CONFIG environment "
-                             "variable (cluster spec and this task's type/index); see BUILD.md.")
+            raise ValueError(
+                "config.distribute='multiworker' needs the TF_CONFIG environment "
+                "variable (cluster spec and this task's type/index); see BUILD.md."
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown config.distribute={name!r}; available: {STRATEGIES}.")
 
@@ -52,8 +56,8 @@ def is_chief(strategy):
 
 
 def is_multi_worker(strategy):
-    """True when replicas span several hosts (Keras and TF use the same private test)."""
-    return bool(strategy.extended._in_multi_worker_mode())
+    """True when replicas span several hosts."""
+    return compat.in_multi_worker_mode(strategy)
 
 
 def worker_temp_dir(task_id):
@@ -80,19 +84,21 @@ class StopAgreement:
         self._agree = None
         self.n_codes = n_codes
         if is_multi_worker(strategy):
+
             @tf.function
             def agree(votes):
                 # Reductions have SUM and MEAN only: sum one-hot votes over all replicas.
                 per_replica = strategy.run(tf.identity, args=(votes,))
                 return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
             self._agree = agree
 
     def __call__(self, code):
         """The largest `code` (0..n_codes) over all workers."""
         if self._agree is None:
             return int(code)
-        votes = tf.one_hot(int(code) - 1, self.n_codes)        # [n_codes]; code 0 -> zeros
-        counts = self._agree(votes).numpy()                   # [n_codes] votes per code
+        votes = tf.one_hot(int(code) - 1, self.n_codes)  # [n_codes]; code 0 -> zeros
+        counts = self._agree(votes).numpy()  # [n_codes] votes per code
         return max([i + 1 for i in range(self.n_codes) if counts[i] > 0], default=0)
 
 
@@ -129,6 +135,7 @@ def apply_if_finite(value, apply_fn, args):
     LossScaleOptimizer does the same. `args` go through merge_call so that each
     replica applies its own values (a closure would see one replica's tensors).
     """
+
     def run(*a):
         apply_fn(*a)
         return tf.constant(True)
@@ -143,7 +150,7 @@ def apply_if_finite(value, apply_fn, args):
         return
     n_bad = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(tf.logical_not(finite), tf.float32))
     finite = tf.equal(n_bad, 0.0)
-    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+    if compat.strategy_supports_no_merge_call():
         tf.cond(finite, lambda: run(*args), skip)
         return
 
@@ -171,7 +178,9 @@ def keras_logs(logs):
     """
     strategy = tf.distribute.get_strategy()
     # Keras's own condition (its _collective_all_reduce_multi_worker).
-    if not (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and is_multi_worker(strategy)):
+    if not (
+        isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        and is_multi_worker(strategy)
+    ):
         return logs
     return {k: tf.reshape(v, [1]) for k, v in logs.items()}

@@ -9,11 +9,13 @@ cosine-similarity kNN with a majority vote (k=20 or 200 as in common SSL
 practice, e.g. Wu et al. 2018 use 200 with weighted votes).
 """
 
+import warnings
 import weakref
 
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf import data as data_lib
 
 _FEATURE_FNS = weakref.WeakKeyDictionary()
 
@@ -29,7 +31,7 @@ def _feature_fn(encoder, keys):
             out = encoder(images, training=False)
             # r1 is [B,1,1,D]: its mean is the flat vector; r5/r7 are average-pooled.
             parts = [tf.reduce_mean(tf.cast(out[k], tf.float32), axis=[1, 2]) for k in keys]
-            return tf.concat(parts, axis=1)                               # [B, sum D]
+            return tf.concat(parts, axis=1)  # [B, sum D]
 
         fns[keys] = encode
     return fns[keys]
@@ -54,9 +56,11 @@ def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
 
 def pixel_features(dataset, max_examples=None):
     """Raw (normalised) pixels, flattened: the baseline any representation must beat."""
+
     def flat(images):
         x = np.asarray(images, np.float32)
         return x.reshape(len(x), -1)
+
     return _collect(dataset, flat, max_examples)
 
 
@@ -77,12 +81,11 @@ def _collect(dataset, featurize, max_examples):
 
 def linear_accuracy(train_x, train_y, test_x, test_y, max_iter=300, seed=0):
     """Test accuracy of a logistic regression fitted on standardised train features."""
-    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
-    from sklearn.pipeline import make_pipeline  # noqa: PLC0415
-    from sklearn.preprocessing import StandardScaler  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
-    import warnings  # noqa: PLC0415
     with warnings.catch_warnings():
         # Not converging in max_iter is part of the fixed protocol, not an error.
         warnings.simplefilter("ignore")
@@ -98,23 +101,27 @@ def knn_accuracy(train_x, train_y, test_x, test_y, k=20, batch=1024):
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     correct = 0
     for i in range(0, len(test_n), batch):
-        sims = test_n[i:i + batch] @ train_n.T                               # [b, N]
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]              # [b, k]
+        sims = test_n[i : i + batch] @ train_n.T  # [b, N]
+        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # [b, k]
         votes = np.zeros((len(sims), n_classes))
         np.add.at(votes, (np.arange(len(sims))[:, None], train_y[nearest]), 1)
         # Ties go to the lowest class index, deterministically.
-        correct += int(np.sum(votes.argmax(1) == test_y[i:i + batch]))
+        correct += int(np.sum(votes.argmax(1) == test_y[i : i + batch]))
     return correct / len(test_n)
 
 
 def evaluate_features(train, test, k=20, max_iter=300):
     """{"linear_acc", "knn_acc"} for ((train_x, train_y), (test_x, test_y))."""
     (trx, try_), (tex, tey) = train, test
-    return {"linear_acc": linear_accuracy(trx, try_, tex, tey, max_iter),
-            "knn_acc": knn_accuracy(trx, try_, tex, tey, k)}
+    return {
+        "linear_acc": linear_accuracy(trx, try_, tex, tey, max_iter),
+        "knn_acc": knn_accuracy(trx, try_, tex, tey, k),
+    }
 
 
-def evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20, max_iter=300, batch_size=256):
+def evaluate_encoders(
+    config, encoders, pixels=True, max_train=10000, k=20, max_iter=300, batch_size=256
+):
     """The frozen protocol on the labelled data of `config.data`, for several encoders.
 
     Args:
@@ -127,11 +134,10 @@ def evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20, max_
     Returns:
         list of dicts {"model", "linear_acc", "knn_acc", "n_train", "n_test"}.
     """
-    from amdim_tf import data as data_lib  # noqa: PLC0415  (evaluation needs data, not vice versa)
-
     train_split = config.data.train_split
-    train_ds = data_lib.make_eval_dataset(config.data, train_split, batch_size,
-                                          max_examples=max_train, sample_seed=0)
+    train_ds = data_lib.make_eval_dataset(
+        config.data, train_split, batch_size, max_examples=max_train, sample_seed=0
+    )
     test_ds = data_lib.make_eval_dataset(config.data, config.data.eval_split, batch_size)
     rows = []
     if pixels:

@@ -43,7 +43,7 @@ import tensorflow as tf
 from amdim_tf import augment
 
 CONFIG_FILENAME = "amdim_encoder.json"
-FEATURES = ("r1", "r5", "r7")   # exported when the encoder returns them; "global" always
+FEATURES = ("r1", "r5", "r7")  # exported when the encoder returns them; "global" always
 
 # serve_float rejects inputs outside [0, 1] by more than this: it catches clients that
 # send 0..255 floats (which would give garbage features silently) but tolerates the
@@ -62,14 +62,20 @@ def _encoder_config(encoder, preset, image_size, features, n_rkhs):
         value = getattr(encoder, key, None)
         if value is not None:
             config[key] = value
-    config.update(n_rkhs=n_rkhs, outputs=list(features) + ["global"],
-                  signatures={"serving_default": "uint8 [B,S,S,3] 0..255",
-                              "serve_float": "float32 [B,S,S,3] in [0,1]"})
+    config.update(
+        n_rkhs=n_rkhs,
+        outputs=list(features) + ["global"],
+        signatures={
+            "serving_default": "uint8 [B,S,S,3] 0..255",
+            "serve_float": "float32 [B,S,S,3] in [0,1]",
+        },
+    )
     return config
 
 
-def export_encoder(encoder, export_dir, preset=None, image_size=None, features=None,
-                   overwrite=False):
+def export_encoder(
+    encoder, export_dir, preset=None, image_size=None, features=None, overwrite=False
+):
     """Writes `encoder` as a SavedModel at `export_dir` (the SavedModel itself, not a base).
 
     Args:
@@ -92,31 +98,43 @@ def export_encoder(encoder, export_dir, preset=None, image_size=None, features=N
     trained_size = getattr(encoder, "image_size", None)
     image_size = image_size or trained_size
     if image_size is None:
-        raise ValueError("export_encoder needs image_size: the encoder has no image_size attribute.")
+        raise ValueError(
+            "export_encoder needs image_size: the encoder has no image_size attribute."
+        )
     if trained_size is not None and image_size != trained_size:
-        raise ValueError(f"image_size={image_size} differs from the encoder's image_size="
-                         f"{trained_size}; export at the size the encoder was built for.")
+        raise ValueError(
+            f"image_size={image_size} differs from the encoder's image_size="
+            f"{trained_size}; export at the size the encoder was built for."
+        )
     preset = preset or augment.preset_for_size(image_size)
     if preset not in augment.PRESETS:
-        raise ValueError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
-                         "(leave it empty to use the training preset for the image size).")
+        raise ValueError(
+            f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
+            "(leave it empty to use the training preset for the image size)."
+        )
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise FileExistsError(f"{export_dir} already exists and is not empty; pick a new "
-                              "version directory or pass overwrite=True (--overwrite).")
+        raise FileExistsError(
+            f"{export_dir} already exists and is not empty; pick a new "
+            "version directory or pass overwrite=True (--overwrite)."
+        )
 
     spec_shape = [None, image_size, image_size, 3]
     if not encoder.built:
         encoder.build(tuple(spec_shape))
     probe = encoder(tf.zeros([1, image_size, image_size, 3]), training=False)
     if "r1" not in probe:
-        raise ValueError(f"{type(encoder).__name__} returns {sorted(probe)}, no 'r1'; "
-                         "export_encoder needs the global feature 'r1' [B, 1, 1, D].")
+        raise ValueError(
+            f"{type(encoder).__name__} returns {sorted(probe)}, no 'r1'; "
+            "export_encoder needs the global feature 'r1' [B, 1, 1, D]."
+        )
     if features is None:
         features = [k for k in FEATURES if k in probe]
     missing = [k for k in features if k not in probe]
     if missing:
-        raise ValueError(f"features {missing} are not outputs of {type(encoder).__name__}; "
-                         f"available: {sorted(probe)}.")
+        raise ValueError(
+            f"features {missing} are not outputs of {type(encoder).__name__}; "
+            f"available: {sorted(probe)}."
+        )
     features = list(features)
     n_rkhs = int(probe["r1"].shape[-1])
 
@@ -129,18 +147,24 @@ def export_encoder(encoder, export_dir, preset=None, image_size=None, features=N
         # rank fail this check too.
         shape = tf.shape(images)
         dims = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[1:4]
-        ok = tf.logical_and(tf.equal(tf.size(shape), 4),
-                            tf.reduce_all(tf.equal(dims, [image_size, image_size, 3])))
-        check = tf.debugging.Assert(ok, [
-            f"{endpoint} expects images of shape [B, {image_size}, {image_size}, 3] "
-            f"(batch, height, width, RGB); received shape", shape])
+        ok = tf.logical_and(
+            tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(dims, [image_size, image_size, 3]))
+        )
+        check = tf.debugging.Assert(
+            ok,
+            [
+                f"{endpoint} expects images of shape [B, {image_size}, {image_size}, 3] "
+                f"(batch, height, width, RGB); received shape",
+                shape,
+            ],
+        )
         with tf.control_dependencies([check]):
             return tf.identity(images)
 
-    def encode(pixels):                                       # [B, S, S, 3] float in [0, 1]
-        out = encoder(normalise(pixels, preset), training=False)   # BN uses moving stats
+    def encode(pixels):  # [B, S, S, 3] float in [0, 1]
+        out = encoder(normalise(pixels, preset), training=False)  # BN uses moving stats
         result = {k: out[k] for k in features}
-        result["global"] = tf.reshape(out["r1"], [-1, n_rkhs])     # [B, D]
+        result["global"] = tf.reshape(out["r1"], [-1, n_rkhs])  # [B, D]
         return result
 
     def serve_uint8(images):
@@ -151,12 +175,16 @@ def export_encoder(encoder, export_dir, preset=None, image_size=None, features=N
         images = check_shape(images, "serve_float")
         checks = [
             tf.debugging.assert_greater_equal(
-                tf.reduce_min(images), -_FLOAT_RANGE_SLACK,
-                message="serve_float expects float32 pixels in [0, 1]"),
+                tf.reduce_min(images),
+                -_FLOAT_RANGE_SLACK,
+                message="serve_float expects float32 pixels in [0, 1]",
+            ),
             tf.debugging.assert_less_equal(
-                tf.reduce_max(images), 1.0 + _FLOAT_RANGE_SLACK,
+                tf.reduce_max(images),
+                1.0 + _FLOAT_RANGE_SLACK,
                 message="serve_float expects float32 pixels in [0, 1], not 0..255; divide by "
-                        "255 or send uint8 pixels to serving_default"),
+                "255 or send uint8 pixels to serving_default",
+            ),
         ]
         with tf.control_dependencies(checks):
             return encode(tf.identity(images))
@@ -165,10 +193,12 @@ def export_encoder(encoder, export_dir, preset=None, image_size=None, features=N
     archive.track(encoder)
     # Naming the uint8 endpoint "serving_default" makes it TF Serving's default;
     # ExportArchive would otherwise alias the first endpoint.
-    archive.add_endpoint("serving_default", serve_uint8,
-                         [tf.TensorSpec(spec_shape, tf.uint8, name="images")])
-    archive.add_endpoint("serve_float", serve_float,
-                         [tf.TensorSpec(spec_shape, tf.float32, name="images")])
+    archive.add_endpoint(
+        "serving_default", serve_uint8, [tf.TensorSpec(spec_shape, tf.uint8, name="images")]
+    )
+    archive.add_endpoint(
+        "serve_float", serve_float, [tf.TensorSpec(spec_shape, tf.float32, name="images")]
+    )
     archive.write_out(export_dir, verbose=False)
     with open(os.path.join(export_dir, CONFIG_FILENAME), "w") as f:
         json.dump(_encoder_config(encoder, preset, image_size, features, n_rkhs), f, indent=1)
@@ -179,11 +209,16 @@ def resolve_export_dir(path):
     """`path` if it is a SavedModel, else its highest numbered version (TF Serving layout)."""
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
-    versions = sorted(int(d) for d in (os.listdir(path) if os.path.isdir(path) else [])
-                      if d.isdigit() and os.path.exists(os.path.join(path, d, "saved_model.pb")))
+    versions = sorted(
+        int(d)
+        for d in (os.listdir(path) if os.path.isdir(path) else [])
+        if d.isdigit() and os.path.exists(os.path.join(path, d, "saved_model.pb"))
+    )
     if not versions:
-        raise FileNotFoundError(f"no SavedModel at {path} (no saved_model.pb there nor in a "
-                                "numbered version directory); write one with tools/export.py.")
+        raise FileNotFoundError(
+            f"no SavedModel at {path} (no saved_model.pb there nor in a "
+            "numbered version directory); write one with tools/export.py."
+        )
     return os.path.join(path, str(versions[-1]))
 
 

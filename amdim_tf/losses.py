@@ -21,12 +21,46 @@ def tanh_clip(x, clip):
     return clip * tf.tanh(x / clip)
 
 
-def infonce(src, trg, tclip=20.0, reg_coeff=0.05, pos_offset=0):
-    """InfoNCE of predicting every location of `trg` from `src` (AMDIM's NCE cost).
+def masked_infonce(scores, pos_offset=0):
+    """-mean log softmax of each positive among itself and every location of the other images.
 
-    For each source row b and each target location l, the positive is trg[b', l]
-    with b' = b + pos_offset (the same image, other view); the negatives are all
-    locations of all other images in `trg`, shared by the L positives of b.
+    The InfoNCE shared by AMDIM (after scaling and clipping its scores) and DIM's
+    infoNCE estimator (on raw critic scores). For source row i and target location
+    l, the positive is scores[i, i + pos_offset, l]; the negatives are all
+    locations of all *other* target images, shared by the L positives of i. The
+    source's own other locations are excluded exactly (the official DIM code keeps
+    them at a score of -10 instead).
+
+    Args:
+        scores: [b, B, L] scores of this replica's b sources against the L
+            locations of the B target images of the (global) batch.
+        pos_offset: index in the B targets of this replica's first image.
+    Returns:
+        float32 scalar.
+    """
+    scores = tf.cast(scores, tf.float32)  # [b, B, L]
+    n_src = tf.shape(scores)[0]
+    # With one image there are no negatives and the loss would be a silent 0.
+    tf.debugging.assert_greater_equal(
+        tf.shape(scores)[1],
+        2,
+        message="InfoNCE needs at least 2 images in the (global) batch "
+        "for negatives; raise config.train.batch_size.",
+    )
+    is_pos = _positive_mask(scores, pos_offset)  # [b, B]
+    pos = _positive_scores(scores, pos_offset)  # [b, L]
+    neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
+    neg_lse = tf.reduce_logsumexp(tf.reshape(neg, [n_src, -1]), axis=1, keepdims=True)  # [b, 1]
+    # log(exp(pos) / (exp(pos) + sum exp(neg))), stable through logaddexp.
+    log_prob = pos - tf.experimental.numpy.logaddexp(pos, neg_lse)  # [b, L]
+    return -tf.reduce_mean(log_prob)
+
+
+def infonce(src, trg, tclip=20.0, reg_coeff=0.05, pos_offset=0):
+    """AMDIM's NCE cost of predicting every location of `trg` from `src` (§3.2-3.3).
+
+    Scores are dot products scaled by 1/sqrt(D), penalised by reg_coeff *
+    mean(raw^2) and soft-clipped to (-tclip, tclip) before `masked_infonce`.
 
     Args:
         src: [b, D] source vectors (this replica's batch).
@@ -36,38 +70,22 @@ def infonce(src, trg, tclip=20.0, reg_coeff=0.05, pos_offset=0):
         pos_offset: index in `trg` of this replica's first image.
 
     Returns:
-        (loss, reg): float32 scalars; loss = -mean_{b,l} log softmax of the
-        positive among {positive} + negatives of b; reg = reg_coeff * mean(raw^2).
+        (loss, reg): float32 scalars.
     """
-    src = tf.cast(src, tf.float32)                                     # [b, D]
-    trg = tf.cast(trg, tf.float32)                                     # [B, L, D]
-    n_src = tf.shape(src)[0]
-    n_trg = tf.shape(trg)[0]
+    src = tf.cast(src, tf.float32)  # [b, D]
+    trg = tf.cast(trg, tf.float32)  # [B, L, D]
     dim = tf.cast(tf.shape(src)[-1], tf.float32)
-    # With one image there are no negatives and the loss would be a silent 0.
-    tf.debugging.assert_greater_equal(
-        n_trg, 2, message="InfoNCE needs at least 2 images in the (global) batch for negatives; "
-                          "raise config.train.batch_size.")
-    raw = tf.einsum("bd,cld->bcl", src, trg) / tf.sqrt(dim)            # [b, B, L]
-    reg = reg_coeff * tf.reduce_mean(tf.square(raw))                   # []
-    scores = tanh_clip(raw, tclip)                                     # [b, B, L]
-    pos_index = tf.range(n_src) + pos_offset                           # [b]
-    is_pos = tf.equal(pos_index[:, None], tf.range(n_trg)[None, :])    # [b, B]
-    pos = tf.gather(scores, pos_index, axis=1, batch_dims=1)           # [b, L]
-    neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
-    neg_lse = tf.reduce_logsumexp(tf.reshape(neg, [n_src, -1]), axis=1, keepdims=True)  # [b, 1]
-    # log(exp(pos) / (exp(pos) + sum exp(neg))), stable through logaddexp.
-    log_prob = pos - tf.experimental.numpy.logaddexp(pos, neg_lse)    # [b, L]
-    return -tf.reduce_mean(log_prob), reg
+    raw = tf.einsum("bd,cld->bcl", src, trg) / tf.sqrt(dim)  # [b, B, L]
+    reg = reg_coeff * tf.reduce_mean(tf.square(raw))  # []
+    return masked_infonce(tanh_clip(raw, tclip), pos_offset), reg
 
 
 def sample_locations(feature_map, index):
     """Pick one location per image: feature_map [B, H, W, D], index [B] in [0, H*W).
 
     Returns [B, D]."""
-    shape = tf.shape(feature_map)
-    flat = tf.reshape(feature_map, [shape[0], shape[1] * shape[2], shape[3]])  # [B, HW, D]
-    return tf.gather(flat, index, axis=1, batch_dims=1)                         # [B, D]
+    flat = flatten_locations(feature_map)  # [B, HW, D]
+    return tf.gather(flat, index, axis=1, batch_dims=1)  # [B, D]
 
 
 def flatten_locations(feature_map):
@@ -76,41 +94,17 @@ def flatten_locations(feature_map):
     return tf.reshape(feature_map, [shape[0], shape[1] * shape[2], shape[3]])
 
 
-def amdim_objective(feats1, feats2, loc1, loc2, trg1=None, trg2=None, tclip=20.0,
-                    reg_coeff=0.05, pos_offset=0):
-    """AMDIM's multiscale objective over the 1->5, 1->7 and 5->5 pairs.
+def _positive_mask(scores, pos_offset):
+    """[b, B] bool, True where target c is source i's own image (c == i + pos_offset)."""
+    shape = tf.shape(scores)
+    pos_index = tf.range(shape[0]) + pos_offset  # [b]
+    return tf.equal(pos_index[:, None], tf.range(shape[1])[None, :])  # [b, B]
 
-    Args:
-        feats1, feats2: encoder outputs of view 1 / view 2 for this replica's
-            images, dicts with "r1" [b,1,1,D], "r5" [b,5,5,D], "r7" [b,7,7,D].
-        loc1, loc2: [b] int, the random r5 location used as the 5->5 source.
-        trg1, trg2: optional dicts with "r5" [B,25,D] and "r7" [B,49,D] target
-            locations of the global batch (defaults: this replica's own).
-        tclip, reg_coeff, pos_offset: see `infonce`.
 
-    Returns:
-        dict of float32 scalars "nce_1t5", "nce_1t7", "nce_5t5" (each averaged
-        over both directions x1->x2 and x2->x1), "reg" (0.5 * the sum of the six
-        per-direction penalties, as the official code) and "total" (their sum).
-    """
-    if trg1 is None:
-        trg1 = {k: flatten_locations(feats1[k]) for k in ("r5", "r7")}
-    if trg2 is None:
-        trg2 = {k: flatten_locations(feats2[k]) for k in ("r5", "r7")}
-    r1_1 = tf.reshape(feats1["r1"], [tf.shape(feats1["r1"])[0], -1])  # [b, D]
-    r1_2 = tf.reshape(feats2["r1"], [tf.shape(feats2["r1"])[0], -1])  # [b, D]
-    r5_1 = sample_locations(feats1["r5"], loc1)                        # [b, D]
-    r5_2 = sample_locations(feats2["r5"], loc2)                        # [b, D]
-    nce = lambda s, t: infonce(s, t, tclip, reg_coeff, pos_offset)
-    pairs = {
-        "nce_1t5": (nce(r1_1, trg2["r5"]), nce(r1_2, trg1["r5"])),
-        "nce_1t7": (nce(r1_1, trg2["r7"]), nce(r1_2, trg1["r7"])),
-        "nce_5t5": (nce(r5_1, trg2["r5"]), nce(r5_2, trg1["r5"])),
-    }
-    out = {name: 0.5 * (a[0] + b[0]) for name, (a, b) in pairs.items()}
-    out["reg"] = 0.5 * tf.add_n([a[1] + b[1] for a, b in pairs.values()])
-    out["total"] = out["nce_1t5"] + out["nce_1t7"] + out["nce_5t5"] + out["reg"]
-    return out
+def _positive_scores(scores, pos_offset):
+    """[b, L]: scores[i, i + pos_offset, :]."""
+    pos_index = tf.range(tf.shape(scores)[0]) + pos_offset  # [b]
+    return tf.gather(scores, pos_index, axis=1, batch_dims=1)  # [b, L]
 
 
 def probe_xent(logits, labels, clip=10.0, reg_coeff=1e-3):
@@ -125,17 +119,18 @@ def probe_xent(logits, labels, clip=10.0, reg_coeff=1e-3):
     Returns:
         float32 scalar (0 if no row is labelled).
     """
-    logits = tf.cast(logits, tf.float32)                               # [N, K]
-    labels = tf.cast(labels, tf.int32)                                 # [N]
-    valid = tf.cast(labels >= 0, tf.float32)                           # [N]
+    logits = tf.cast(logits, tf.float32)  # [N, K]
+    labels = tf.cast(labels, tf.int32)  # [N]
+    valid = tf.cast(labels >= 0, tf.float32)  # [N]
     xent = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.maximum(labels, 0), logits=tanh_clip(logits, clip))  # [N]
+        labels=tf.maximum(labels, 0), logits=tanh_clip(logits, clip)
+    )  # [N]
     n_valid = tf.maximum(tf.reduce_sum(valid), 1.0)
     reg = reg_coeff * tf.reduce_mean(tf.square(logits))
     return tf.reduce_sum(xent * valid) / n_valid + reg
 
 
-# ---------------------------------------------------------------------------
+# -- Deep InfoMax and CPC ---------------------------------------------------------------
 # Deep InfoMax (Hjelm et al., ICLR 2019, §3.1 and the official code's
 # `cortex_DIM/functions/dim_losses.py`) and CPC (van den Oord et al. 2018;
 # Hénaff et al. 2019). The DIM estimators take critic scores
@@ -143,22 +138,8 @@ def probe_xent(logits, labels, clip=10.0, reg_coeff=1e-3):
 # source images of this replica against the B target images of the global
 # batch; the positive pair of source i is target c = i + pos_offset. Each
 # returns a loss to *minimise* (the negated MI lower bound).
-# ---------------------------------------------------------------------------
 
 _LOG2 = 0.6931471805599453
-
-
-def _positive_mask(scores, pos_offset):
-    """[b, B] bool, True where target c is source i's own image (c == i + pos_offset)."""
-    shape = tf.shape(scores)
-    pos_index = tf.range(shape[0]) + pos_offset                        # [b]
-    return tf.equal(pos_index[:, None], tf.range(shape[1])[None, :])   # [b, B]
-
-
-def _positive_scores(scores, pos_offset):
-    """[b, L]: scores[i, i + pos_offset, :]."""
-    pos_index = tf.range(tf.shape(scores)[0]) + pos_offset             # [b]
-    return tf.gather(scores, pos_index, axis=1, batch_dims=1)          # [b, L]
 
 
 def dim_jsd_loss(scores, pos_offset=0):
@@ -174,10 +155,10 @@ def dim_jsd_loss(scores, pos_offset=0):
     Returns:
         float32 scalar.
     """
-    scores = tf.cast(scores, tf.float32)                               # [b, B, L]
-    is_pos = _positive_mask(scores, pos_offset)                        # [b, B]
+    scores = tf.cast(scores, tf.float32)  # [b, B, L]
+    is_pos = _positive_mask(scores, pos_offset)  # [b, B]
     e_pos = tf.reduce_mean(_LOG2 - tf.nn.softplus(-_positive_scores(scores, pos_offset)))  # []
-    neg_terms = tf.nn.softplus(scores) - _LOG2                         # [b, B, L]
+    neg_terms = tf.nn.softplus(scores) - _LOG2  # [b, B, L]
     neg_w = tf.cast(~is_pos, tf.float32)[:, :, None] * tf.ones_like(scores)  # [b, B, L]
     e_neg = tf.reduce_sum(neg_terms * neg_w) / tf.maximum(tf.reduce_sum(neg_w), 1.0)  # []
     return e_neg - e_pos
@@ -195,39 +176,28 @@ def dim_dv_loss(scores, pos_offset=0):
 
     Args / returns: as `dim_jsd_loss`.
     """
-    scores = tf.cast(scores, tf.float32)                               # [b, B, L]
-    is_pos = _positive_mask(scores, pos_offset)                        # [b, B]
-    e_pos = tf.reduce_mean(_positive_scores(scores, pos_offset))       # []
+    scores = tf.cast(scores, tf.float32)  # [b, B, L]
+    is_pos = _positive_mask(scores, pos_offset)  # [b, B]
+    e_pos = tf.reduce_mean(_positive_scores(scores, pos_offset))  # []
     neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
     n_neg = tf.reduce_sum(tf.cast(~is_pos, tf.float32)) * tf.cast(tf.shape(scores)[2], tf.float32)
-    tf.debugging.assert_positive(n_neg, message="DIM's DV estimator needs at least 2 images "
-                                                "in the (global) batch for negatives.")
-    e_neg = tf.reduce_logsumexp(neg) - tf.math.log(n_neg)              # []
+    tf.debugging.assert_positive(
+        n_neg,
+        message="DIM's DV estimator needs at least 2 images in the (global) batch for negatives.",
+    )
+    e_neg = tf.reduce_logsumexp(neg) - tf.math.log(n_neg)  # []
     return e_neg - e_pos
 
 
 def dim_nce_loss(scores, pos_offset=0):
     """Negated infoNCE estimator of DIM (eq. 5, the official `nce_loss`).
 
-    Every positive (i, l) is ranked against all locations of all other images:
-    loss = -mean_{i,l} log( e^{u[i,i,l]} / (e^{u[i,i,l]} + sum_{c != i, l'} e^{u[i,c,l']}) ).
-    The official code keeps the masked self-pairs in the softmax at a score of
-    -10; here they are excluded exactly. Unlike `infonce`, scores are neither
-    scaled by 1/sqrt(D) nor clipped (DIM's critic outputs are used as they are).
+    `masked_infonce` on the critic scores as they are: unlike AMDIM's `infonce`,
+    DIM's scores are neither scaled by 1/sqrt(D) nor clipped.
 
     Args / returns: as `dim_jsd_loss`.
     """
-    scores = tf.cast(scores, tf.float32)                               # [b, B, L]
-    n_src = tf.shape(scores)[0]
-    tf.debugging.assert_greater_equal(
-        tf.shape(scores)[1], 2, message="DIM's infoNCE needs at least 2 images in the (global) "
-                                        "batch for negatives; raise config.train.batch_size.")
-    is_pos = _positive_mask(scores, pos_offset)                        # [b, B]
-    pos = _positive_scores(scores, pos_offset)                         # [b, L]
-    neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
-    neg_lse = tf.reduce_logsumexp(tf.reshape(neg, [n_src, -1]), axis=1, keepdims=True)  # [b, 1]
-    log_prob = pos - tf.experimental.numpy.logaddexp(pos, neg_lse)    # [b, L]
-    return -tf.reduce_mean(log_prob)
+    return masked_infonce(scores, pos_offset)
 
 
 def prior_discriminator_loss(d_prior, d_encoded):
@@ -237,8 +207,8 @@ def prior_discriminator_loss(d_prior, d_encoded):
     the binary cross-entropy of telling prior samples (label 1) from encoded ones (label 0).
     Args: d_prior [N, 1], d_encoded [M, 1] logits. Returns a float32 scalar.
     """
-    d_prior = tf.cast(d_prior, tf.float32)                             # [N, 1]
-    d_encoded = tf.cast(d_encoded, tf.float32)                         # [M, 1]
+    d_prior = tf.cast(d_prior, tf.float32)  # [N, 1]
+    d_encoded = tf.cast(d_encoded, tf.float32)  # [M, 1]
     return tf.reduce_mean(tf.nn.softplus(-d_prior)) + tf.reduce_mean(tf.nn.softplus(d_encoded))
 
 
@@ -267,20 +237,21 @@ def cpc_infonce(preds, targets, offset, pos_offset=0):
     Returns:
         float32 scalar: -mean over predictions of log softmax(score of the positive).
     """
-    preds = tf.cast(preds, tf.float32)                                 # [b, H-k, W, D]
-    targets = tf.cast(targets, tf.float32)                             # [B, H, W, D]
+    preds = tf.cast(preds, tf.float32)  # [b, H-k, W, D]
+    targets = tf.cast(targets, tf.float32)  # [B, H, W, D]
     p_shape = tf.shape(preds)
     t_shape = tf.shape(targets)
     n_src, rows, width = p_shape[0], p_shape[1], p_shape[2]
     height = t_shape[1]
-    flat_p = tf.reshape(preds, [-1, p_shape[3]])                       # [b*(H-k)*W, D]
-    flat_t = tf.reshape(targets, [-1, t_shape[3]])                     # [B*H*W, D]
-    logits = tf.matmul(flat_p, flat_t, transpose_b=True)               # [b*(H-k)*W, B*H*W]
-    n = tf.range(n_src)[:, None, None]                                 # [b, 1, 1]
-    i = tf.range(rows)[None, :, None]                                  # [1, H-k, 1]
-    j = tf.range(width)[None, None, :]                                 # [1, 1, W]
+    flat_p = tf.reshape(preds, [-1, p_shape[3]])  # [b*(H-k)*W, D]
+    flat_t = tf.reshape(targets, [-1, t_shape[3]])  # [B*H*W, D]
+    logits = tf.matmul(flat_p, flat_t, transpose_b=True)  # [b*(H-k)*W, B*H*W]
+    n = tf.range(n_src)[:, None, None]  # [b, 1, 1]
+    i = tf.range(rows)[None, :, None]  # [1, H-k, 1]
+    j = tf.range(width)[None, None, :]  # [1, 1, W]
     # Row-major index of targets[n + pos_offset, i + offset, j] in flat_t.
-    pos = ((n + pos_offset) * height + i + offset) * width + j         # [b, H-k, W]
+    pos = ((n + pos_offset) * height + i + offset) * width + j  # [b, H-k, W]
     xent = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.reshape(pos, [-1]), logits=logits)                   # [b*(H-k)*W]
+        labels=tf.reshape(pos, [-1]), logits=logits
+    )  # [b*(H-k)*W]
     return tf.reduce_mean(xent)

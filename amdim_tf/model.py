@@ -10,27 +10,26 @@ cross-entropy in one Adam update, as the official code does. The probes read
 import keras
 import tensorflow as tf
 
-from amdim_tf import distribute, losses
+from amdim_tf import compat, distribute, losses
 from amdim_tf.probes import linear_probe, mlp_probe
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when the training loss becomes NaN or infinite."""
 
 
 def flat_r1(feats):
     r1 = feats["r1"]
-    return tf.reshape(r1, [tf.shape(r1)[0], -1])                      # [B, D]
+    return tf.reshape(r1, [tf.shape(r1)[0], -1])  # [B, D]
 
 
-@keras.saving.register_keras_serializable(package="amdim_tf")
+# Not registered as Keras-serializable: it holds a training objective and two
+# optimizers and is saved as a tf.train checkpoint (workdir.RunCheckpoint); what
+# users save and load as .keras files is its encoder.
+@compat.skip_symbolic_build_when_built
 class SelfSupervisedModel(keras.Model):
     """Encoder trained by a two-view objective, with linear and MLP online probes.
 
     Args:
         encoder: a built model mapping images to a dict with at least "r1".
-        objective: callable (feats1, feats2, seed_generator) -> dict of float32
-            scalars with "total" and one entry per `objective.metric_names`.
+        objective: callable (feats1, feats2, seed_generator=...) -> dict of float32
+            scalars with "total" and one per `metric_names` (see `amdim_tf.objectives`).
         num_classes: classes of the online probes.
         weight_decay: coupled L2 added to every gradient (PyTorch Adam's
             `weight_decay`, as the official code).
@@ -60,7 +59,9 @@ class SelfSupervisedModel(keras.Model):
         self.loss_names = ("loss/total",) + tuple(objective.metric_names) + ("loss/probe",)
         if self.adversary_variables:
             self.loss_names += ("loss/adversary",)
-        self._loss_trackers = {n: keras.metrics.Mean(name=n.replace("/", "_")) for n in self.loss_names}
+        self._loss_trackers = {
+            n: keras.metrics.Mean(name=n.replace("/", "_")) for n in self.loss_names
+        }
         self._acc_trackers = {
             "probe/linear_acc": keras.metrics.SparseCategoricalAccuracy(name="linear_acc"),
             "probe/mlp_acc": keras.metrics.SparseCategoricalAccuracy(name="mlp_acc"),
@@ -80,40 +81,44 @@ class SelfSupervisedModel(keras.Model):
         self.linear_probe.build((None, self.encoder.n_rkhs))
         self.mlp_probe.build((None, self.encoder.n_rkhs))
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Under a tf.distribute strategy, Keras' TF trainer (3.15) pulls one batch off
-        # the iterator at the start of every fit/evaluate to build the model
-        # symbolically: that batch is never trained on, and under
-        # MultiWorkerMirroredStrategy reducing its nested ((v1, v2), y) structure
-        # fails ("Attempt to convert a value (PerReplica...)"). `build_model` has
-        # created every variable and the optimizer's slots, so nothing is left to build.
-        if all(layer.built for layer in self._flatten_layers()) and (
-                self.optimizer is None or self.optimizer.built):
-            return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
     def call(self, images, training=False):
         """Encoder features plus the probes' logits for `images`."""
         feats = self.encoder(images, training=training)
         r1 = tf.stop_gradient(flat_r1(feats))
-        return dict(feats, linear_logits=self.linear_probe(r1, training=training),
-                    mlp_logits=self.mlp_probe(r1, training=training))
+        return dict(
+            feats,
+            linear_logits=self.linear_probe(r1, training=training),
+            mlp_logits=self.mlp_probe(r1, training=training),
+        )
 
-    def compute_losses(self, views, labels, training=True):
-        """All loss terms of one step; returns (optimised loss, dict of logged terms, probe logits)."""
+    def compute_losses(self, views, labels, training=True) -> dict:
+        """All loss terms of one step.
+
+        Returns a dict: "loss" (what the step minimises: objective + probes),
+        "logged" (dict of scalars for the metrics), "labels" [2b] and the probes'
+        "linear_logits" / "mlp_logits" [2b, K] on both views, "feats1" (view 1's
+        encoder outputs, for an adversary).
+        """
         x1, x2 = views
         feats1 = self.encoder(x1, training=training)
         feats2 = self.encoder(x2, training=training)
-        terms = self.objective(feats1, feats2, self.seed_generator)
+        terms = self.objective(feats1, feats2, seed_generator=self.seed_generator)
         # Probes never teach the encoder: their input is cut from the graph.
         r1 = tf.stop_gradient(tf.concat([flat_r1(feats1), flat_r1(feats2)], axis=0))  # [2b, D]
-        y = tf.concat([labels, labels], axis=0)                                         # [2b]
-        lin = self.linear_probe(r1, training=training)                                 # [2b, K]
-        mlp = self.mlp_probe(r1, training=training)                                    # [2b, K]
+        y = tf.concat([labels, labels], axis=0)  # [2b]
+        lin = self.linear_probe(r1, training=training)  # [2b, K]
+        mlp = self.mlp_probe(r1, training=training)  # [2b, K]
         probe = losses.probe_xent(lin, y) + losses.probe_xent(mlp, y)
         logged = {"loss/total": terms["total"], "loss/probe": probe}
         logged.update({n: terms[n] for n in self.objective.metric_names})
-        return terms["total"] + probe, logged, (y, lin, mlp, feats1)
+        return {
+            "loss": terms["total"] + probe,
+            "logged": logged,
+            "labels": y,
+            "linear_logits": lin,
+            "mlp_logits": mlp,
+            "feats1": feats1,
+        }
 
     def train_step(self, data):
         views, labels = data
@@ -122,7 +127,8 @@ class SelfSupervisedModel(keras.Model):
         # replica's mean: divide once, here, so the update is the global mean.
         per_replica = 1.0 / distribute.num_replicas()
         with tf.GradientTape() as tape:
-            loss, logged, (y, lin, mlp, feats1) = self.compute_losses(views, labels, training=True)
+            out = self.compute_losses(views, labels, training=True)
+            loss, logged = out["loss"], out["logged"]
             # scale_loss is the identity except under LossScaleOptimizer (mixed_float16),
             # whose apply_gradients divides the loss scale back out.
             scaled = self.optimizer.scale_loss(loss * per_replica)
@@ -135,10 +141,12 @@ class SelfSupervisedModel(keras.Model):
             # reads the r5 head) have no gradient; decaying them alone would be noise.
             # The decay joins gradients of the scaled loss, so it takes the same factor.
             decay = self.optimizer.scale_loss(self.weight_decay * per_replica)
-            grads = [g if g is None else g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
-                     for g, v in zip(grads, variables)]
+            grads = [
+                g if g is None else g + tf.cast(decay, g.dtype) * tf.cast(v, g.dtype)
+                for g, v in zip(grads, variables, strict=True)
+            ]
         # Drop unused variables here: merge_call cannot carry None gradients.
-        pairs = [(g, v) for g, v in zip(grads, variables) if g is not None]
+        pairs = [(g, v) for g, v in zip(grads, variables, strict=True) if g is not None]
         grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
 
         _apply_unless_non_finite(self.optimizer, loss, grads, variables)
@@ -146,12 +154,12 @@ class SelfSupervisedModel(keras.Model):
             # The adversary reads stop-gradient features, so this update cannot move the encoder.
             adv_opt = self.adversary_optimizer
             with tf.GradientTape() as adv_tape:
-                adv_loss = self.objective.adversary_loss(feats1, self.seed_generator)
+                adv_loss = self.objective.adversary_loss(out["feats1"], self.seed_generator)
                 adv_scaled = adv_opt.scale_loss(adv_loss * per_replica)  # same reasons as above
             adv_grads = adv_tape.gradient(adv_scaled, adversary)
             _apply_unless_non_finite(adv_opt, adv_loss, adv_grads, adversary)
             logged["loss/adversary"] = adv_loss
-        return self._update_metrics(logged, y, lin, mlp)
+        return self._update_metrics(logged, out["labels"], out["linear_logits"], out["mlp_logits"])
 
     def test_step(self, data):
         images, labels = data[0], tf.cast(data[1], tf.int32)
@@ -182,37 +190,10 @@ def _apply_unless_non_finite(optimizer, loss, grads, variables):
     """optimizer.apply_gradients, skipped (on every replica) when the step went non-finite."""
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         # It skips non-finite gradients itself (and lowers the loss scale).
-        optimizer.apply_gradients(zip(grads, variables))
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
     else:
         # A non-finite loss must not poison the weights: skip the update (on every
-        # replica), report the loss, and let StopOnNonFiniteLoss stop the run.
+        # replica), report the loss, and let callbacks.StopOnNonFiniteLoss stop the run.
         distribute.apply_if_finite(
-            loss, lambda g: optimizer.apply_gradients(zip(g, variables)), (grads,))
-
-
-class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training with a clear error at the first step whose loss is NaN/inf.
-
-    Keras' TerminateOnNaN stops silently; users need the step and the likely
-    causes. `loss/total` is the running mean of the epoch, so it turns
-    non-finite at the first bad step and stays so.
-    """
-
-    def __init__(self, key="loss/total"):
-        super().__init__()
-        self.key = key
-
-    def on_train_batch_end(self, batch, logs=None):
-        value = (logs or {}).get(self.key)
-        if value is None:
-            return
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            # The bad step's update was skipped, so `iterations` counts the good steps.
-            step = int(self.model.optimizer.iterations.numpy()) + 1
-            raise NonFiniteLossError(
-                f"{self.key} became {value} at training step {step} (batch {batch} of this epoch). "
-                "Training stopped before applying that step, so the weights are the last finite "
-                "ones and no checkpoint is written from a bad state. Likely causes: a "
-                "learning rate too high for the batch size, tclip disabled, or NaN/inf pixels in "
-                "the input data. Lower config.optim.lr or check the data, then resume.")
+            loss, lambda g: optimizer.apply_gradients(zip(g, variables, strict=True)), (grads,)
+        )

@@ -30,17 +30,24 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = ops.minimum(1.0, (step + 1.0) / max(self.warmup_steps, 1))
-        n_decays = sum(ops.cast(step >= b, "float32") for b in self.boundaries) if self.boundaries else 0.0
+        n_decays = (
+            sum(ops.cast(step >= b, "float32") for b in self.boundaries) if self.boundaries else 0.0
+        )
         return self.base_lr * warm * ops.power(self.factor, n_decays)
 
     def get_config(self):
-        return {"base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
-                "boundaries": list(self.boundaries), "factor": self.factor}
+        return {
+            "base_lr": self.base_lr,
+            "warmup_steps": self.warmup_steps,
+            "boundaries": list(self.boundaries),
+            "factor": self.factor,
+        }
 
 
 def make_optimizer(optim, steps_per_epoch):
     """Adam with the paper's schedule from the `optim` config section."""
     boundaries = [int(e) * int(steps_per_epoch) for e in optim.decay_epochs]
     schedule = WarmupStepDecay(optim.lr, optim.warmup_steps, boundaries, optim.decay_factor)
-    return keras.optimizers.Adam(learning_rate=schedule, beta_1=optim.beta_1,
-                                 beta_2=optim.beta_2, epsilon=optim.epsilon)
+    return keras.optimizers.Adam(
+        learning_rate=schedule, beta_1=optim.beta_1, beta_2=optim.beta_2, epsilon=optim.epsilon
+    )

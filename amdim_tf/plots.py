@@ -17,8 +17,8 @@ import json
 import os
 
 MAX_GAP_SECONDS = 300.0
-EVAL_LINEAR_KEY = "probe/eval_linear_acc"   # online linear head, eval split, once per epoch
-TRAIN_LINEAR_KEY = "probe/linear_acc"       # the same head on training batches (augmented views)
+EVAL_LINEAR_KEY = "probe/eval_linear_acc"  # online linear head, eval split, once per epoch
+TRAIN_LINEAR_KEY = "probe/linear_acc"  # the same head on training batches (augmented views)
 
 
 def read_metrics(path):
@@ -58,7 +58,7 @@ def curves_from_metrics(metrics_jsonl_path, key=EVAL_LINEAR_KEY, max_gap=MAX_GAP
     """
     records = [r for r in read_metrics(metrics_jsonl_path) if "time" in r]
     seconds = active_seconds([float(r["time"]) for r in records], max_gap)
-    return [(s, float(r[key])) for s, r in zip(seconds, records) if key in r]
+    return [(s, float(r[key])) for s, r in zip(seconds, records, strict=True) if key in r]
 
 
 def plot_probe_curves(series, path, title, ylabel="linear probe accuracy"):
@@ -72,7 +72,7 @@ def plot_probe_curves(series, path, title, ylabel="linear probe accuracy"):
     Returns:
         path.
     """
-    from matplotlib.figure import Figure  # noqa: PLC0415  (only plotting needs matplotlib)
+    from matplotlib.figure import Figure
 
     longest = max((t for points in series.values() for t, _ in points), default=0.0)
     minutes = longest > 180

@@ -64,6 +64,8 @@ def get_config(arg=None):
         c.data.shuffle_buffer = 2000
         config_lib.make_tiny(c)
     else:
-        raise ValueError(f"unknown variant {arg!r} of amdim_cifar10_cpu; use parity, small, tiny "
-                         "or nothing (the one-hour run)")
+        raise ValueError(
+            f"unknown variant {arg!r} of amdim_cifar10_cpu; use parity, small, tiny "
+            "or nothing (the one-hour run)"
+        )
     return c

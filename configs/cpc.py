@@ -26,15 +26,15 @@ from amdim_tf import config_lib
 def get_config(arg=None):
     c = config_lib.base_config()
     c.method = "cpc"
-    c.model.ndf = 32               # patch encoder: conv widths 32 then 64
-    c.model.n_rkhs = 256           # width of z, c and r1
+    c.model.ndf = 32  # patch encoder: conv widths 32 then 64
+    c.model.n_rkhs = 256  # width of z, c and r1
 
     c.cpc = ml_collections.ConfigDict()
-    c.cpc.patch_size = 0           # 0 = image_size / 4 (8 px at 32 px, 16 at 64)
-    c.cpc.patch_stride = 0         # 0 = image_size / 8 (half overlap -> a 7x7 grid)
-    c.cpc.context_blocks = 2       # residual causal conv blocks of the context network
-    c.cpc.min_offset = 2           # first predicted row offset (1 overlaps)
-    c.cpc.max_offset = 5           # last predicted row offset (< grid side)
+    c.cpc.patch_size = 0  # 0 = image_size / 4 (8 px at 32 px, 16 at 64)
+    c.cpc.patch_stride = 0  # 0 = image_size / 8 (half overlap -> a 7x7 grid)
+    c.cpc.context_blocks = 2  # residual causal conv blocks of the context network
+    c.cpc.min_offset = 2  # first predicted row offset (1 overlaps)
+    c.cpc.max_offset = 5  # last predicted row offset (< grid side)
 
     c.train.batch_size = 64
     if arg == "tiny":

@@ -18,7 +18,8 @@ import importlib.util
 import os
 
 _spec = importlib.util.spec_from_file_location(
-    "dim_local_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "dim_local.py"))
+    "dim_local_config", os.path.join(os.path.dirname(os.path.abspath(__file__)), "dim_local.py")
+)
 _dim_local = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_dim_local)
 

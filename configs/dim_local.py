@@ -31,23 +31,23 @@ def dim_config(alpha, beta, gamma, arg=None):
     """A DIM preset with the given weights; `arg` in {None, 'tiny', 'amdim', 'amdim_tiny'}."""
     c = config_lib.base_config()
     c.method = "dim"
-    c.model.ndf = 64               # DIM encoder: conv widths 64-128-256
-    c.model.n_rkhs = 64            # width of Y, the global feature (r1)
+    c.model.ndf = 64  # DIM encoder: conv widths 64-128-256
+    c.model.n_rkhs = 64  # width of Y, the global feature (r1)
 
     c.dim = ml_collections.ConfigDict()
-    c.dim.encoder = "dim"          # 'dim' (DIM's own encoder) | 'amdim' (AMDIMEncoder)
-    c.dim.fc_units = 1024          # DIM encoder's hidden FC layer
-    c.dim.local_layer = -1         # DIM encoder conv stage used as local map; -1 = the 8x8 one
-    c.dim.local_feature = ""       # AMDIM encoder's local map: 'r7' (default), 'h7', 'r5', 'h5'
-    c.dim.estimator = "jsd"        # jsd | nce | dv
-    c.dim.alpha = alpha            # global MI weight
-    c.dim.beta = beta              # local MI weight
-    c.dim.gamma = gamma            # prior matching weight (0 = no discriminator)
-    c.dim.critic_units = 2048      # width of the encode-and-dot-product critic
-    c.dim.summary_width = 256      # global critic: strided conv channels over the local map
+    c.dim.encoder = "dim"  # 'dim' (DIM's own encoder) | 'amdim' (AMDIMEncoder)
+    c.dim.fc_units = 1024  # DIM encoder's hidden FC layer
+    c.dim.local_layer = -1  # DIM encoder conv stage used as local map; -1 = the 8x8 one
+    c.dim.local_feature = ""  # AMDIM encoder's local map: 'r7' (default), 'h7', 'r5', 'h5'
+    c.dim.estimator = "jsd"  # jsd | nce | dv
+    c.dim.alpha = alpha  # global MI weight
+    c.dim.beta = beta  # local MI weight
+    c.dim.gamma = gamma  # prior matching weight (0 = no discriminator)
+    c.dim.critic_units = 2048  # width of the encode-and-dot-product critic
+    c.dim.summary_width = 256  # global critic: strided conv channels over the local map
     c.dim.disc_hidden = (1000, 200)  # prior discriminator MLP
-    c.dim.gp_coeff = 1.0           # discriminator gradient penalty
-    c.dim.cross_view = False       # True: Y of view 1 vs the local map of view 2
+    c.dim.gp_coeff = 1.0  # discriminator gradient penalty
+    c.dim.cross_view = False  # True: Y of view 1 vs the local map of view 2
 
     c.optim.lr = 1e-4
     c.optim.beta_1 = 0.9

@@ -61,12 +61,10 @@ def test_two_views_eager_equals_dataset_map(preset):
     image = _random_image(SOURCE_SHAPES[preset])
     seed = _seed(7, 3)
     eager = augment.two_views(image, seed, preset)
-    ds = tf.data.Dataset.from_tensors(image).map(
-        lambda x: augment.two_views(x, seed, preset)
-    )
+    ds = tf.data.Dataset.from_tensors(image).map(lambda x: augment.two_views(x, seed, preset))
     mapped = next(iter(ds))
     size = SIZES[preset]
-    for a, b in zip(eager, mapped):
+    for a, b in zip(eager, mapped, strict=True):
         assert a.shape == (size, size, 3) and a.dtype == tf.float32
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
     # Normalised views stay inside the image of [0, 1] under the preset's mean/std.
@@ -84,8 +82,9 @@ def test_two_views_eager_equals_dataset_map(preset):
 def test_eval_view_shape_determinism_and_values(preset):
     image = _random_image(SOURCE_SHAPES[preset])
     eager = augment.eval_view(image, preset)
-    mapped = next(iter(tf.data.Dataset.from_tensors(image).map(
-        lambda x: augment.eval_view(x, preset))))
+    mapped = next(
+        iter(tf.data.Dataset.from_tensors(image).map(lambda x: augment.eval_view(x, preset)))
+    )
     size = SIZES[preset]
     assert eager.shape == (size, size, 3) and eager.dtype == tf.float32
     np.testing.assert_allclose(eager.numpy(), mapped.numpy(), atol=1e-6)
@@ -137,15 +136,20 @@ def test_same_seed_reproduces_a_batch_and_different_seeds_differ():
     images = tf.stack([_random_image((32, 32, 3), seed=i) for i in range(4)])
 
     def batch(base):
-        ds = tf.data.Dataset.from_tensor_slices(images).enumerate().map(
-            lambda i, x: augment.two_views(x, tf.stack([tf.constant(base, tf.int64), i]),
-                                           "cifar"),
-            num_parallel_calls=tf.data.AUTOTUNE,
+        ds = (
+            tf.data.Dataset.from_tensor_slices(images)
+            .enumerate()
+            .map(
+                lambda i, x: augment.two_views(
+                    x, tf.stack([tf.constant(base, tf.int64), i]), "cifar"
+                ),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
         )
         return next(iter(ds.batch(4)))
 
     a, b, c = batch(5), batch(5), batch(6)
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x.numpy(), y.numpy())
     assert np.abs(a[0].numpy() - c[0].numpy()).mean() > 0.05
 
@@ -169,8 +173,7 @@ def test_grayscale_rate():
     image = _random_image((32, 32, 3), seed=1)
     views = [v for i in range(40) for v in augment.two_views(image, _seed(i, 2), "cifar")]
     gray = [
-        np.allclose(*augment.denormalise(v, "cifar").numpy().transpose(2, 0, 1)[:2],
-                    atol=1e-5)
+        np.allclose(*augment.denormalise(v, "cifar").numpy().transpose(2, 0, 1)[:2], atol=1e-5)
         for v in views
     ]
     assert 0.1 < np.mean(gray) < 0.45  # p = 0.25
@@ -181,9 +184,7 @@ def test_translation_is_a_reflect_padded_crop():
     # reflect-padded by 4 (edge pixel not repeated), at any of the 9x9 offsets.
     src = augment._to_float(_random_image((32, 32, 3), seed=4)).numpy()
     padded = np.pad(src, ((4, 4), (4, 4), (0, 0)), mode="reflect")
-    windows = np.stack(
-        [padded[dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
-    )
+    windows = np.stack([padded[dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)])
     offsets = set()
     for i in range(30):
         view = augment._translate_with_reflect(tf.constant(src), _seed(i, 5)).numpy()

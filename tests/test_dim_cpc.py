@@ -10,10 +10,9 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf import losses
-from amdim_tf.build import _amdim_feature_shape, build_model
-from amdim_tf.cpc_encoder import CPCEncoder
-from amdim_tf.dim_encoder import DIMEncoder, dim_local_shape
-from amdim_tf.encoder import AMDIMEncoder
+from amdim_tf.build import build_model
+from amdim_tf.encoders import AMDIMEncoder, CPCEncoder
+from amdim_tf.encoders.dim import DIMEncoder, dim_local_shape
 from amdim_tf.model import SelfSupervisedModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +29,7 @@ def load_config(name, arg):
 
 # --------------------------------------------------------------------------- NumPy references
 
+
 def softplus(x):
     return np.log1p(np.exp(-np.abs(x))) + np.maximum(x, 0)
 
@@ -40,8 +40,8 @@ def np_dim_terms(scores, pos_offset):
     pos, neg = [], []
     for i in range(b):
         for c in range(n_trg):
-            for l in range(n_loc):
-                (pos if c == i + pos_offset else neg).append(scores[i, c, l])
+            for loc in range(n_loc):
+                (pos if c == i + pos_offset else neg).append(scores[i, c, loc])
     return np.array(pos), np.array(neg)
 
 
@@ -61,8 +61,8 @@ def np_nce(scores, pos_offset):
     for i in range(b):
         p = i + pos_offset
         negs = np.concatenate([scores[i, c] for c in range(n_trg) if c != p])
-        for l in range(n_loc):
-            pos = scores[i, p, l]
+        for loc in range(n_loc):
+            pos = scores[i, p, loc]
             terms.append(pos - np.log(np.exp(pos) + np.sum(np.exp(negs))))
     return -np.mean(terms)
 
@@ -81,9 +81,14 @@ def np_cpc(preds, targets, k, pos_offset):
     return -np.mean(terms)
 
 
-@pytest.mark.parametrize("name,fn,ref", [("jsd", losses.dim_jsd_loss, np_jsd),
-                                         ("nce", losses.dim_nce_loss, np_nce),
-                                         ("dv", losses.dim_dv_loss, np_dv)])
+@pytest.mark.parametrize(
+    "name,fn,ref",
+    [
+        ("jsd", losses.dim_jsd_loss, np_jsd),
+        ("nce", losses.dim_nce_loss, np_nce),
+        ("dv", losses.dim_dv_loss, np_dv),
+    ],
+)
 @pytest.mark.parametrize("pos_offset", [0, 2])
 def test_dim_estimators_match_numpy(name, fn, ref, pos_offset):
     rng = np.random.RandomState(1)
@@ -108,17 +113,21 @@ def test_prior_gan_losses_match_numpy():
     d_p, d_q = rng.randn(5, 1) * 3, rng.randn(5, 1) * 3
     want = np.mean(-np.log(1 / (1 + np.exp(-d_p)))) + np.mean(-np.log(1 - 1 / (1 + np.exp(-d_q))))
     np.testing.assert_allclose(losses.prior_discriminator_loss(d_p, d_q).numpy(), want, rtol=1e-5)
-    np.testing.assert_allclose(losses.nonsaturating_generator_loss(d_q).numpy(),
-                               np.mean(-np.log(1 / (1 + np.exp(-d_q)))), rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.nonsaturating_generator_loss(d_q).numpy(),
+        np.mean(-np.log(1 / (1 + np.exp(-d_q)))),
+        rtol=1e-5,
+    )
 
 
 @pytest.mark.parametrize("k,pos_offset", [(2, 0), (2, 1), (3, 1)])
 def test_cpc_infonce_matches_numpy(k, pos_offset):
     rng = np.random.RandomState(3)
-    targets = rng.randn(3, 5, 4, 6)                                    # [B, H, W, D]
-    preds = rng.randn(2, 5 - k, 4, 6)                                  # [b, H-k, W, D]
-    got = losses.cpc_infonce(tf.constant(preds, tf.float32), tf.constant(targets, tf.float32),
-                             k, pos_offset).numpy()
+    targets = rng.randn(3, 5, 4, 6)  # [B, H, W, D]
+    preds = rng.randn(2, 5 - k, 4, 6)  # [b, H-k, W, D]
+    got = losses.cpc_infonce(
+        tf.constant(preds, tf.float32), tf.constant(targets, tf.float32), k, pos_offset
+    ).numpy()
     np.testing.assert_allclose(got, np_cpc(preds, targets, k, pos_offset), rtol=1e-5, atol=1e-5)
 
 
@@ -126,17 +135,20 @@ def test_cpc_infonce_positive_is_k_rows_below_same_column_same_image():
     """Orthogonal patch embeddings and exact predictions: ~0 loss only with the right index."""
     n, height, width, k = 2, 5, 3, 2
     targets = np.eye(n * height * width).reshape(n, height, width, -1) * 20.0  # one-hot z
-    right = targets[:, k:] .copy()                                     # z_{i+k, j}
-    wrong_row = targets[:, k - 1:-1].copy()                            # z_{i+k-1, j}
-    wrong_col = np.roll(right, 1, axis=2)                              # z_{i+k, j-1}
-    wrong_img = right[::-1].copy()                                     # another image
-    loss = lambda p: losses.cpc_infonce(tf.constant(p, tf.float32), tf.constant(targets, tf.float32), k).numpy()
+    right = targets[:, k:].copy()  # z_{i+k, j}
+    wrong_row = targets[:, k - 1 : -1].copy()  # z_{i+k-1, j}
+    wrong_col = np.roll(right, 1, axis=2)  # z_{i+k, j-1}
+    wrong_img = right[::-1].copy()  # another image
+    loss = lambda p: losses.cpc_infonce(
+        tf.constant(p, tf.float32), tf.constant(targets, tf.float32), k
+    ).numpy()
     assert loss(right) < 1e-3
     for wrong in (wrong_row, wrong_col, wrong_img):
         assert loss(wrong) > 100.0
 
 
 # --------------------------------------------------------------------------- encoders
+
 
 @pytest.mark.parametrize("size,local_side", [(32, 8), (64, 8)])
 def test_dim_encoder_shapes_follow_the_official_code(size, local_side):
@@ -155,7 +167,7 @@ def test_amdim_feature_shapes_for_dim_on_amdim_encoder(tiny_config):
     enc = AMDIMEncoder(32, tiny_config.model.ndf, tiny_config.model.n_rkhs, 1)
     out = enc(tf.zeros((2, 32, 32, 3)))
     for key in ("r7", "h7", "r5", "h5"):
-        assert tuple(out[key].shape[1:]) == _amdim_feature_shape(tiny_config.model, key)
+        assert tuple(out[key].shape[1:]) == enc.feature_shapes[key]
 
 
 def test_cpc_encoder_patches_and_causal_context():
@@ -165,10 +177,12 @@ def test_cpc_encoder_patches_and_causal_context():
     x = np.random.RandomState(0).rand(2, 32, 32, 3).astype("float32")
     out = enc(x)
     assert enc.grid == 7 and out["z"].shape == (2, 7, 7, 8) and out["r1"].shape == (2, 1, 1, 8)
-    np.testing.assert_allclose(out["r1"].numpy()[:, 0, 0], out["z"].numpy().mean(axis=(1, 2)), atol=1e-6)
+    np.testing.assert_allclose(
+        out["r1"].numpy()[:, 0, 0], out["z"].numpy().mean(axis=(1, 2)), atol=1e-6
+    )
     # Grid cell (i, j) is the 8x8 patch at pixel (4i, 4j).
     for i, j in ((0, 0), (2, 5), (6, 6)):
-        patch = enc.patch_encoder(x[:, 4 * i:4 * i + 8, 4 * j:4 * j + 8])
+        patch = enc.patch_encoder(x[:, 4 * i : 4 * i + 8, 4 * j : 4 * j + 8])
         np.testing.assert_allclose(out["z"].numpy()[:, i, j], patch.numpy(), atol=1e-5)
     # Pixels from row 20 down only touch patch rows >= 4 (row 3 covers pixels 12..19):
     # the context of rows 0..3 must not see them, row 4 must.
@@ -181,14 +195,21 @@ def test_cpc_encoder_patches_and_causal_context():
 
 # --------------------------------------------------------------------------- prior discriminator
 
+
 def _data(n=8, seed=0):
     rng = np.random.RandomState(seed)
     x = rng.rand(n, 32, 32, 3).astype("float32")
-    return x, (x + 0.05 * rng.randn(*x.shape)).astype("float32"), (np.arange(n) % 10).astype("int32")
+    return (
+        x,
+        (x + 0.05 * rng.randn(*x.shape)).astype("float32"),
+        (np.arange(n) % 10).astype("int32"),
+    )
 
 
-@pytest.mark.skipif(not hasattr(SelfSupervisedModel, "adversary_optimizer"),
-                    reason="SelfSupervisedModel has no adversary support yet")
+@pytest.mark.skipif(
+    not hasattr(SelfSupervisedModel, "adversary_optimizer"),
+    reason="SelfSupervisedModel has no adversary support yet",
+)
 def test_discriminator_update_leaves_the_encoder_unchanged(monkeypatch):
     config = load_config("dim_local", "tiny")
     model = build_model(config, steps_per_epoch=10, num_classes=10)
@@ -205,14 +226,18 @@ def test_discriminator_update_leaves_the_encoder_unchanged(monkeypatch):
     assert all(g is None for g in tape.gradient(adv, others))
     # While the generator term in "total" does reach the encoder.
     with tf.GradientTape() as tape:
-        prior = objective(model.encoder(v1, training=True), None, model.seed_generator)["dim/prior"]
+        feats = model.encoder(v1, training=True)
+        prior = objective(feats, None, seed_generator=model.seed_generator)["dim/prior"]
     enc_grads = tape.gradient(prior, model.encoder.trainable_variables)
     assert any(g is not None and float(tf.reduce_sum(tf.abs(g))) > 0 for g in enc_grads)
 
     # One train_step with the main update disabled: only the discriminator may move.
     main_update = {}
-    monkeypatch.setattr(model.optimizer, "apply_gradients",
-                        lambda pairs: main_update.setdefault("vars", [v for _, v in pairs]))
+    monkeypatch.setattr(
+        model.optimizer,
+        "apply_gradients",
+        lambda pairs: main_update.setdefault("vars", [v for _, v in pairs]),
+    )
     before = {id(v): v.numpy().copy() for v in model.trainable_variables}
     logs = model.train_step(((v1, v2), tf.constant(y)))
     assert np.isfinite(float(logs["loss/adversary"]))
@@ -221,18 +246,23 @@ def test_discriminator_update_leaves_the_encoder_unchanged(monkeypatch):
     for v in model.trainable_variables:
         if id(v) not in adversary_ids:
             np.testing.assert_array_equal(v.numpy(), before[id(v)], err_msg=v.path)
-    assert any(not np.array_equal(v.numpy(), before[id(v)]) for v in adversary), \
+    assert any(not np.array_equal(v.numpy(), before[id(v)]) for v in adversary), (
         "the discriminator was not updated"
+    )
 
 
 # --------------------------------------------------------------------------- training smoke tests
 
-@pytest.mark.parametrize("name,arg,overrides", [
-    ("dim_local", "tiny", {"estimator": "nce"}),
-    ("dim_global", "tiny", {"estimator": "dv"}),
-    ("dim_local", "amdim_tiny", {"estimator": "jsd"}),
-    ("cpc", "tiny", {}),
-])
+
+@pytest.mark.parametrize(
+    "name,arg,overrides",
+    [
+        ("dim_local", "tiny", {"estimator": "nce"}),
+        ("dim_global", "tiny", {"estimator": "dv"}),
+        ("dim_local", "amdim_tiny", {"estimator": "jsd"}),
+        ("cpc", "tiny", {}),
+    ],
+)
 def test_each_objective_trains_a_few_steps(name, arg, overrides):
     keras.utils.set_random_seed(0)
     config = load_config(name, arg)
@@ -246,7 +276,7 @@ def test_each_objective_trains_a_few_steps(name, arg, overrides):
         assert np.isfinite(hist.history[key]).all(), (key, hist.history[key])
     assert model.optimizer.iterations.numpy() == 3
     with tf.GradientTape() as tape:
-        _, logged, _ = model.compute_losses((v1, v2), tf.constant(y), training=True)
+        logged = model.compute_losses((v1, v2), tf.constant(y), training=True)["logged"]
     variables = model.encoder.trainable_variables
     if arg.startswith("amdim"):
         # DIM on AMDIM's encoder reads r1 and r7: the r5 head is legitimately unused.
@@ -260,15 +290,26 @@ def test_dim_critic_shortcut_starts_near_identity_and_cross_view_reads_view2():
     from amdim_tf.objectives import DIMObjective
 
     keras.utils.set_random_seed(0)
-    obj = DIMObjective(8, (4, 4, 6), "nce", alpha=1.0, beta=1.0, gamma=0.0, critic_units=16,
-                       summary_width=8, cross_view=True)
+    obj = DIMObjective(
+        8,
+        (4, 4, 6),
+        "nce",
+        alpha=1.0,
+        beta=1.0,
+        gamma=0.0,
+        critic_units=16,
+        summary_width=8,
+        cross_view=True,
+    )
     kernel = obj.local_net.get_layer("shortcut").kernel.numpy()[0, 0]  # [6, 16]
     np.testing.assert_array_equal(np.diag(kernel), np.ones(6))
     assert np.abs(kernel - np.eye(6, 16)).max() <= 0.01
     assert obj.metric_names == ("dim/global", "dim/local") and obj.adversary_variables == []
     rng = np.random.RandomState(0)
-    f1 = {"r1": tf.constant(rng.randn(3, 1, 1, 8), tf.float32),
-          "local": tf.constant(rng.randn(3, 4, 4, 6), tf.float32)}
+    f1 = {
+        "r1": tf.constant(rng.randn(3, 1, 1, 8), tf.float32),
+        "local": tf.constant(rng.randn(3, 4, 4, 6), tf.float32),
+    }
     f2 = {"r1": f1["r1"], "local": tf.constant(rng.randn(3, 4, 4, 6), tf.float32)}
     same = obj(f1, f1, None)["total"].numpy()
     obj.cross_view = False
@@ -281,9 +322,11 @@ def test_dim_critic_shortcut_starts_near_identity_and_cross_view_reads_view2():
 def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
     """evaluate/export restore the encoder alone: every variable must come back."""
     import importlib.util
+
     import keras
-    from amdim_tf import train as train_lib
-    from amdim_tf.run_io import restore_encoder, untrained_encoder
+
+    from amdim_tf import workdir as workdir_lib
+    from amdim_tf.workdir import restore_encoder, untrained_encoder
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("c", os.path.join(root, "configs", config_file))
@@ -292,10 +335,10 @@ def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
     config = module.get_config("tiny")
     config.optim.weight_decay = 0.0
     model = build_model(config, 3, 10)
-    path = train_lib.RunCheckpoint(model, str(tmp_path), 3).save(0)
+    path = workdir_lib.RunCheckpoint(model, str(tmp_path), 3).save(0)
     keras.utils.set_random_seed(5)
     enc = restore_encoder(untrained_encoder(config, seed=5), path)
-    for a, b in zip(model.encoder.variables, enc.variables):
+    for a, b in zip(model.encoder.variables, enc.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 
@@ -315,4 +358,6 @@ def test_dim_prior_adversary_is_loss_scaled_under_mixed_float16():
     assert np.isfinite(hist.history["loss/adversary"]).all(), hist.history
     after = [v.numpy() for v in model.adversary_variables]
     assert all(np.isfinite(a).all() for a in after)
-    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the adversary never stepped"
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before, strict=True)), (
+        "the adversary never stepped"
+    )

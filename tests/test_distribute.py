@@ -42,14 +42,20 @@ def fixed_locations(shape, minval=0, maxval=None, seed=None, dtype="int32"):
     image and view is a fixed function of the image's index in the global batch."""
     import tensorflow as tf
 
-    index = tf.range(shape[1])                                         # [B] global indices
-    return tf.stack([(7 * index + 1) % 25, (11 * index + 3) % 25])     # [2, B]
+    index = tf.range(shape[1])  # [B] global indices
+    return tf.stack([(7 * index + 1) % 25, (11 * index + 3) % 25])  # [2, B]
 
 
 def run_script(mode, timeout=240):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    r = subprocess.run([sys.executable, os.path.abspath(__file__), mode], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), mode],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -97,6 +103,7 @@ def test_negatives_span_the_global_batch():
 
 def _losses_with(config, weights=None):
     import tensorflow as tf
+
     from amdim_tf.build import build_model
 
     model = build_model(config, steps_per_epoch=10, num_classes=10)
@@ -104,7 +111,8 @@ def _losses_with(config, weights=None):
         model.set_weights(weights)
     v1, v2, y = toy_batch()
     with mock.patch("keras.random.randint", fixed_locations):
-        loss, logged, _ = model.compute_losses((v1, v2), tf.constant(y), training=True)
+        out = model.compute_losses((v1, v2), tf.constant(y), training=True)
+    loss, logged = out["loss"], out["logged"]
     return model, float(loss), {k: float(v) for k, v in logged.items()}
 
 
@@ -130,6 +138,7 @@ def test_mixed_bfloat16_loss_is_close_to_float32(tiny_config):
 def test_mixed_float16_steps_stay_finite(tiny_config):
     import keras
     import tensorflow as tf
+
     from amdim_tf.build import build_model
 
     tiny_config.precision = "mixed_float16"
@@ -149,6 +158,7 @@ def test_mixed_float16_steps_stay_finite(tiny_config):
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_train_steps_with_and_without_xla(tiny_config, jit_compile):
     import tensorflow as tf
+
     from amdim_tf.build import build_model
 
     tiny_config.jit_compile = jit_compile
@@ -176,6 +186,7 @@ def _tiny_config():
 
 def _build(strategy, weights=None, sgd=False):
     import keras
+
     from amdim_tf.build import build_model
 
     with strategy.scope():
@@ -194,24 +205,31 @@ def _loss_and_grads(strategy, model, v1, v2, y):
     for the encoder's variables (the probes, with dropout and per-replica BN, are
     random and never reach the encoder)."""
     import tensorflow as tf
+
     from amdim_tf import distribute
 
     n = strategy.num_replicas_in_sync
     b = GLOBAL_BATCH // n
     shards = lambda a: strategy.experimental_distribute_values_from_function(
-        lambda ctx: tf.constant(a[ctx.replica_id_in_sync_group * b:(ctx.replica_id_in_sync_group + 1) * b]))
+        lambda ctx: tf.constant(
+            a[ctx.replica_id_in_sync_group * b : (ctx.replica_id_in_sync_group + 1) * b]
+        )
+    )
 
     def step(x1, x2, labels):
         with tf.GradientTape() as tape:
-            _, logged, _ = model.compute_losses((x1, x2), labels, training=True)
+            logged = model.compute_losses((x1, x2), labels, training=True)["logged"]
             loss = logged["loss/total"]
             scaled = loss / distribute.num_replicas()
         variables = model.encoder.trainable_variables
         grads = tape.gradient(scaled, variables)
-        return loss, [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+        return loss, [
+            tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables, strict=True)
+        ]
 
     loss, grads = tf.function(lambda a, c, d: strategy.run(step, args=(a, c, d)))(
-        shards(v1), shards(v2), shards(y))
+        shards(v1), shards(v2), shards(y)
+    )
     loss = strategy.reduce("MEAN", loss, axis=None)
     grads = [strategy.reduce("SUM", g, axis=None) for g in grads]
     return float(loss), [g.numpy() for g in grads]
@@ -225,19 +243,19 @@ def _fit_step(strategy, weights, v1, v2, y):
     before = [v.numpy() for v in variables]
     ds = tf.data.Dataset.from_tensors(((v1, v2), y)).repeat()  # Keras splits the global batch
     hist = model.fit(ds, epochs=1, steps_per_epoch=1, verbose=0)
-    update = [a - v.numpy() for a, v in zip(before, variables)]
+    update = [a - v.numpy() for a, v in zip(before, variables, strict=True)]
     return hist.history["loss/total"][0], update
 
 
 def _main(mode):
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    sys.path.insert(0, ROOT)
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
+
     from amdim_tf import distribute
 
     keras.utils.set_random_seed(0)
@@ -258,10 +276,15 @@ def _main(mode):
             fit1, update1 = _fit_step(one, weights, v1, v2, y)
             fit2, update2 = _fit_step(two, weights, v1, v2, y)
             flat = lambda xs: np.concatenate([x.ravel() for x in xs])
-            out.update(loss_1=loss1, loss_2=loss2, grad_rel_err=rel_err(flat(grads2), flat(grads1)),
-                       fit_loss_1=fit1, fit_loss_2=fit2,
-                       update_rel_err=rel_err(flat(update2), flat(update1)),
-                       update_norm=float(np.linalg.norm(flat(update1))))
+            out.update(
+                loss_1=loss1,
+                loss_2=loss2,
+                grad_rel_err=rel_err(flat(grads2), flat(grads1)),
+                fit_loss_1=fit1,
+                fit_loss_2=fit2,
+                update_rel_err=rel_err(flat(update2), flat(update1)),
+                update_norm=float(np.linalg.norm(flat(update1))),
+            )
         elif mode == "negatives":
             gathered, _ = _loss_and_grads(two, model2, v1, v2, y)
             with mock.patch.object(distribute, "gather_global", lambda x: (x, 0)):

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from amdim_tf.encoder import AMDIMEncoder, count_trainable_params
+from amdim_tf.encoders import AMDIMEncoder
+from amdim_tf.nn import count_trainable_params
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])
@@ -18,12 +19,15 @@ def test_output_shapes(size):
     assert out["h5"].shape == (3, 5, 5, width)
 
 
-@pytest.mark.parametrize("size,ndf,n_rkhs,depth,expected", [
-    # Counts of the official PyTorch encoder with its heads (use_bn off).
-    (32, 64, 512, 3, 5_011_200),
-    (32, 128, 1024, 8, 28_552_704),
-    (64, 128, 1024, 3, 57_748_992),
-])
+@pytest.mark.parametrize(
+    "size,ndf,n_rkhs,depth,expected",
+    [
+        # Counts of the official PyTorch encoder with its heads (use_bn off).
+        (32, 64, 512, 3, 5_011_200),
+        (32, 128, 1024, 8, 28_552_704),
+        (64, 128, 1024, 3, 57_748_992),
+    ],
+)
 def test_parameter_counts_match_official(size, ndf, n_rkhs, depth, expected):
     enc = AMDIMEncoder(size, ndf, n_rkhs, depth)
     enc.build((None, size, size, 3))

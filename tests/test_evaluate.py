@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import evaluate
-from amdim_tf.encoder import AMDIMEncoder
+from amdim_tf.encoders import AMDIMEncoder
 
 
 def test_knn_matches_brute_force():
@@ -13,7 +13,7 @@ def test_knn_matches_brute_force():
     tex, te_y = rng.randn(25, 5), rng.randint(0, 3, 25)
     got = evaluate.knn_accuracy(trx, tr_y, tex, te_y, k=7, batch=4)
     correct = 0
-    for x, y in zip(tex, te_y):
+    for x, y in zip(tex, te_y, strict=True):
         cos = trx @ x / (np.linalg.norm(trx, axis=1) * np.linalg.norm(x))
         near = np.argsort(-cos)[:7]
         correct += np.bincount(tr_y[near], minlength=3).argmax() == y

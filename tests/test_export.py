@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf import augment, export
-from amdim_tf.encoder import AMDIMEncoder
+from amdim_tf.encoders import AMDIMEncoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -56,9 +56,14 @@ def exported(tmp_path_factory):
     export_dir = export.export_encoder(enc, str(base / "1"))
     rng = np.random.default_rng(2)
     pixels = rng.integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
-    return dict(enc=enc, base=str(base), export_dir=export_dir, pixels=pixels,
-                expected=reference(enc, pixels.astype(np.float32) / 255.0),
-                loaded=export.load_exported(export_dir))
+    return dict(
+        enc=enc,
+        base=str(base),
+        export_dir=export_dir,
+        pixels=pixels,
+        expected=reference(enc, pixels.astype(np.float32) / 255.0),
+        loaded=export.load_exported(export_dir),
+    )
 
 
 def assert_features_equal(got, expected):
@@ -71,9 +76,10 @@ def test_layout_and_config(exported):
     d = exported["export_dir"]
     assert os.path.exists(os.path.join(d, "saved_model.pb"))
     assert os.path.isdir(os.path.join(d, "variables"))
-    cfg = export.read_export_config(exported["base"])   # base dir resolves to version 1
+    cfg = export.read_export_config(exported["base"])  # base dir resolves to version 1
     assert {k: cfg[k] for k in ("image_size", "ndf", "n_rkhs", "n_depth", "preset")} == dict(
-        image_size=32, ndf=4, n_rkhs=16, n_depth=1, preset="cifar")
+        image_size=32, ndf=4, n_rkhs=16, n_depth=1, preset="cifar"
+    )
     assert cfg["outputs"] == ["r1", "r5", "r7", "global"]
     sigs = exported["loaded"].signatures
     assert set(sigs) == {"serving_default", "serve_float"}
@@ -86,8 +92,9 @@ def test_fresh_process_without_project_code_gives_same_features(exported, tmp_pa
     np.save(tmp_path / "uint8.npy", pixels)
     np.save(tmp_path / "float.npy", pixels.astype(np.float32) / 255.0)
     script = textwrap.dedent(f"""
-        import importlib.util, numpy as np, tensorflow as tf
-        assert importlib.util.find_spec("amdim_tf") is None, "project code is importable"
+        import sys
+        sys.modules["amdim_tf"] = None  # the package is installed: make any import of it fail
+        import numpy as np, tensorflow as tf
         m = tf.saved_model.load({exported["export_dir"]!r})
         for name, key in (("serving_default", "uint8"), ("serve_float", "float")):
             x = tf.constant(np.load(key + ".npy"))
@@ -97,33 +104,47 @@ def test_fresh_process_without_project_code_gives_same_features(exported, tmp_pa
             batch1 = m.signatures[name](images=x[:1])
             np.save(key + "_first.npy", batch1["global"].numpy())
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=clean_env(),
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     for key in ("uint8", "float"):
         with np.load(tmp_path / f"{key}_out.npz") as got:
             assert_features_equal(dict(got), exported["expected"])
         # BatchNorm in inference mode: an image's features do not depend on its batch.
-        np.testing.assert_allclose(np.load(tmp_path / f"{key}_first.npy"),
-                                   exported["expected"]["global"][:1], atol=ATOL)
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"{key}_first.npy"), exported["expected"]["global"][:1], atol=ATOL
+        )
 
 
 def test_tfsm_layer_gives_same_features(exported):
     layer = keras.layers.TFSMLayer(exported["export_dir"], call_endpoint="serving_default")
     assert_features_equal(layer(exported["pixels"]), exported["expected"])
     layer = keras.layers.TFSMLayer(exported["export_dir"], call_endpoint="serve_float")
-    assert_features_equal(layer(exported["pixels"].astype(np.float32) / 255.0), exported["expected"])
+    assert_features_equal(
+        layer(exported["pixels"].astype(np.float32) / 255.0), exported["expected"]
+    )
 
 
-@pytest.mark.parametrize("shape", [(2, 28, 28, 3), (2, 32, 32, 1), (32, 32, 3)],
-                         ids=["size", "channels", "rank"])
+@pytest.mark.parametrize(
+    "shape", [(2, 28, 28, 3), (2, 32, 32, 1), (32, 32, 3)], ids=["size", "channels", "rank"]
+)
 def test_wrong_shape_is_rejected_naming_the_expected_shape(exported, shape):
     loaded = exported["loaded"]
     bad = tf.zeros(shape, tf.uint8)
     # Concrete signatures (TF Serving) ignore the spec's static shape: our in-graph check.
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expects images of shape \[B, 32, 32, 3\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"expects images of shape \[B, 32, 32, 3\]"
+    ):
         loaded.signatures["serving_default"](images=bad)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"expects images of shape \[B, 32, 32, 3\]"):
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match=r"expects images of shape \[B, 32, 32, 3\]"
+    ):
         loaded.signatures["serve_float"](images=tf.cast(bad, tf.float32))
     # The restored Python function checks its spec before running anything.
     with pytest.raises(TypeError, match=r"\(None, 32, 32, 3\)"):
@@ -133,18 +154,21 @@ def test_wrong_shape_is_rejected_naming_the_expected_shape(exported, shape):
 def test_serve_float_rejects_0_255_pixels(exported):
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"pixels in \[0, 1\]"):
         exported["loaded"].signatures["serve_float"](
-            images=tf.constant(exported["pixels"].astype(np.float32)))
+            images=tf.constant(exported["pixels"].astype(np.float32))
+        )
 
 
 def test_normalisation_matches_the_training_pipeline():
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     x = image.astype(np.float32) / 255.0
-    np.testing.assert_allclose(export.normalise(x, "cifar"), augment.eval_view(image, "cifar"),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        export.normalise(x, "cifar"), augment.eval_view(image, "cifar"), atol=1e-6
+    )
     for preset in ("stl", "imagenet"):
-        np.testing.assert_allclose(augment.denormalise(export.normalise(x, preset), preset), x,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            augment.denormalise(export.normalise(x, preset), preset), x, atol=1e-6
+        )
 
 
 def test_refuses_to_overwrite_a_version(exported):
@@ -156,12 +180,13 @@ def test_refuses_to_overwrite_a_version(exported):
 
 def tool(*args, cwd):
     cmd = [sys.executable, os.path.join(ROOT, "tools", "export.py"), *args]
-    return subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True,
-                          timeout=180)
+    return subprocess.run(
+        cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=180
+    )
 
 
 def test_tool_exports_saved_weights(tiny_config, tmp_path):
-    from amdim_tf.build import build_encoder
+    from amdim_tf.encoders import build_encoder
 
     keras.utils.set_random_seed(0)
     config = tiny_config
@@ -170,8 +195,13 @@ def test_tool_exports_saved_weights(tiny_config, tmp_path):
     weights = str(tmp_path / "encoder.weights.h5")
     enc.save_weights(weights)
     # The digits demo's config, tiny: the same architecture as the tiny_config fixture.
-    proc = tool(f"--config={ROOT}/configs/amdim_digits_demo.py:tiny", f"--weights={weights}",
-                f"--out={tmp_path / 'out'}", "--version=3", cwd=tmp_path)
+    proc = tool(
+        f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
+        f"--weights={weights}",
+        f"--out={tmp_path / 'out'}",
+        "--version=3",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tensorflow/serving" in proc.stdout
     export_dir = tmp_path / "out" / "3"
@@ -179,14 +209,18 @@ def test_tool_exports_saved_weights(tiny_config, tmp_path):
         assert json.load(f)["ndf"] == config.model.ndf
     pixels = np.random.default_rng(4).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
     got = export.load_exported(str(tmp_path / "out")).signatures["serving_default"](
-        images=tf.constant(pixels))
+        images=tf.constant(pixels)
+    )
     assert_features_equal(got, reference(enc, pixels.astype(np.float32) / 255.0))
 
 
 def test_tool_user_error_is_one_line(tmp_path):
-    proc = tool(f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
-                f"--weights={tmp_path / 'missing.weights.h5'}", f"--out={tmp_path / 'out'}",
-                cwd=tmp_path)
+    proc = tool(
+        f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
+        f"--weights={tmp_path / 'missing.weights.h5'}",
+        f"--out={tmp_path / 'out'}",
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from amdim_tf import data as data_lib
 from amdim_tf import evaluate
 from amdim_tf import train as train_lib
 from amdim_tf.build import build_model
-from amdim_tf import data as data_lib
-from amdim_tf.run_io import untrained_encoder
+from amdim_tf.workdir import untrained_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
@@ -28,9 +28,13 @@ SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-smal
 
 def cpu_config(variant):
     if not os.path.exists(SMALL):
-        pytest.skip(f"{SMALL} is absent (the project's shared CIFAR-10 copy, see "
-                    "../shared/data/README.md); skipping the real-data learning checks.")
-    spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", "amdim_cifar10_cpu.py"))
+        pytest.skip(
+            f"{SMALL} is absent (the project's shared CIFAR-10 copy, see "
+            "../shared/data/README.md); skipping the real-data learning checks."
+        )
+    spec = importlib.util.spec_from_file_location(
+        "cfg", os.path.join(ROOT, "configs", "amdim_cifar10_cpu.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config(variant)
@@ -45,8 +49,11 @@ def test_short_pretraining_beats_the_untrained_encoder(monkeypatch):
     c.seed = 1
     model, _ = train_lib.train(c, None)
     rows = evaluate.evaluate_encoders(
-        c, {"trained": model.encoder, "untrained": untrained_encoder(c, seed=c.seed)},
-        pixels=False, max_train=2000)
+        c,
+        {"trained": model.encoder, "untrained": untrained_encoder(c, seed=c.seed)},
+        pixels=False,
+        max_train=2000,
+    )
     trained, untrained = rows
     assert trained["n_test"] == 1000
     assert trained["linear_acc"] >= untrained["linear_acc"] + 0.025, rows
@@ -80,7 +87,7 @@ def test_nce_only_learns_when_views_are_paired(monkeypatch):
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 5
     c.seed = 1
-    chance = math.log(1 + 25 * (c.train.batch_size - 1))   # every score equal
+    chance = math.log(1 + 25 * (c.train.batch_size - 1))  # every score equal
     # Observed (80 steps, seed 1): paired 6.12, shuffled 6.86, chance 6.65. Unrelated
     # "positives" can only be pushed towards chance (scores made uniform), never below.
     _, paired_end = _train_nce(c, shuffle_pairs=False)

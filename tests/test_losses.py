@@ -1,10 +1,13 @@
 """The NCE objective against a NumPy transcription of the formula in the paper / official code."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from amdim_tf import losses
+from amdim_tf.objectives import AMDIMObjective
 
 
 def np_infonce(src, trg, tclip, reg_coeff, pos_offset=0):
@@ -15,16 +18,16 @@ def np_infonce(src, trg, tclip, reg_coeff, pos_offset=0):
     raw = np.zeros((b, n_trg, n_loc))
     for i in range(b):
         for c in range(n_trg):
-            for l in range(n_loc):
-                raw[i, c, l] = np.dot(src[i], trg[c, l]) / np.sqrt(d)
-    reg = reg_coeff * np.mean(raw ** 2)
+            for loc in range(n_loc):
+                raw[i, c, loc] = np.dot(src[i], trg[c, loc]) / np.sqrt(d)
+    reg = reg_coeff * np.mean(raw**2)
     s = tclip * np.tanh(raw / tclip)
     terms = []
     for i in range(b):
         p = i + pos_offset
         negs = np.concatenate([s[i, c] for c in range(n_trg) if c != p])
-        for l in range(n_loc):
-            pos = s[i, p, l]
+        for loc in range(n_loc):
+            pos = s[i, p, loc]
             denom = np.exp(pos) + np.sum(np.exp(negs))
             terms.append(np.log(np.exp(pos) / denom))
     return -np.mean(terms), reg
@@ -36,12 +39,18 @@ def np_amdim(f1, f2, loc1, loc2, tclip, reg_coeff):
     r5_1 = flat(f1["r5"])[np.arange(len(loc1)), loc1]
     r5_2 = flat(f2["r5"])[np.arange(len(loc2)), loc2]
     pairs = {
-        "nce_1t5": [np_infonce(r1_1, flat(f2["r5"]), tclip, reg_coeff),
-                    np_infonce(r1_2, flat(f1["r5"]), tclip, reg_coeff)],
-        "nce_1t7": [np_infonce(r1_1, flat(f2["r7"]), tclip, reg_coeff),
-                    np_infonce(r1_2, flat(f1["r7"]), tclip, reg_coeff)],
-        "nce_5t5": [np_infonce(r5_1, flat(f2["r5"]), tclip, reg_coeff),
-                    np_infonce(r5_2, flat(f1["r5"]), tclip, reg_coeff)],
+        "nce_1t5": [
+            np_infonce(r1_1, flat(f2["r5"]), tclip, reg_coeff),
+            np_infonce(r1_2, flat(f1["r5"]), tclip, reg_coeff),
+        ],
+        "nce_1t7": [
+            np_infonce(r1_1, flat(f2["r7"]), tclip, reg_coeff),
+            np_infonce(r1_2, flat(f1["r7"]), tclip, reg_coeff),
+        ],
+        "nce_5t5": [
+            np_infonce(r5_1, flat(f2["r5"]), tclip, reg_coeff),
+            np_infonce(r5_2, flat(f1["r5"]), tclip, reg_coeff),
+        ],
     }
     out = {k: 0.5 * (v[0][0] + v[1][0]) for k, v in pairs.items()}
     out["reg"] = 0.5 * sum(v[0][1] + v[1][1] for v in pairs.values())
@@ -54,7 +63,9 @@ def test_infonce_matches_numpy(scale, tclip):
     rng = np.random.RandomState(0)
     src = rng.randn(4, 16) * scale
     trg = rng.randn(4, 5, 16) * scale
-    loss, reg = losses.infonce(tf.constant(src, tf.float32), tf.constant(trg, tf.float32), tclip, 0.05)
+    loss, reg = losses.infonce(
+        tf.constant(src, tf.float32), tf.constant(trg, tf.float32), tclip, 0.05
+    )
     ref_loss, ref_reg = np_infonce(src, trg, tclip, 0.05)
     np.testing.assert_allclose(loss.numpy(), ref_loss, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reg.numpy(), ref_reg, rtol=1e-5, atol=1e-5)
@@ -65,8 +76,9 @@ def test_infonce_global_targets_with_offset():
     rng = np.random.RandomState(1)
     src = rng.randn(3, 8)
     trg = rng.randn(6, 4, 8)
-    loss, reg = losses.infonce(tf.constant(src, tf.float32), tf.constant(trg, tf.float32), 20.0, 0.05,
-                               pos_offset=3)
+    loss, reg = losses.infonce(
+        tf.constant(src, tf.float32), tf.constant(trg, tf.float32), 20.0, 0.05, pos_offset=3
+    )
     ref_loss, ref_reg = np_infonce(src, trg, 20.0, 0.05, pos_offset=3)
     np.testing.assert_allclose(loss.numpy(), ref_loss, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(reg.numpy(), ref_reg, rtol=1e-5, atol=1e-5)
@@ -85,15 +97,30 @@ def test_infonce_positive_indexing_matters():
 def test_amdim_objective_matches_numpy_per_term():
     rng = np.random.RandomState(3)
     b, d = 4, 12
-    mk = lambda: {"r1": rng.randn(b, 1, 1, d), "r5": rng.randn(b, 5, 5, d), "r7": rng.randn(b, 7, 7, d)}
+    mk = lambda: {
+        "r1": rng.randn(b, 1, 1, d),
+        "r5": rng.randn(b, 5, 5, d),
+        "r7": rng.randn(b, 7, 7, d),
+    }
     f1, f2 = mk(), mk()
     loc1, loc2 = rng.randint(0, 25, b), rng.randint(0, 25, b)
     tf_f = lambda f: {k: tf.constant(v, tf.float32) for k, v in f.items()}
-    out = losses.amdim_objective(tf_f(f1), tf_f(f2), tf.constant(loc1), tf.constant(loc2),
-                                 tclip=20.0, reg_coeff=0.05)
+    # The objective draws the 5->5 source locations itself: hand it ours.
+    draws = lambda shape, *a, **k: tf.constant(np.stack([loc1, loc2]), tf.int32)
+    with mock.patch("keras.random.randint", draws):
+        out = AMDIMObjective(tclip=20.0, reg_coeff=0.05)(tf_f(f1), tf_f(f2))
     ref = np_amdim(f1, f2, loc1, loc2, 20.0, 0.05)
-    for key in ("nce_1t5", "nce_1t7", "nce_5t5", "reg", "total"):
-        np.testing.assert_allclose(out[key].numpy(), ref[key], rtol=1e-5, atol=1e-5, err_msg=key)
+    names = {
+        "nce/1t5": "nce_1t5",
+        "nce/1t7": "nce_1t7",
+        "nce/5t5": "nce_5t5",
+        "loss/reg": "reg",
+        "total": "total",
+    }
+    for key, ref_key in names.items():
+        np.testing.assert_allclose(
+            out[key].numpy(), ref[ref_key], rtol=1e-5, atol=1e-5, err_msg=key
+        )
 
 
 def test_infonce_is_float32_for_half_inputs():
@@ -118,5 +145,5 @@ def test_probe_xent_matches_numpy_and_ignores_unlabelled():
     clipped = 10 * np.tanh(logits / 10)
     logp = clipped - np.log(np.exp(clipped).sum(1, keepdims=True))
     keep = labels >= 0
-    ref = -np.mean(logp[keep, labels[keep]]) + 1e-3 * np.mean(logits ** 2)
+    ref = -np.mean(logp[keep, labels[keep]]) + 1e-3 * np.mean(logits**2)
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5)

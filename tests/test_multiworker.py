@@ -10,14 +10,16 @@ chief's checkpoint.
 
 import json
 import os
-import socket
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import tensorflow as tf
+
+from amdim_tf.plots import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"
@@ -39,16 +41,30 @@ def start_workers(workdir, *extra):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        cmd = [sys.executable, os.path.join(ROOT, "tools", "train.py"), f"--config={TINY}",
-               "--config.distribute=multiworker", "--config.train.verbose=0",
-               # Kept short: 2 steps an epoch, one eval batch, no view images.
-               "--config.train.steps_per_epoch=2", "--config.train.eval_steps=1",
-               "--config.train.log_view_pairs=0",
-               f"--workdir={workdir}", *extra]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="3",
+            CUDA_VISIBLE_DEVICES="",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
+        cmd = [
+            sys.executable,
+            os.path.join(ROOT, "tools", "train.py"),
+            f"--config={TINY}",
+            "--config.distribute=multiworker",
+            "--config.train.verbose=0",
+            # Kept short: 2 steps an epoch, one eval batch, no view images.
+            "--config.train.steps_per_epoch=2",
+            "--config.train.eval_steps=1",
+            "--config.train.log_view_pairs=0",
+            f"--workdir={workdir}",
+            *extra,
+        ]
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     return procs
 
 
@@ -84,18 +100,19 @@ def test_two_workers_train_checkpoint_on_chief_and_resume(tmp_path):
         assert code == 0, out[-3000:]
         assert "over 2 replica(s); started from scratch" in out, out[-3000:]
     assert latest_step(wd) == 2  # one epoch
-    steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
+    steps = [r["step"] for r in read_metrics(os.path.join(wd, "metrics.jsonl"))]
     assert steps.count(1) == 1  # only the chief logs
     assert sorted(os.listdir(wd)) == sorted(
         ["best", "best.json", "checkpoints", "config.json", "metrics.jsonl"]
-        + [f for f in os.listdir(wd) if f.startswith("events.out.tfevents")])
+        + [f for f in os.listdir(wd) if f.startswith("events.out.tfevents")]
+    )
     # The same commands, one more epoch: both workers resume from the chief's step 2.
     results = run_workers(wd, "--config.train.epochs=2")
     for code, out in results:
         assert code == 0, out[-3000:]
         assert "resumed from" in out and "at step 2" in out, out[-3000:]
     assert latest_step(wd) == 4
-    steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
+    steps = [r["step"] for r in read_metrics(os.path.join(wd, "metrics.jsonl"))]
     assert max(steps) == 4 and steps.count(3) == 1
 
 
@@ -113,10 +130,15 @@ def test_one_workers_sigterm_or_time_budget_stops_all_workers_at_one_step(tmp_pa
     same step, with the chief's checkpoint there; otherwise the others would hang in the
     next all-reduce (and this test would time out)."""
     wd = str(tmp_path / "run")
-    long_epoch = ("--config.train.steps_per_epoch=100000", "--config.train.checkpoint_every_steps=0")
+    long_epoch = (
+        "--config.train.steps_per_epoch=100000",
+        "--config.train.checkpoint_every_steps=0",
+    )
     procs = start_workers(wd, *long_epoch)
     deadline = time.time() + 120
-    while max(logged_steps(wd), default=0) < 3 and time.time() < deadline and procs[0].poll() is None:
+    while (
+        max(logged_steps(wd), default=0) < 3 and time.time() < deadline and procs[0].poll() is None
+    ):
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGTERM)  # the non-chief only
     results = wait_workers(procs, timeout=60)

@@ -7,14 +7,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from amdim_tf import train as train_lib
+from amdim_tf import workdir as workdir_lib
 from amdim_tf.build import build_model
-from amdim_tf.run_io import load_trained_encoder
+from amdim_tf.plots import read_metrics
+from amdim_tf.workdir import load_trained_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"
@@ -25,8 +28,9 @@ def tool(name, *args, wait=True, env_extra=None):
     env.update(env_extra or {})
     cmd = [sys.executable, os.path.join(ROOT, "tools", name), *args]
     if not wait:
-        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -50,11 +54,21 @@ def test_train_writes_workdir_and_resumes_in_process(tiny_config, tmp_path):
     model, res = train_lib.train(tiny_config, wd)
     assert res["status"] == "completed" and res["start"] == "started from scratch"
     assert int(model.optimizer.iterations) == 3
-    assert json.load(open(os.path.join(wd, "config.json")))["model"]["ndf"] == 8
-    records = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    assert json.loads(Path(wd, "config.json").read_text())["model"]["ndf"] == 8
+    records = read_metrics(os.path.join(wd, "metrics.jsonl"))
     keys = set().union(*records)
-    for tag in ("loss/total", "nce/1t5", "nce/1t7", "nce/5t5", "loss/reg", "probe/linear_acc",
-                "probe/mlp_acc", "perf/images_per_sec", "optim/lr", "probe/eval_linear_acc"):
+    for tag in (
+        "loss/total",
+        "nce/1t5",
+        "nce/1t7",
+        "nce/5t5",
+        "loss/reg",
+        "probe/linear_acc",
+        "probe/mlp_acc",
+        "perf/images_per_sec",
+        "optim/lr",
+        "probe/eval_linear_acc",
+    ):
         assert tag in keys, tag
     assert glob.glob(os.path.join(wd, "events.out.tfevents*"))
     # Same run, longer: resumes at step 3 and continues the step counter and the log.
@@ -62,7 +76,7 @@ def test_train_writes_workdir_and_resumes_in_process(tiny_config, tmp_path):
     model, res = train_lib.train(tiny_config, wd)
     assert res["start"].startswith("resumed from") and "at step 3" in res["start"]
     assert int(model.optimizer.iterations) == 6
-    steps = [json.loads(line)["step"] for line in open(os.path.join(wd, "metrics.jsonl"))]
+    steps = [r["step"] for r in read_metrics(os.path.join(wd, "metrics.jsonl"))]
     assert max(steps) == 6 and steps.count(1) == 1
     # View pairs went to TensorBoard once, at the start.
     tags = set()
@@ -84,22 +98,24 @@ def test_steps_per_execution_keeps_the_log_and_checkpoint_schedule(tiny_config, 
     tiny_config.train.keep_checkpoints = 5
     model, res = train_lib.train(tiny_config, wd)
     assert res["status"] == "completed" and int(model.optimizer.iterations) == 9
-    records = [json.loads(line) for line in open(os.path.join(wd, "metrics.jsonl"))]
+    records = read_metrics(os.path.join(wd, "metrics.jsonl"))
     assert [r["step"] for r in records if "loss/total" in r] == [3, 6, 9]
-    saved = tf.train.get_checkpoint_state(os.path.join(wd, "checkpoints")).all_model_checkpoint_paths
+    saved = tf.train.get_checkpoint_state(
+        os.path.join(wd, "checkpoints")
+    ).all_model_checkpoint_paths
     assert [int(p.rsplit("-", 1)[1]) for p in saved] == [6, 9]
 
 
 def test_workdir_of_another_run_is_refused_unless_overwrite(tiny_config, tmp_path):
     wd = str(tmp_path / "run")
-    train_lib.prepare_workdir(tiny_config, wd)
+    workdir_lib.prepare_workdir(tiny_config, wd)
     tiny_config.model.ndf = 16
-    with pytest.raises(train_lib.WorkdirConflictError, match="model.ndf: 8 -> 16.*--overwrite"):
-        train_lib.prepare_workdir(tiny_config, wd)
-    train_lib.prepare_workdir(tiny_config, wd, overwrite=True)
-    assert json.load(open(os.path.join(wd, "config.json")))["model"]["ndf"] == 16
+    with pytest.raises(workdir_lib.WorkdirConflictError, match="model.ndf: 8 -> 16.*--overwrite"):
+        workdir_lib.prepare_workdir(tiny_config, wd)
+    workdir_lib.prepare_workdir(tiny_config, wd, overwrite=True)
+    assert json.loads(Path(wd, "config.json").read_text())["model"]["ndf"] == 16
     tiny_config.train.epochs = 7  # training longer is the same run
-    train_lib.prepare_workdir(tiny_config, wd)
+    workdir_lib.prepare_workdir(tiny_config, wd)
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
@@ -107,20 +123,29 @@ def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
     tiny_config.train.verbose = 0
     tiny_config.train.checkpoint_every_steps = 1
     train_lib.train(tiny_config, wd)
-    ckpts = tf.train.get_checkpoint_state(os.path.join(wd, "checkpoints")).all_model_checkpoint_paths
+    ckpts = tf.train.get_checkpoint_state(
+        os.path.join(wd, "checkpoints")
+    ).all_model_checkpoint_paths
     assert len(ckpts) >= 2
     data_file = glob.glob(ckpts[-1] + ".data-*")[0]
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
     model = build_model(tiny_config, 3, 10)
-    start = train_lib.RunCheckpoint(model, wd, 3).restore()
+    start = workdir_lib.RunCheckpoint(model, wd, 3).restore()
     assert start == f"resumed from {ckpts[-2]} at step {int(ckpts[-2].rsplit('-', 1)[1])}"
 
 
 def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     wd = str(tmp_path / "run")
-    args = ["--config", TINY, "--workdir", wd, "--config.train.verbose=0",
-            "--config.train.checkpoint_every_steps=2", "--config.train.epochs=400"]
+    args = [
+        "--config",
+        TINY,
+        "--workdir",
+        wd,
+        "--config.train.verbose=0",
+        "--config.train.checkpoint_every_steps=2",
+        "--config.train.epochs=400",
+    ]
     proc = tool("train.py", *args, wait=False)
     try:
         wait_for_step(wd, 4, proc)
@@ -130,9 +155,9 @@ def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     killed_at = latest_step(wd)
     assert killed_at >= 4
     # The checkpoint holds the step, the optimizer's iterations and trained weights.
-    config = train_lib.load_run_config(wd)
+    config = workdir_lib.load_run_config(wd)
     model = build_model(config, 3, 10)
-    start = train_lib.RunCheckpoint(model, wd, 3).restore()
+    start = workdir_lib.RunCheckpoint(model, wd, 3).restore()
     assert f"at step {killed_at}" in start
     assert int(model.optimizer.iterations) == killed_at
     fresh = build_model(config, 3, 10)
@@ -143,14 +168,23 @@ def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     total = 3 * (killed_at // 3 + 2)
     done = tool("train.py", *args[:-1], f"--config.train.epochs={total // 3}")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert f"resumed from" in done.stdout and f"at step {killed_at}" in done.stdout
+    assert "resumed from" in done.stdout and f"at step {killed_at}" in done.stdout
     assert latest_step(wd) == total
 
 
 def test_sigterm_checkpoints_and_exits_143(tmp_path):
     wd = str(tmp_path / "run")
-    proc = tool("train.py", "--config", TINY, "--workdir", wd, "--config.train.verbose=0",
-                "--config.train.checkpoint_every_steps=3", "--config.train.epochs=400", wait=False)
+    proc = tool(
+        "train.py",
+        "--config",
+        TINY,
+        "--workdir",
+        wd,
+        "--config.train.verbose=0",
+        "--config.train.checkpoint_every_steps=3",
+        "--config.train.epochs=400",
+        wait=False,
+    )
     try:
         before = wait_for_step(wd, 3, proc)
         proc.send_signal(signal.SIGTERM)
@@ -168,25 +202,41 @@ def test_evaluate_tool_writes_eval_json(tmp_path):
     assert r.returncode == 0, r.stderr
     r = tool("evaluate.py", f"--workdir={wd}", "--baselines", "--max_train=300")
     assert r.returncode == 0, r.stderr
-    rows = json.load(open(os.path.join(wd, "eval.json")))["rows"]
+    rows = json.loads(Path(wd, "eval.json").read_text())["rows"]
     assert [row["model"] for row in rows][0] == "raw pixels" and len(rows) == 3
     assert "| raw pixels |" in r.stdout
-    enc, name = load_trained_encoder(train_lib.load_run_config(wd), wd)
+    enc, name = load_trained_encoder(workdir_lib.load_run_config(wd), wd)
     assert name == "ckpt-3"
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--config", TINY, "--workdir", "{wd}", "--config.data.source=npz",
-      "--config.data.path=/nonexistent/x.npz"], "/nonexistent/x.npz"),
-    (["--config", TINY, "--workdir", "{wd}", "--config.model.nope=1"], "nope"),
-    (["--config", TINY, "--workdir", "{wd}", "--config.train.epochs=two"], "two"),
-    (["--config", "configs/missing.py", "--workdir", "{wd}"], "configs/missing.py"),
-    (["--config", TINY], "workdir"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (
+            [
+                "--config",
+                TINY,
+                "--workdir",
+                "{wd}",
+                "--config.data.source=npz",
+                "--config.data.path=/nonexistent/x.npz",
+            ],
+            "/nonexistent/x.npz",
+        ),
+        (["--config", TINY, "--workdir", "{wd}", "--config.model.nope=1"], "nope"),
+        (["--config", TINY, "--workdir", "{wd}", "--config.train.epochs=two"], "two"),
+        (["--config", "configs/missing.py", "--workdir", "{wd}"], "configs/missing.py"),
+        (["--config", TINY], "workdir"),
+    ],
+)
 def test_train_tool_user_errors_are_one_line(tmp_path, args, expected):
     r = tool("train.py", *[a.format(wd=tmp_path / "run") for a in args])
     assert r.returncode != 0
-    err = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith(("I0000", "WARNING", "E0000"))]
+    err = [
+        line
+        for line in r.stderr.splitlines()
+        if line.strip() and not line.startswith(("I0000", "WARNING", "E0000"))
+    ]
     assert "Traceback" not in r.stderr, r.stderr
     assert any(expected in line for line in err), r.stderr
     assert len(err) <= 2, err
@@ -202,17 +252,22 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
     """The partial restore used by evaluate/export must bind every encoder variable
     (layers kept in Python lists were once invisible to tf.train.Checkpoint)."""
     import keras
-    from amdim_tf.run_io import restore_encoder, untrained_encoder
+
+    from amdim_tf.workdir import restore_encoder, untrained_encoder
 
     model = build_model(tiny_config, 3, 10)
     x = np.random.RandomState(0).rand(8, 32, 32, 3).astype("float32")
-    model.fit(tf.data.Dataset.from_tensors(((x, x), np.arange(8) % 10)).repeat(),
-              epochs=1, steps_per_epoch=2, verbose=0)
-    path = train_lib.RunCheckpoint(model, str(tmp_path), 3).save(0)
+    model.fit(
+        tf.data.Dataset.from_tensors(((x, x), np.arange(8) % 10)).repeat(),
+        epochs=1,
+        steps_per_epoch=2,
+        verbose=0,
+    )
+    path = workdir_lib.RunCheckpoint(model, str(tmp_path), 3).save(0)
     keras.utils.set_random_seed(99)
     enc = restore_encoder(untrained_encoder(tiny_config, seed=99), path)
     assert len(enc.variables) == len(model.encoder.variables)
-    for a, b in zip(model.encoder.variables, enc.variables):
+    for a, b in zip(model.encoder.variables, enc.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 
 

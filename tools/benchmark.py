@@ -12,40 +12,56 @@ row is reported, not fatal). Figures are medians after warm-up; compare ratios
 measured in one run, since shared machines vary 2-6x between runs.
 """
 
-import _common  # noqa: F401  (repo root on sys.path, amdim_tf before TF)
 import json
 import os
 
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/amdim_cifar10.py",
-                                          "Run configuration whose model is benchmarked.")
+from amdim_tf import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/amdim_cifar10.py", "Run configuration whose model is benchmarked."
+)
 _MODELS = flags.DEFINE_list(
-    "models", [], "Encoder shapes to time instead of the config's own: tiny (8/32/1), parity "
+    "models",
+    [],
+    "Encoder shapes to time instead of the config's own: tiny (8/32/1), parity "
     "(64/512/3), default (128/1024/3), large8 (128/1024/8), large10 (256/2048/10), as "
-    "ndf/n_rkhs/depth at the config's image size.")
+    "ndf/n_rkhs/depth at the config's image size.",
+)
 _BATCHES = flags.DEFINE_list("batch_sizes", ["200"], "Global batch sizes to time.")
 _PRECISION = flags.DEFINE_string(
-    "precision", "", "fp32, bf16 (mixed_bfloat16) or fp16 (mixed_float16, loss-scaled); "
-    "default: the config's. The peak is then a matmul in that compute dtype.")
+    "precision",
+    "",
+    "fp32, bf16 (mixed_bfloat16) or fp16 (mixed_float16, loss-scaled); "
+    "default: the config's. The peak is then a matmul in that compute dtype.",
+)
 _JIT = flags.DEFINE_bool("jit_compile", None, "XLA for the train step (default: the config's).")
 _STEPS = flags.DEFINE_integer("steps", 12, "Timed train steps per row (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps first (tracing, allocator warm-up).")
 _JSON = flags.DEFINE_string("json", "", "Also write the results to this JSON file.")
 _PROFILE = flags.DEFINE_string(
-    "profile_dir", "", "Also profile 3 steps per row after the timed ones (tf.profiler; open "
-    "in TensorBoard's Profile tab) and print where the time went, by op type.")
+    "profile_dir",
+    "",
+    "Also profile 3 steps per row after the timed ones (tf.profiler; open "
+    "in TensorBoard's Profile tab) and print where the time went, by op type.",
+)
 _PIPELINE = flags.DEFINE_string(
-    "pipeline_data", "", "Also time the input pipeline alone for the 32/64/128 px presets on "
-    "this npz file (e.g. ../shared/data/cifar10/cifar10-jpeg-small.npz), next to the train step.")
-_PIPELINE_SECONDS = flags.DEFINE_float("pipeline_seconds", 10.0, "Seconds per pipeline measurement.")
+    "pipeline_data",
+    "",
+    "Also time the input pipeline alone for the 32/64/128 px presets on "
+    "this npz file (e.g. ../shared/data/cifar10/cifar10-jpeg-small.npz), next to the train step.",
+)
+_PIPELINE_SECONDS = flags.DEFINE_float(
+    "pipeline_seconds", 10.0, "Seconds per pipeline measurement."
+)
 
 
 def main(argv):
     if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    _common.run_main(lambda: run())
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    cli.run_main(lambda: run())
 
 
 def _configs(config, benchmark):
@@ -58,75 +74,105 @@ def _configs(config, benchmark):
     if not _MODELS.value:
         m = config.model
         return [(f"{m.ndf}/{m.n_rkhs}/{m.n_depth}", config)]
-    return [(f"{name} {'/'.join(map(str, benchmark.MODEL_SHAPES.get(name, ())))}",
-             benchmark.with_model(config, name))  # raises on an unknown name
-            for name in _MODELS.value]
+    return [
+        (
+            f"{name} {'/'.join(map(str, benchmark.MODEL_SHAPES.get(name, ())))}",
+            benchmark.with_model(config, name),
+        )  # raises on an unknown name
+        for name in _MODELS.value
+    ]
 
 
 def run():
-    from amdim_tf import benchmark  # noqa: PLC0415
+    from amdim_tf import benchmark
 
-    config = _common.load_config_flag(_CONFIG)
+    config = cli.load_config_flag(_CONFIG)
     try:
         batches = [int(b) for b in _BATCHES.value]
     except ValueError:
-        _common.fail(f"--batch_sizes={','.join(_BATCHES.value)} must be integers, e.g. 64,128,256")
+        cli.fail(f"--batch_sizes={','.join(_BATCHES.value)} must be integers, e.g. 64,128,256")
     runs = _configs(config, benchmark)
     rows = []
-    print(f"{config.model.image_size} px images, precision {runs[0][1].precision}, "
-          f"jit_compile {runs[0][1].jit_compile}; each row in a fresh process", flush=True)
-    print("| model ndf/n_rkhs/depth | batch | images/s (both views) | step s | GFLOP/s | "
-          "peak GFLOP/s | of peak | peak memory GiB |", flush=True)
+    print(
+        f"{config.model.image_size} px images, precision {runs[0][1].precision}, "
+        f"jit_compile {runs[0][1].jit_compile}; each row in a fresh process",
+        flush=True,
+    )
+    print(
+        "| model ndf/n_rkhs/depth | batch | images/s (both views) | step s | GFLOP/s | "
+        "peak GFLOP/s | of peak | peak memory GiB |",
+        flush=True,
+    )
     print("|---|---|---|---|---|---|---|---|", flush=True)
     for label, cfg in runs:
         for b in batches:
-            profile_dir = (os.path.join(_PROFILE.value, f"{label.split()[0]}_b{b}")
-                           if _PROFILE.value else "")
-            r = dict(model=label, profile_dir=profile_dir,
-                     **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value, profile_dir))
+            profile_dir = (
+                os.path.join(_PROFILE.value, f"{label.split()[0]}_b{b}") if _PROFILE.value else ""
+            )
+            r = dict(
+                model=label,
+                profile_dir=profile_dir,
+                **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value, profile_dir),
+            )
             rows.append(r)
             if "error" in r:
                 print(f"| {label} | {b} | failed: {r['error']} | | | | | |", flush=True)
                 continue
-            print(f"| {label} | {b} | {r['images_per_sec']:.1f} | {r['step_seconds']:.3f} | "
-                  f"{r['gflops_per_sec']:.0f} | {r['peak_gflops']:.0f} {r['device']} "
-                  f"{r['peak_dtype']} | {100 * r['fraction_of_peak']:.0f}% | "
-                  f"{r['peak_memory_gib']:.1f} |", flush=True)
+            print(
+                f"| {label} | {b} | {r['images_per_sec']:.1f} | {r['step_seconds']:.3f} | "
+                f"{r['gflops_per_sec']:.0f} | {r['peak_gflops']:.0f} {r['device']} "
+                f"{r['peak_dtype']} | {100 * r['fraction_of_peak']:.0f}% | "
+                f"{r['peak_memory_gib']:.1f} |",
+                flush=True,
+            )
     for r in rows:
         if "profile" not in r:
             continue
         p = r["profile"]
-        print(f"\n{r['model']}, batch {r['batch']}: profiled op time {p['op_seconds']:.2f} s over "
-              f"{p['wall_seconds']:.2f} s of steps ({p['op_seconds'] / p['wall_seconds']:.2f} ops "
-              f"running at a time on average); trace in {r['profile_dir']}")
+        print(
+            f"\n{r['model']}, batch {r['batch']}: profiled op time {p['op_seconds']:.2f} s over "
+            f"{p['wall_seconds']:.2f} s of steps ({p['op_seconds'] / p['wall_seconds']:.2f} ops "
+            f"running at a time on average); trace in {r['profile_dir']}"
+        )
         for op_type, seconds, share in p["by_type"]:
             print(f"  {op_type:45s} {seconds:7.3f} s {100 * share:5.1f}%")
     pipeline = []
     ok = [r for r in rows if "error" not in r]
     if _PIPELINE.value and ok:
-        import copy  # noqa: PLC0415
+        import copy
 
-        from amdim_tf import data as data_lib  # noqa: PLC0415
+        from amdim_tf import data as data_lib
+
         if not os.path.exists(_PIPELINE.value):
             raise FileNotFoundError(f"--pipeline_data={_PIPELINE.value} does not exist")
         batch = ok[0]["batch"]
         step_pairs = ok[0]["images_per_sec"] / 2
-        print(f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the first train "
-              f"step above ({step_pairs:.1f} pairs/s), same run:")
+        print(
+            f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the first train "
+            f"step above ({step_pairs:.1f} pairs/s), same run:"
+        )
         print("| preset | pipeline pairs/s | x train step |")
         print("|---|---|---|")
         for size in (32, 64, 128):
             d = copy.deepcopy(config.data)
-            d.source, d.path, d.image_size, d.augment, d.cache = "npz", _PIPELINE.value, size, "", True
+            d.source, d.path, d.image_size, d.augment, d.cache = (
+                "npz",
+                _PIPELINE.value,
+                size,
+                "",
+                True,
+            )
             rate = data_lib.benchmark_pipeline(d, batch, _PIPELINE_SECONDS.value)
-            pipeline.append({"image_size": size, "pairs_per_sec": rate, "x_train_step": rate / step_pairs})
+            pipeline.append(
+                {"image_size": size, "pairs_per_sec": rate, "x_train_step": rate / step_pairs}
+            )
             print(f"| {size} px | {rate:.0f} | {rate / step_pairs:.0f}x |")
     if _JSON.value:
         with open(_JSON.value, "w") as f:
             json.dump({"rows": rows, "pipeline": pipeline}, f, indent=1)
     if not ok:
-        _common.fail("every benchmark row failed (see above)", code=1)
+        cli.fail("every benchmark row failed (see above)", code=1)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_common.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -8,7 +8,6 @@ pixels, an untrained encoder of the same shape and the AMDIM-trained encoder
 and exports the encoder as a SavedModel. Re-running resumes/reuses the workdir.
 """
 
-import _common  # noqa: F401
 import json
 import os
 import time
@@ -16,51 +15,73 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from amdim_tf import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_common.ROOT, "configs", "amdim_digits_demo.py"),
-    "Run configuration (default: the offline digits demo).", lock_config=True)
+    "config",
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "configs", "amdim_digits_demo.py"
+    ),
+    "Run configuration (default: the offline digits demo).",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the run, its logs and the export go.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", True,
-                               "Replace a previous demo run with a different config in --workdir.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", True, "Replace a previous demo run with a different config in --workdir."
+)
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf import augment, evaluate  # noqa: PLC0415
-        from amdim_tf.export import export_encoder  # noqa: PLC0415
-        from amdim_tf.run_io import untrained_encoder  # noqa: PLC0415
-        from amdim_tf.train import train  # noqa: PLC0415
+        from amdim_tf import augment, evaluate
+        from amdim_tf.export import export_encoder
+        from amdim_tf.train import train
+        from amdim_tf.workdir import untrained_encoder
 
-        config = _common.load_config_flag(_CONFIG)
+        config = cli.load_config_flag(_CONFIG)
         workdir = _WORKDIR.value
         t0 = time.time()
         model, result = train(config, workdir, overwrite=_OVERWRITE.value)
         train_s = time.time() - t0
-        encoders = {"AMDIM-trained encoder": model.encoder,
-                    "untrained encoder, same shape": untrained_encoder(config, seed=config.seed + 1)}
+        encoders = {
+            "AMDIM-trained encoder": model.encoder,
+            "untrained encoder, same shape": untrained_encoder(config, seed=config.seed + 1),
+        }
         rows = evaluate.evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20)
         print()
-        print(f"Frozen-encoder evaluation on {config.data.name} "
-              f"({rows[0]['n_train']} train / {rows[0]['n_test']} test images):")
+        print(
+            f"Frozen-encoder evaluation on {config.data.name} "
+            f"({rows[0]['n_train']} train / {rows[0]['n_test']} test images):"
+        )
         print(evaluate.format_table(rows))
         # TF Serving layout: BASE/VERSION; re-running the demo replaces version 1.
         export_path = os.path.join(workdir, "export", "1")
         preset = config.data.augment or augment.preset_for_size(config.data.image_size)
         export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
         with open(os.path.join(workdir, "demo.json"), "w") as f:
-            json.dump({"rows": rows, "train_seconds": train_s, "total_seconds": time.time() - t0,
-                       "start": result["start"]}, f, indent=1)
+            json.dump(
+                {
+                    "rows": rows,
+                    "train_seconds": train_s,
+                    "total_seconds": time.time() - t0,
+                    "start": result["start"],
+                },
+                f,
+                indent=1,
+            )
         print(f"\npretraining {train_s:.0f} s ({result['start']}); total {time.time() - t0:.0f} s")
         print(f"TensorBoard: tensorboard --logdir {workdir}")
-        print(f"SavedModel: {export_path} (serving_default takes uint8 images "
-              f"[B, {config.model.image_size}, {config.model.image_size}, 3])")
+        print(
+            f"SavedModel: {export_path} (serving_default takes uint8 images "
+            f"[B, {config.model.image_size}, {config.model.image_size}, 3])"
+        )
 
-    _common.run_main(run)
+    cli.run_main(run)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_common.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

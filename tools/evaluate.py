@@ -7,48 +7,55 @@ split and scores every example of the eval split; prints a table and writes
 DIR/eval.json. --baselines adds raw pixels and an untrained encoder of the same shape.
 """
 
-import _common  # noqa: F401
 import json
 import os
 
 from absl import app, flags, logging
 
+from amdim_tf import cli
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
-_WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"],
-                           "Evaluate the latest checkpoint or the one with the best eval probe accuracy.")
-_BASELINES = flags.DEFINE_bool("baselines", False,
-                               "Also evaluate raw pixels and an untrained encoder of the same shape.")
+_WHICH = flags.DEFINE_enum(
+    "which",
+    "latest",
+    ["latest", "best"],
+    "Evaluate the latest checkpoint or the one with the best eval probe accuracy.",
+)
+_BASELINES = flags.DEFINE_bool(
+    "baselines", False, "Also evaluate raw pixels and an untrained encoder of the same shape."
+)
 _MAX_TRAIN = flags.DEFINE_integer("max_train", 10000, "Train examples used to fit the classifiers.")
-_K = flags.DEFINE_integer("k", 20, "Neighbours of the cosine kNN (20 or 200 are common in SSL papers).")
+_K = flags.DEFINE_integer(
+    "k", 20, "Neighbours of the cosine kNN (20 or 200 are common in SSL papers)."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf.train import load_run_config  # noqa: PLC0415
-
-        from amdim_tf import evaluate  # noqa: PLC0415
-        from amdim_tf.run_io import load_trained_encoder, untrained_encoder  # noqa: PLC0415
+        from amdim_tf import evaluate
+        from amdim_tf.workdir import load_run_config, load_trained_encoder, untrained_encoder
 
         config = load_run_config(_WORKDIR.value)
         encoder, where = load_trained_encoder(config, _WORKDIR.value, _WHICH.value)
         encoders = {f"trained ({where})": encoder}
         if _BASELINES.value:
             encoders["untrained, same shape"] = untrained_encoder(config)
-        rows = evaluate.evaluate_encoders(config, encoders, pixels=_BASELINES.value,
-                                          max_train=_MAX_TRAIN.value, k=_K.value)
+        rows = evaluate.evaluate_encoders(
+            config, encoders, pixels=_BASELINES.value, max_train=_MAX_TRAIN.value, k=_K.value
+        )
         print(evaluate.format_table(rows, _K.value))
         out = os.path.join(_WORKDIR.value, "eval.json")
         with open(out, "w") as f:
             json.dump({"which": _WHICH.value, "k": _K.value, "rows": rows}, f, indent=1)
         print(f"wrote {out}")
 
-    _common.run_main(run)
+    cli.run_main(run)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_common.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

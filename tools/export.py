@@ -12,95 +12,107 @@ returns r1, r5, r7 and global = r1 flattened (amdim_tf/export.py). Serve it with
         tensorflow/serving --model_base_path=/models/amdim
 """
 
-import _common  # noqa: F401  (repo root on sys.path, then amdim_tf before TF loads)
 import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from amdim_tf import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config the weights were trained with, e.g. configs/amdim_cifar10.py "
+    "config",
+    None,
+    "Config the weights were trained with, e.g. configs/amdim_cifar10.py "
     "(default with --workdir: DIR/config.json). The preset normalisation follows "
-    "config.data.augment, or the image size when that is ''.", lock_config=True)
+    "config.data.augment, or the image size when that is ''.",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
 _WEIGHTS = flags.DEFINE_string(
-    "weights", None, "Keras weights of the encoder alone (encoder.save_weights('x.weights.h5')); "
-    "default with --workdir: the run's checkpoint chosen by --which.")
-_WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"],
-                           "With --workdir: the latest checkpoint or the best by eval probe accuracy.")
+    "weights",
+    None,
+    "Keras weights of the encoder alone (encoder.save_weights('x.weights.h5')); "
+    "default with --workdir: the run's checkpoint chosen by --which.",
+)
+_WHICH = flags.DEFINE_enum(
+    "which",
+    "latest",
+    ["latest", "best"],
+    "With --workdir: the latest checkpoint or the best by eval probe accuracy.",
+)
 _OUT = flags.DEFINE_string(
-    "out", None, "Base directory of the export; the SavedModel goes to OUT/VERSION "
-    "(default with --workdir: DIR/export).")
-_VERSION = flags.DEFINE_integer("version", 1, "Version subdirectory; TF Serving serves the highest.")
+    "out",
+    None,
+    "Base directory of the export; the SavedModel goes to OUT/VERSION "
+    "(default with --workdir: DIR/export).",
+)
+_VERSION = flags.DEFINE_integer(
+    "version", 1, "Version subdirectory; TF Serving serves the highest."
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUT/VERSION.")
-
-def load_encoder(config, weights):
-    """The encoder of `config`, built, with the weights of a Keras .weights.h5 file."""
-    from amdim_tf.build import build_encoder  # noqa: PLC0415
-
-    if not os.path.isfile(weights):
-        raise FileNotFoundError(f"--weights={weights} does not exist; pass the .weights.h5 file "
-                                "written by encoder.save_weights().")
-    if not weights.endswith(".weights.h5"):
-        raise ValueError(f"--weights={weights} is not a Keras '.weights.h5' file; save the "
-                         "encoder with encoder.save_weights('encoder.weights.h5').")
-    encoder = build_encoder(config)
-    size = config.model.image_size
-    encoder.build((None, size, size, 3))
-    try:
-        encoder.load_weights(weights)
-    except ValueError as e:
-        # Keras reports a mismatch over many lines; the first names the layer.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{weights} does not fit the encoder of this config ({first}); pass "
-                         "the --config (and --config.* overrides) it was trained with.") from None
-    return encoder
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
     workdir = _WORKDIR.value
     config_given = flags.FLAGS["config"].present  # .value would load the file here
     if not workdir and not (_WEIGHTS.value and config_given and _OUT.value):
-        _common.fail("pass --workdir=DIR, or all of --config=configs/<preset>.py "
-                     "--weights=FILE.weights.h5 --out=DIR (see --help).", code=1)
+        cli.fail(
+            "pass --workdir=DIR, or all of --config=configs/<preset>.py "
+            "--weights=FILE.weights.h5 --out=DIR (see --help).",
+            code=1,
+        )
     if _VERSION.value < 1:
-        _common.fail(f"--version={_VERSION.value}; TF Serving needs a positive integer version.", code=1)
+        cli.fail(
+            f"--version={_VERSION.value}; TF Serving needs a positive integer version.", code=1
+        )
 
     def run():
-        from amdim_tf.train import load_run_config  # noqa: PLC0415
-
-        from amdim_tf import augment, export  # noqa: PLC0415
+        from amdim_tf import augment, export
+        from amdim_tf import workdir as workdir_lib
 
         if config_given:
-            config = _common.load_config_flag(_CONFIG)
+            config = cli.load_config_flag(_CONFIG)
         else:
-            config = load_run_config(workdir)
+            config = workdir_lib.load_run_config(workdir)
         if _WEIGHTS.value:
-            encoder, source = load_encoder(config, _WEIGHTS.value), _WEIGHTS.value
+            encoder, source = (
+                workdir_lib.load_encoder_weights(config, _WEIGHTS.value),
+                _WEIGHTS.value,
+            )
         else:
-            from amdim_tf import run_io  # noqa: PLC0415
-            encoder, source = run_io.load_trained_encoder(config, workdir, _WHICH.value)
+            encoder, source = workdir_lib.load_trained_encoder(config, workdir, _WHICH.value)
         preset = config.data.augment or augment.preset_for_size(config.model.image_size)
         base = _OUT.value or os.path.join(workdir, "export")
         export_dir = os.path.join(base, str(_VERSION.value))
         try:
-            export.export_encoder(encoder, export_dir, preset=preset,
-                                  image_size=config.model.image_size, overwrite=_OVERWRITE.value)
+            export.export_encoder(
+                encoder,
+                export_dir,
+                preset=preset,
+                image_size=config.model.image_size,
+                overwrite=_OVERWRITE.value,
+            )
         except FileExistsError as e:
             raise ValueError(str(e)) from None
         info = export.read_export_config(export_dir)
-        shape = ", ".join(f"{k} {info[k]}" for k in ("image_size", "ndf", "n_rkhs", "n_depth") if k in info)
+        shape = ", ".join(
+            f"{k} {info[k]}" for k in ("image_size", "ndf", "n_rkhs", "n_depth") if k in info
+        )
         print(f"exported {info['class']} ({shape}; preset {preset}) from {source} to {export_dir}")
-        print(f"outputs {info['outputs']}; signatures serving_default (uint8 0..255) and "
-              "serve_float (float32 [0, 1])")
-        print(f'serve: docker run -p 8501:8501 -v "{os.path.abspath(base)}:/models/amdim" '
-              "-e MODEL_NAME=amdim tensorflow/serving --model_base_path=/models/amdim")
+        print(
+            f"outputs {info['outputs']}; signatures serving_default (uint8 0..255) and "
+            "serve_float (float32 [0, 1])"
+        )
+        print(
+            f'serve: docker run -p 8501:8501 -v "{os.path.abspath(base)}:/models/amdim" '
+            "-e MODEL_NAME=amdim tensorflow/serving --model_base_path=/models/amdim"
+        )
 
-    _common.run_main(run)
+    cli.run_main(run)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_common.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

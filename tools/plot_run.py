@@ -9,11 +9,12 @@ the eval split (probe/eval_linear_acc, once per epoch) against active wall time
 Needs no TensorFlow.
 """
 
-import _common  # noqa: F401
 import json
 import os
 
 from absl import app, flags
+
+from amdim_tf import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
 _OUT = flags.DEFINE_string("out", None, "Output PNG (default WORKDIR/probe_curves.png).")
@@ -22,17 +23,22 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf import plots  # noqa: PLC0415
+        from amdim_tf import plots
 
         metrics = os.path.join(_WORKDIR.value, "metrics.jsonl")
         if not os.path.exists(metrics):
-            raise FileNotFoundError(f"{metrics} does not exist: --workdir must be a directory "
-                                    "written by tools/train.py")
-        series = {"train batches (online probe)": plots.curves_from_metrics(metrics, plots.TRAIN_LINEAR_KEY),
-                  "eval split (online probe)": plots.curves_from_metrics(metrics, plots.EVAL_LINEAR_KEY)}
+            raise FileNotFoundError(
+                f"{metrics} does not exist: --workdir must be a directory written by tools/train.py"
+            )
+        series = {
+            "train batches (online probe)": plots.curves_from_metrics(
+                metrics, plots.TRAIN_LINEAR_KEY
+            ),
+            "eval split (online probe)": plots.curves_from_metrics(metrics, plots.EVAL_LINEAR_KEY),
+        }
         title = os.path.basename(os.path.abspath(_WORKDIR.value))
         config_path = os.path.join(_WORKDIR.value, "config.json")
         if os.path.exists(config_path):
@@ -41,11 +47,14 @@ def main(argv):
             title = f"{c.get('method', 'amdim').upper()} on {c['data'].get('name') or c['data']['source']}: {title}"
         out = _OUT.value or os.path.join(_WORKDIR.value, "probe_curves.png")
         plots.plot_probe_curves(series, out, title)
-        last = {k: (f"{100 * v[-1][1]:.1f}% at {v[-1][0]:.0f} s" if v else "no points") for k, v in series.items()}
+        last = {
+            k: (f"{100 * v[-1][1]:.1f}% at {v[-1][0]:.0f} s" if v else "no points")
+            for k, v in series.items()
+        }
         print(f"wrote {out} ({'; '.join(f'{k}: {v}' for k, v in last.items())})")
 
-    _common.run_main(run)
+    cli.run_main(run)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_common.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

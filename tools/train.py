@@ -6,40 +6,50 @@ from its latest checkpoint; SIGTERM writes a checkpoint and exits with 143.
 Watch it with `tensorboard --logdir DIR`.
 """
 
-import _common  # noqa: F401  (path and environment set-up)
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from amdim_tf import cli
+
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Run configuration file, e.g. configs/amdim_cifar10.py (append ':tiny' "
+    "config",
+    None,
+    "Run configuration file, e.g. configs/amdim_cifar10.py (append ':tiny' "
     "for a seconds-long smoke run). Override values with --config.train.batch_size=128 etc.",
-    lock_config=True)
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Directory for config.json, checkpoints, TensorBoard logs and "
-    "metrics.jsonl. An existing directory of the same run is resumed.")
+    "workdir",
+    None,
+    "Directory for config.json, checkpoints, TensorBoard logs and "
+    "metrics.jsonl. An existing directory of the same run is resumed.",
+)
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "If --workdir holds a run with a different config, delete it and start "
-    "again (otherwise that is refused).")
+    "overwrite",
+    False,
+    "If --workdir holds a run with a different config, delete it and start "
+    "again (otherwise that is refused).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
-        _common.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    from amdim_tf.train import PREEMPTED_EXIT_CODE, train  # noqa: PLC0415
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    from amdim_tf.train import PREEMPTED_EXIT_CODE, train
 
     def run():
-        config = _common.load_config_flag(_CONFIG)
+        config = cli.load_config_flag(_CONFIG)
         _, result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
         print(f"{result['status']} ({result['start']}); workdir {_WORKDIR.value}")
         if result["status"] == "preempted":
             sys.exit(PREEMPTED_EXIT_CODE)
 
-    _common.run_main(run)
+    cli.run_main(run)
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=_common.parse_flags)
+    app.run(main, flags_parser=cli.parse_flags)

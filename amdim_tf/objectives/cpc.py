@@ -16,7 +16,7 @@ independent of how many rows are predicted.
 import keras
 
 from amdim_tf import distribute, losses
-from amdim_tf.layers import TORCH_DEFAULT_KERNEL_INIT, attach_in_order
+from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, attach_in_order
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -35,16 +35,22 @@ class CPCObjective(keras.layers.Layer):
     def __init__(self, dim, grid, min_offset=2, max_offset=5, **kwargs):
         super().__init__(**kwargs)
         if not 1 <= min_offset <= max_offset < grid:
-            raise ValueError(f"CPC needs 1 <= min_offset <= max_offset < grid side ({grid}), "
-                             f"received min_offset={min_offset!r}, max_offset={max_offset!r}.")
+            raise ValueError(
+                f"CPC needs 1 <= min_offset <= max_offset < grid side ({grid}), "
+                f"received min_offset={min_offset!r}, max_offset={max_offset!r}."
+            )
         self.dim, self.grid = int(dim), int(grid)
         self.min_offset, self.max_offset = int(min_offset), int(max_offset)
         self.offsets = tuple(range(self.min_offset, self.max_offset + 1))
         # One linear predictor per offset, built now so the optimizer sees its weights.
         predictors = []
         for k in self.offsets:
-            layer = keras.layers.Dense(self.dim, use_bias=False, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
-                                       name=f"predict_k{k}")
+            layer = keras.layers.Dense(
+                self.dim,
+                use_bias=False,
+                kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+                name=f"predict_k{k}",
+            )
             layer.build((None, self.dim))
             predictors.append(layer)
         self._predictor_names = attach_in_order(self, predictors)
@@ -58,24 +64,26 @@ class CPCObjective(keras.layers.Layer):
     def metric_names(self):
         return tuple(f"cpc/k{k}" for k in self.offsets)
 
-    def __call__(self, feats1, feats2, seed_generator=None):
-        # The model calls objectives positionally; Keras layers accept only
-        # tensors as positional arguments, so the seed generator goes by keyword.
-        return super().__call__(feats1, feats2, seed_generator=seed_generator)
-
-    def call(self, feats1, feats2, seed_generator):
-        z, c = feats1["z"], feats1["c"]                                # [b, G, G, D] each
+    def call(self, feats1, feats2, seed_generator=None):
+        z, c = feats1["z"], feats1["c"]  # [b, G, G, D] each
         if z.shape[1] != self.grid:
-            raise ValueError(f"CPCObjective was built for a {self.grid}x{self.grid} patch grid, "
-                             f"received z of shape {tuple(z.shape)}.")
-        targets, offset = distribute.gather_global(z)                  # [B, G, G, D]
+            raise ValueError(
+                f"CPCObjective was built for a {self.grid}x{self.grid} patch grid, "
+                f"received z of shape {tuple(z.shape)}."
+            )
+        targets, offset = distribute.gather_global(z)  # [B, G, G, D]
         out = {}
-        for k, predict in zip(self.offsets, self.predictors):
-            preds = predict(c[:, : self.grid - k])                     # [b, G-k, G, D]
+        for k, predict in zip(self.offsets, self.predictors, strict=True):
+            preds = predict(c[:, : self.grid - k])  # [b, G-k, G, D]
             out[f"cpc/k{k}"] = losses.cpc_infonce(preds, targets, k, offset)
         out["total"] = sum(out.values()) / len(self.offsets)
         return out
 
     def get_config(self):
-        return dict(super().get_config(), dim=self.dim, grid=self.grid,
-                    min_offset=self.min_offset, max_offset=self.max_offset)
+        return dict(
+            super().get_config(),
+            dim=self.dim,
+            grid=self.grid,
+            min_offset=self.min_offset,
+            max_offset=self.max_offset,
+        )

@@ -27,41 +27,22 @@ import keras
 import tensorflow as tf
 
 from amdim_tf import distribute, losses
-from amdim_tf.layers import TORCH_DEFAULT_KERNEL_INIT
+from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, shortcut_init
 
 ESTIMATORS = {"jsd": losses.dim_jsd_loss, "nce": losses.dim_nce_loss, "dv": losses.dim_dv_loss}
-
-
-@keras.saving.register_keras_serializable(package="amdim_tf")
-class NoisyIdentity(keras.initializers.Initializer):
-    """U(-0.01, 0.01) with ones on the diagonal of the last two axes (official MI-net shortcut init)."""
-
-    def __init__(self, seed=None):
-        self.seed = seed
-
-    def __call__(self, shape, dtype=None):
-        noise = keras.random.uniform(shape, -0.01, 0.01, dtype=dtype, seed=self.seed)
-        eye = tf.eye(shape[-2], shape[-1], dtype=noise.dtype)         # [in, out]
-        eye = tf.reshape(eye, [1] * (len(shape) - 2) + [shape[-2], shape[-1]])
-        return tf.where(eye > 0, eye * tf.ones_like(noise), noise)
-
-    def get_config(self):
-        return {"seed": self.seed}
-
-
-def _shortcut_init(n_in, units):
-    # The identity-like start only exists when the output is at least as wide as the input.
-    return NoisyIdentity() if units >= n_in else TORCH_DEFAULT_KERNEL_INIT
 
 
 def local_critic(channels, units, name="local_critic"):
     """[B, M, M, C] -> [B, M, M, units]: LN(conv1x1-LN-ReLU-conv1x1(x) + shortcut(x)) (MI1x1ConvNet)."""
     x = keras.Input((None, None, channels))
-    h = keras.layers.Conv2D(units, 1, use_bias=False, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(x)
+    h = keras.layers.Conv2D(units, 1, use_bias=False, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(
+        x
+    )
     h = keras.layers.ReLU()(keras.layers.LayerNormalization()(h))
     h = keras.layers.Conv2D(units, 1, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(h)
-    s = keras.layers.Conv2D(units, 1, use_bias=False,
-                            kernel_initializer=_shortcut_init(channels, units), name="shortcut")(x)
+    s = keras.layers.Conv2D(
+        units, 1, use_bias=False, kernel_initializer=shortcut_init(channels, units), name="shortcut"
+    )(x)
     out = keras.layers.LayerNormalization()(keras.layers.Add()([h, s]))
     return keras.Model(x, out, name=name)
 
@@ -72,8 +53,9 @@ def global_critic(dim, units, name="global_critic"):
     h = keras.layers.Dense(units, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(y)
     h = keras.layers.ReLU()(keras.layers.LayerNormalization()(h))
     h = keras.layers.Dense(units, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(h)
-    s = keras.layers.Dense(units, use_bias=False, kernel_initializer=_shortcut_init(dim, units),
-                           name="shortcut")(y)
+    s = keras.layers.Dense(
+        units, use_bias=False, kernel_initializer=shortcut_init(dim, units), name="shortcut"
+    )(y)
     return keras.Model(y, keras.layers.Add()([h, s]), name=name)
 
 
@@ -84,8 +66,9 @@ def map_summary_critic(local_shape, width, units, name="map_summary_critic"):
     scored against the full map rather than against single locations.
     """
     m = keras.Input(tuple(local_shape))
-    h = keras.layers.Conv2D(width, 4, strides=2, padding="same",
-                            kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(m)
+    h = keras.layers.Conv2D(
+        width, 4, strides=2, padding="same", kernel_initializer=TORCH_DEFAULT_KERNEL_INIT
+    )(m)
     h = keras.layers.ReLU()(keras.layers.LayerNormalization()(h))
     h = keras.layers.Flatten()(h)
     h = keras.layers.Dense(units, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)(h)
@@ -98,13 +81,17 @@ def prior_discriminator(dim, hidden=(1000, 200), name="prior_discriminator"):
     """[B, dim] -> [B, 1] logits: the official 1000-200-1 ReLU MLP."""
     return keras.Sequential(
         [keras.Input((dim,))]
-        + [keras.layers.Dense(h, activation="relu", kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)
-           for h in hidden]
-        + [keras.layers.Dense(1, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)], name=name)
+        + [
+            keras.layers.Dense(h, activation="relu", kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)
+            for h in hidden
+        ]
+        + [keras.layers.Dense(1, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT)],
+        name=name,
+    )
 
 
 def _flat(x):
-    return tf.reshape(x, [tf.shape(x)[0], -1])                         # [B, D]
+    return tf.reshape(x, [tf.shape(x)[0], -1])  # [B, D]
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -134,15 +121,33 @@ class DIMObjective(keras.layers.Layer):
     main update, while the encoder's non-saturating generator term is in "total".
     """
 
-    def __init__(self, global_dim, local_shape, estimator="jsd", alpha=0.0, beta=1.0, gamma=0.1,
-                 critic_units=2048, summary_width=256, disc_hidden=(1000, 200), gp_coeff=1.0,
-                 global_key="r1", local_key="local", cross_view=False, **kwargs):
+    def __init__(
+        self,
+        global_dim,
+        local_shape,
+        estimator="jsd",
+        alpha=0.0,
+        beta=1.0,
+        gamma=0.1,
+        critic_units=2048,
+        summary_width=256,
+        disc_hidden=(1000, 200),
+        gp_coeff=1.0,
+        global_key="r1",
+        local_key="local",
+        cross_view=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if estimator not in ESTIMATORS:
-            raise ValueError(f"Unknown DIM estimator {estimator!r}; available: {sorted(ESTIMATORS)}.")
+            raise ValueError(
+                f"Unknown DIM estimator {estimator!r}; available: {sorted(ESTIMATORS)}."
+            )
         if not (alpha or beta):
-            raise ValueError(f"DIM needs alpha > 0 or beta > 0 (an MI term), received "
-                             f"alpha={alpha!r}, beta={beta!r}.")
+            raise ValueError(
+                f"DIM needs alpha > 0 or beta > 0 (an MI term), received "
+                f"alpha={alpha!r}, beta={beta!r}."
+            )
         self.global_dim = int(global_dim)
         self.local_shape = tuple(int(s) for s in local_shape)
         self.estimator = estimator
@@ -174,36 +179,33 @@ class DIMObjective(keras.layers.Layer):
     def adversary_variables(self):
         return list(self.discriminator.trainable_variables) if self.gamma else []
 
-    def __call__(self, feats1, feats2, seed_generator=None):
-        # The model calls objectives positionally; Keras layers accept only
-        # tensors as positional arguments, so the seed generator goes by keyword.
-        return super().__call__(feats1, feats2, seed_generator=seed_generator)
-
-    def call(self, feats1, feats2, seed_generator):
+    def call(self, feats1, feats2, seed_generator=None):
         estimate = ESTIMATORS[self.estimator]
         target_feats = feats2 if self.cross_view else feats1
-        y = _flat(feats1[self.global_key])                              # [b, G]
-        local_map = target_feats[self.local_key]                        # [b, M, M, C]
+        y = _flat(feats1[self.global_key])  # [b, G]
+        local_map = target_feats[self.local_key]  # [b, M, M, C]
         if tuple(local_map.shape[1:]) != self.local_shape:
-            raise ValueError(f"DIMObjective was built for a local map of shape {self.local_shape}, "
-                             f"received feature {self.local_key!r} of shape {tuple(local_map.shape)}.")
+            raise ValueError(
+                f"DIMObjective was built for a local map of shape {self.local_shape}, "
+                f"received feature {self.local_key!r} of shape {tuple(local_map.shape)}."
+            )
         out, total = {}, 0.0
         if self.alpha:
             summary = tf.cast(self.summary_net(local_map), tf.float32)  # [b, U]
-            summary, offset = distribute.gather_global(summary)        # [B, U]
-            y_g = tf.cast(self.global_y_net(y), tf.float32)            # [b, U]
+            summary, offset = distribute.gather_global(summary)  # [B, U]
+            y_g = tf.cast(self.global_y_net(y), tf.float32)  # [b, U]
             scores = tf.einsum("bu,cu->bc", y_g, summary)[:, :, None]  # [b, B, 1]
             out["dim/global"] = estimate(scores, offset)
             total += self.alpha * out["dim/global"]
         if self.beta:
-            loc = tf.cast(self.local_net(local_map), tf.float32)        # [b, M, M, U]
+            loc = tf.cast(self.local_net(local_map), tf.float32)  # [b, M, M, U]
             loc, offset = distribute.gather_global(losses.flatten_locations(loc))  # [B, M*M, U]
-            y_l = tf.cast(self.local_y_net(y), tf.float32)             # [b, U]
-            scores = tf.einsum("bu,clu->bcl", y_l, loc)                # [b, B, M*M]
+            y_l = tf.cast(self.local_y_net(y), tf.float32)  # [b, U]
+            scores = tf.einsum("bu,clu->bcl", y_l, loc)  # [b, B, M*M]
             out["dim/local"] = estimate(scores, offset)
             total += self.beta * out["dim/local"]
         if self.gamma:
-            q = tf.sigmoid(tf.cast(y, tf.float32))                     # [b, G] in (0, 1)
+            q = tf.sigmoid(tf.cast(y, tf.float32))  # [b, G] in (0, 1)
             out["dim/prior"] = losses.nonsaturating_generator_loss(self.discriminator(q))
             total += self.gamma * out["dim/prior"]
         out["total"] = total
@@ -213,25 +215,36 @@ class DIMObjective(keras.layers.Layer):
         """Discriminator loss: prior samples U[0,1]^d vs stop_gradient(sigmoid(Y)), plus the
         official contrastive gradient penalty 0.5 * (E ||dD/dp||^2 + E ||dD/dq||^2)."""
         # stop_gradient: this loss trains the discriminator only, never the encoder.
-        q = tf.stop_gradient(tf.sigmoid(tf.cast(_flat(feats1[self.global_key]), tf.float32)))  # [b, G]
+        q = tf.stop_gradient(
+            tf.sigmoid(tf.cast(_flat(feats1[self.global_key]), tf.float32))
+        )  # [b, G]
         p = keras.random.uniform(tf.shape(q), 0.0, 1.0, seed=seed_generator)  # [b, G]
-        d_p, gp_p = self._logits_and_grad_norm(p)                      # [b, 1], []
-        d_q, gp_q = self._logits_and_grad_norm(q)                      # [b, 1], []
+        d_p, gp_p = self._logits_and_grad_norm(p)  # [b, 1], []
+        d_q, gp_q = self._logits_and_grad_norm(q)  # [b, 1], []
         return losses.prior_discriminator_loss(d_p, d_q) + self.gp_coeff * 0.5 * (gp_p + gp_q)
 
     def _logits_and_grad_norm(self, x):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            logits = tf.cast(self.discriminator(x), tf.float32)        # [b, 1]
-        grad = tape.gradient(logits, x)                                # [b, G]
+            logits = tf.cast(self.discriminator(x), tf.float32)  # [b, 1]
+        grad = tape.gradient(logits, x)  # [b, G]
         return logits, tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=1))
 
     def get_config(self):
         config = super().get_config()
-        config.update(global_dim=self.global_dim, local_shape=self.local_shape,
-                      estimator=self.estimator, alpha=self.alpha, beta=self.beta,
-                      gamma=self.gamma, critic_units=self.critic_units,
-                      summary_width=self.summary_width, disc_hidden=self.disc_hidden,
-                      gp_coeff=self.gp_coeff, global_key=self.global_key,
-                      local_key=self.local_key, cross_view=self.cross_view)
+        config.update(
+            global_dim=self.global_dim,
+            local_shape=self.local_shape,
+            estimator=self.estimator,
+            alpha=self.alpha,
+            beta=self.beta,
+            gamma=self.gamma,
+            critic_units=self.critic_units,
+            summary_width=self.summary_width,
+            disc_hidden=self.disc_hidden,
+            gp_coeff=self.gp_coeff,
+            global_key=self.global_key,
+            local_key=self.local_key,
+            cross_view=self.cross_view,
+        )
         return config

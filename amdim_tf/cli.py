@@ -1,21 +1,21 @@
-"""Shared by the absl tools: path set-up and turning user errors into one-line messages."""
+"""What the absl tools in tools/ share: user errors as one line, flag and config-file errors.
+
+The only module that knows about command lines; the rest of the library never
+reads flags. Importing it (through `amdim_tf`) sets TF's environment before
+TensorFlow loads.
+"""
 
 import os
 import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-import amdim_tf  # noqa: E402,F401  (sets TF_ENABLE_ONEDNN_OPTS before TF loads)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def user_errors():
     """Exception types that mean the user must fix something (no traceback for these)."""
-    from amdim_tf.model import NonFiniteLossError  # noqa: PLC0415
-    from amdim_tf.train import WorkdirConflictError  # noqa: PLC0415
+    from amdim_tf.callbacks import NonFiniteLossError
+    from amdim_tf.workdir import WorkdirConflictError
+
     return (FileNotFoundError, WorkdirConflictError, NonFiniteLossError, ValueError, KeyError)
 
 
@@ -35,7 +35,8 @@ def run_main(fn):
 
 def parse_flags(argv):
     """absl's flag parsing, with config-override errors as one line instead of a traceback."""
-    from absl import flags  # noqa: PLC0415
+    from absl import flags
+
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
@@ -43,8 +44,11 @@ def parse_flags(argv):
     except (KeyError, AttributeError, TypeError, ValueError) as e:
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         what = str(e).strip("\"'")
-        fail(f"bad config override {overrides}: no such key or wrong type ({what}); "
-             "keys and types are those of the --config file.", code=1)
+        fail(
+            f"bad config override {overrides}: no such key or wrong type ({what}); "
+            "keys and types are those of the --config file.",
+            code=1,
+        )
 
 
 def load_config_flag(flag):
@@ -55,11 +59,19 @@ def load_config_flag(flag):
         config.keys()
     except (OSError, ImportError, SyntaxError, AttributeError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-        fail(f"cannot load --config={flags_value(flag)}: {lines[-1] if lines else e}; "
-             "pass an existing file such as configs/amdim_cifar10.py", code=1)
+        fail(
+            f"cannot load --config={flags_value(flag)}: {lines[-1] if lines else e}; "
+            "pass an existing file such as configs/amdim_cifar10.py",
+            code=1,
+        )
     return config
 
 
 def flags_value(flag):
-    from absl import flags  # noqa: PLC0415
-    return flags.FLAGS[flag.name].config_filename if hasattr(flags.FLAGS[flag.name], "config_filename") else "?"
+    from absl import flags
+
+    return (
+        flags.FLAGS[flag.name].config_filename
+        if hasattr(flags.FLAGS[flag.name], "config_filename")
+        else "?"
+    )

@@ -22,28 +22,44 @@ import math
 import keras
 from keras import ops
 
-from amdim_tf.layers import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, build_on_dummy_batch, check_images
+from amdim_tf.nn import (
+    TORCH_DEFAULT_KERNEL_INIT,
+    attach_in_order,
+    build_on_dummy_batch,
+    check_images,
+)
 
 
 def patch_geometry(image_size, patch_size=0, patch_stride=0):
     """(patch_size, stride, grid side); 0 = image_size/4 and /8: a 7x7 grid of half-overlapping patches."""
     if not (patch_size and patch_stride) and image_size % 8:
-        raise ValueError(f"CPC's default patch grid needs image_size divisible by 8, "
-                         f"received {image_size!r}; set config.cpc.patch_size / patch_stride.")
+        raise ValueError(
+            f"CPC's default patch grid needs image_size divisible by 8, "
+            f"received {image_size!r}; set config.cpc.patch_size / patch_stride."
+        )
     size = patch_size or image_size // 4
     stride = patch_stride or image_size // 8
     if size > image_size or size < 4 or size & (size - 1) or stride < 1:
-        raise ValueError(f"CPC needs a power-of-two patch_size in [4, image_size] and a positive "
-                         f"stride, received patch_size={size!r}, patch_stride={stride!r} for "
-                         f"image_size={image_size}.")
+        raise ValueError(
+            f"CPC needs a power-of-two patch_size in [4, image_size] and a positive "
+            f"stride, received patch_size={size!r}, patch_stride={stride!r} for "
+            f"image_size={image_size}."
+        )
     return size, stride, (image_size - size) // stride + 1
 
 
 def _conv(filters, kernel, strides=1, padding="same", name=None):
-    return keras.layers.Conv2D(filters, kernel, strides=strides, padding=padding,
-                               kernel_initializer=TORCH_DEFAULT_KERNEL_INIT, name=name)
+    return keras.layers.Conv2D(
+        filters,
+        kernel,
+        strides=strides,
+        padding=padding,
+        kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+        name=name,
+    )
 
 
+@keras.saving.register_keras_serializable(package="amdim_tf")
 class CausalConvBlock(keras.layers.Layer):
     """Residual PixelCNN-style block over the patch grid: row i sees rows <= i only.
 
@@ -74,8 +90,8 @@ class CausalConvBlock(keras.layers.Layer):
         self.mix.build(input_shape)
 
     def call(self, x):
-        h = self.causal(self.pad(ops.relu(self.ln1(x))))               # [B, H, W, D]
-        return x + self.mix(ops.relu(self.ln2(h)))                     # [B, H, W, D]
+        h = self.causal(self.pad(ops.relu(self.ln1(x))))  # [B, H, W, D]
+        return x + self.mix(ops.relu(self.ln2(h)))  # [B, H, W, D]
 
     def get_config(self):
         return dict(super().get_config(), kernel_size=self.kernel_size)
@@ -103,33 +119,57 @@ class CPCEncoder(keras.Model):
         "c" [B, G, G, n_rkhs]: causal context, c[:, i] depends on rows <= i.
     """
 
-    def __init__(self, image_size=32, ndf=32, n_rkhs=256, patch_size=0, patch_stride=0,
-                 context_blocks=2, **kwargs):
+    def __init__(
+        self,
+        image_size=32,
+        ndf=32,
+        n_rkhs=256,
+        patch_size=0,
+        patch_stride=0,
+        context_blocks=2,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.image_size = image_size
         self.ndf = ndf
         self.n_rkhs = n_rkhs
-        self.patch_size, self.patch_stride, self.grid = patch_geometry(image_size, patch_size, patch_stride)
+        self.patch_size, self.patch_stride, self.grid = patch_geometry(
+            image_size, patch_size, patch_stride
+        )
         self.context_blocks = context_blocks
-        n_down = int(math.log2(self.patch_size)) - 1                  # strided convs down to 2x2
-        layers = [_conv(ndf, 3, name="patch_conv0"),
-                  keras.layers.LayerNormalization(axis=(1, 2, 3), name="patch_ln0"),
-                  keras.layers.ReLU()]
+        n_down = int(math.log2(self.patch_size)) - 1  # strided convs down to 2x2
+        layers = [
+            _conv(ndf, 3, name="patch_conv0"),
+            keras.layers.LayerNormalization(axis=(1, 2, 3), name="patch_ln0"),
+            keras.layers.ReLU(),
+        ]
         for s in range(n_down):
-            layers += [_conv(2 * ndf, 3, strides=2, name=f"patch_conv{s + 1}"),
-                       keras.layers.LayerNormalization(axis=(1, 2, 3), name=f"patch_ln{s + 1}"),
-                       keras.layers.ReLU()]
-        layers += [keras.layers.GlobalAveragePooling2D(),
-                   keras.layers.Dense(n_rkhs, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT, name="to_z")]
+            layers += [
+                _conv(2 * ndf, 3, strides=2, name=f"patch_conv{s + 1}"),
+                keras.layers.LayerNormalization(axis=(1, 2, 3), name=f"patch_ln{s + 1}"),
+                keras.layers.ReLU(),
+            ]
+        layers += [
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(n_rkhs, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT, name="to_z"),
+        ]
         self.patch_encoder = keras.Sequential(
-            [keras.Input((self.patch_size, self.patch_size, 3))] + layers, name="patch_encoder")
+            [keras.Input((self.patch_size, self.patch_size, 3))] + layers, name="patch_encoder"
+        )
         self._context_names = attach_in_order(
-            self, [CausalConvBlock(3, name=f"context{i}") for i in range(context_blocks)])
+            self, [CausalConvBlock(3, name=f"context{i}") for i in range(context_blocks)]
+        )
         self.context_ln = keras.layers.LayerNormalization(axis=-1, name="context_ln")
 
     @property
     def context(self):
         return [getattr(self, n) for n in self._context_names]
+
+    @property
+    def feature_shapes(self) -> dict:
+        """(side, side, channels) of every output, known before the encoder is built."""
+        g, d = self.grid, self.n_rkhs
+        return {"r1": (1, 1, d), "z": (g, g, d), "c": (g, g, d)}
 
     def build(self, input_shape):
         build_on_dummy_batch(self, input_shape)
@@ -137,21 +177,30 @@ class CPCEncoder(keras.Model):
     def call(self, images, training=None):
         check_images(self, images.shape)
         b, g, p = ops.shape(images)[0], self.grid, self.patch_size
-        patches = ops.image.extract_patches(images, p, strides=self.patch_stride,
-                                            padding="valid")            # [B, G, G, p*p*3]
-        patches = ops.reshape(patches, (-1, p, p, 3))                   # [B*G*G, p, p, 3]
-        z = self.patch_encoder(patches, training=training)              # [B*G*G, D]
-        z = ops.reshape(z, (b, g, g, self.n_rkhs))                      # [B, G, G, D]
+        patches = ops.image.extract_patches(
+            images, p, strides=self.patch_stride, padding="valid"
+        )  # [B, G, G, p*p*3]
+        patches = ops.reshape(patches, (-1, p, p, 3))  # [B*G*G, p, p, 3]
+        z = self.patch_encoder(patches, training=training)  # [B*G*G, D]
+        z = ops.reshape(z, (b, g, g, self.n_rkhs))  # [B, G, G, D]
         c = z
         for block in self.context:
-            c = block(c)                                                # [B, G, G, D]
-        c = self.context_ln(c)                                          # [B, G, G, D]
-        return {"r1": ops.mean(z, axis=(1, 2), keepdims=True),          # [B, 1, 1, D]
-                "z": z, "c": c}
+            c = block(c)  # [B, G, G, D]
+        c = self.context_ln(c)  # [B, G, G, D]
+        return {
+            "r1": ops.mean(z, axis=(1, 2), keepdims=True),  # [B, 1, 1, D]
+            "z": z,
+            "c": c,
+        }
 
     def get_config(self):
         config = super().get_config()
-        config.update(image_size=self.image_size, ndf=self.ndf, n_rkhs=self.n_rkhs,
-                      patch_size=self.patch_size, patch_stride=self.patch_stride,
-                      context_blocks=self.context_blocks)
+        config.update(
+            image_size=self.image_size,
+            ndf=self.ndf,
+            n_rkhs=self.n_rkhs,
+            patch_size=self.patch_size,
+            patch_stride=self.patch_stride,
+            context_blocks=self.context_blocks,
+        )
         return config

@@ -16,8 +16,14 @@ official `bias=not batch_norm`); init is PyTorch's default, as in `layers.py`.
 import keras
 from keras import ops
 
-from amdim_tf.layers import (TORCH_DEFAULT_KERNEL_INIT, attach_in_order, batch_norm,
-                             build_on_dummy_batch, check_images, torch_default_bias_init)
+from amdim_tf.nn import (
+    TORCH_DEFAULT_KERNEL_INIT,
+    attach_in_order,
+    batch_norm,
+    build_on_dummy_batch,
+    check_images,
+    torch_default_bias_init,
+)
 
 SUPPORTED_SIZES = (32, 64)
 
@@ -28,7 +34,8 @@ def dim_conv_widths(image_size, ndf):
         raise ValueError(
             f"DIMEncoder supports image_size in {SUPPORTED_SIZES} (the official basic32x32 / "
             f"basic64x64 encoders), received image_size={image_size!r}; use "
-            "config.dim.encoder='amdim' for 128 px images.")
+            "config.dim.encoder='amdim' for 128 px images."
+        )
     n_stages = 3 if image_size == 32 else 4
     return tuple(ndf * 2**i for i in range(n_stages))
 
@@ -44,7 +51,9 @@ def dim_local_shape(image_size, ndf, local_layer=-1):
 def _local_index(n_stages, local_layer):
     index = n_stages - 2 if local_layer == -1 else local_layer
     if not 0 <= index < n_stages:
-        raise ValueError(f"local_layer must be -1 (auto) or in [0, {n_stages}), received {local_layer!r}.")
+        raise ValueError(
+            f"local_layer must be -1 (auto) or in [0, {n_stages}), received {local_layer!r}."
+        )
     return index
 
 
@@ -71,8 +80,16 @@ class DIMEncoder(keras.Model):
     information estimation and maximization", ICLR 2019.
     """
 
-    def __init__(self, image_size=32, ndf=64, n_rkhs=64, fc_units=1024, local_layer=-1,
-                 synchronized_bn=False, **kwargs):
+    def __init__(
+        self,
+        image_size=32,
+        ndf=64,
+        n_rkhs=64,
+        fc_units=1024,
+        local_layer=-1,
+        synchronized_bn=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         widths = dim_conv_widths(image_size, ndf)
         for name, value in (("ndf", ndf), ("n_rkhs", n_rkhs), ("fc_units", fc_units)):
@@ -85,18 +102,38 @@ class DIMEncoder(keras.Model):
         self.local_layer = local_layer
         self.synchronized_bn = synchronized_bn
         self.local_index = _local_index(len(widths), local_layer)
-        self._conv_names = attach_in_order(self, [
-            keras.layers.Conv2D(w, 4, strides=2, padding="same", use_bias=False,
-                                kernel_initializer=TORCH_DEFAULT_KERNEL_INIT, name=f"conv{i}")
-            for i, w in enumerate(widths)])
+        self._conv_names = attach_in_order(
+            self,
+            [
+                keras.layers.Conv2D(
+                    w,
+                    4,
+                    strides=2,
+                    padding="same",
+                    use_bias=False,
+                    kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+                    name=f"conv{i}",
+                )
+                for i, w in enumerate(widths)
+            ],
+        )
         self._bn_names = attach_in_order(
-            self, [batch_norm(f"conv{i}_bn", synchronized_bn) for i in range(len(widths))])
+            self, [batch_norm(f"conv{i}_bn", synchronized_bn) for i in range(len(widths))]
+        )
         flat = 4 * 4 * widths[-1]
-        self.fc = keras.layers.Dense(fc_units, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
-                                     bias_initializer=torch_default_bias_init(flat), name="fc")
+        self.fc = keras.layers.Dense(
+            fc_units,
+            kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+            bias_initializer=torch_default_bias_init(flat),
+            name="fc",
+        )
         self.fc_bn = batch_norm("fc_bn", synchronized_bn)
-        self.to_y = keras.layers.Dense(n_rkhs, kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
-                                       bias_initializer=torch_default_bias_init(fc_units), name="to_y")
+        self.to_y = keras.layers.Dense(
+            n_rkhs,
+            kernel_initializer=TORCH_DEFAULT_KERNEL_INIT,
+            bias_initializer=torch_default_bias_init(fc_units),
+            name="to_y",
+        )
 
     @property
     def convs(self):
@@ -106,6 +143,17 @@ class DIMEncoder(keras.Model):
     def conv_bns(self):
         return [getattr(self, n) for n in self._bn_names]
 
+    @property
+    def feature_shapes(self) -> dict:
+        """(side, side, channels) of every output, known before the encoder is built."""
+        widths = dim_conv_widths(self.image_size, self.ndf)
+        return {
+            "r1": (1, 1, self.n_rkhs),
+            "local": dim_local_shape(self.image_size, self.ndf, self.local_layer),
+            "conv": (4, 4, widths[-1]),
+            "fc": (1, 1, self.fc_units),
+        }
+
     def build(self, input_shape):
         build_on_dummy_batch(self, input_shape)
 
@@ -113,22 +161,27 @@ class DIMEncoder(keras.Model):
         check_images(self, images.shape)
         h = images
         maps = []
-        for conv, bn in zip(self.convs, self.conv_bns):
-            h = ops.relu(bn(conv(h), training=training))                # [B, S/2^(s+1), ., w_s]
+        for conv, bn in zip(self.convs, self.conv_bns, strict=True):
+            h = ops.relu(bn(conv(h), training=training))  # [B, S/2^(s+1), ., w_s]
             maps.append(h)
-        flat = ops.reshape(h, (ops.shape(h)[0], -1))                    # [B, 16 * C_last]
-        fc = ops.relu(self.fc_bn(self.fc(flat), training=training))     # [B, fc_units]
-        y = self.to_y(fc)                                               # [B, n_rkhs]
+        flat = ops.reshape(h, (ops.shape(h)[0], -1))  # [B, 16 * C_last]
+        fc = ops.relu(self.fc_bn(self.fc(flat), training=training))  # [B, fc_units]
+        y = self.to_y(fc)  # [B, n_rkhs]
         return {
-            "r1": ops.reshape(y, (-1, 1, 1, self.n_rkhs)),              # [B, 1, 1, n_rkhs]
-            "local": maps[self.local_index],                            # [B, M, M, C]
-            "conv": maps[-1],                                           # [B, 4, 4, C_last]
-            "fc": ops.reshape(fc, (-1, 1, 1, self.fc_units)),           # [B, 1, 1, fc_units]
+            "r1": ops.reshape(y, (-1, 1, 1, self.n_rkhs)),  # [B, 1, 1, n_rkhs]
+            "local": maps[self.local_index],  # [B, M, M, C]
+            "conv": maps[-1],  # [B, 4, 4, C_last]
+            "fc": ops.reshape(fc, (-1, 1, 1, self.fc_units)),  # [B, 1, 1, fc_units]
         }
 
     def get_config(self):
         config = super().get_config()
-        config.update(image_size=self.image_size, ndf=self.ndf, n_rkhs=self.n_rkhs,
-                      fc_units=self.fc_units, local_layer=self.local_layer,
-                      synchronized_bn=self.synchronized_bn)
+        config.update(
+            image_size=self.image_size,
+            ndf=self.ndf,
+            n_rkhs=self.n_rkhs,
+            fc_units=self.fc_units,
+            local_layer=self.local_layer,
+            synchronized_bn=self.synchronized_bn,
+        )
         return config
