@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import compat, distribute
-from amdim_tf.build import PRECISIONS, build_model
+from amdim_tf.build import PRECISIONS, build_model, resolve_precision
 from amdim_tf.encoders import build_encoder
 
 # Encoder shapes of the presets, (ndf, n_rkhs, n_depth), at the config's image size.
@@ -207,7 +207,7 @@ def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     encoder = build_encoder(config)
     encoder.build((None, config.model.image_size, config.model.image_size, 3))
     fwd_flops = encoder_forward_flops(encoder)
-    compute_dtype = keras.DTypePolicy(config.precision).compute_dtype
+    compute_dtype = keras.DTypePolicy(resolve_precision(config.precision)).compute_dtype
     peak_dtype = tf.as_dtype(compute_dtype)
     peak_before = matmul_peak_gflops(dtype=peak_dtype)
     r = train_step_throughput(config, batch_size, steps, warmup, strategy, profile_dir)

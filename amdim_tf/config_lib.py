@@ -17,9 +17,11 @@ def base_config():
     # tf.distribute strategy: "default" (one device), "mirrored" (all local GPUs) or
     # "multiworker" (hosts from TF_CONFIG); train.batch_size stays the global batch.
     c.distribute = "default"
-    # Keras dtype policy: "float32", "mixed_bfloat16" (TPU, Ampere+ GPUs) or "mixed_float16"
-    # (older GPUs, with dynamic loss scaling). NCE scores and BN statistics stay float32.
-    c.precision = "float32"
+    # Keras dtype policy: "auto" (mixed_bfloat16 where the device computes bf16 fast:
+    # TPU, Ampere+ GPU, CPU with AVX512_BF16/AMX; else float32), "float32",
+    # "mixed_bfloat16", or "mixed_float16" (older GPUs, with dynamic loss scaling).
+    # NCE scores and BN statistics stay float32. A run records the resolved policy.
+    c.precision = "auto"
     # XLA for the train step. Measured slower than TF's kernels on CPU; Keras's "auto"
     # would turn it on for a single GPU, so GPU runs may want --config.jit_compile=True.
     c.jit_compile = False
@@ -93,4 +95,5 @@ def make_tiny(c):
     c.train.checkpoint_every_steps = 2
     c.optim.warmup_steps = 2
     c.data.shuffle_buffer = 64
+    c.precision = "float32"  # the same numbers on every machine
     return c

@@ -9,6 +9,7 @@ Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
 """
 
 import contextlib
+import copy
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from absl import logging
 from amdim_tf import augment, callbacks, distribute
 from amdim_tf import data as data_lib
 from amdim_tf import workdir as workdir_lib
-from amdim_tf.build import build_model
+from amdim_tf.build import build_model, resolve_precision
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 
@@ -116,6 +117,9 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     """
     # First: MultiWorkerMirroredStrategy must exist before TF runs any op.
     strategy = distribute.make_strategy(config.distribute)
+    # The run records the policy "auto" chose here, in config.json and at start.
+    config = copy.deepcopy(config)
+    config.precision = resolve_precision(config.precision)
     chief = distribute.is_chief(strategy)
     if workdir and overwrite and distribute.is_multi_worker(strategy):
         # The chief would delete checkpoints that other workers may be restoring.
@@ -151,7 +155,7 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     n_params = sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables)
     print(
         f"encoder: {n_params:,} trainable parameters; {spe} steps per epoch of {batch} pairs over "
-        f"{strategy.num_replicas_in_sync} replica(s); {start}",
+        f"{strategy.num_replicas_in_sync} replica(s), {config.precision}; {start}",
         flush=True,
     )
     result = {"status": "completed", "start": start, "history": []}

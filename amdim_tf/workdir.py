@@ -44,8 +44,10 @@ RESUMABLE_CHANGES = (
     "train.eval_steps",
     "train.eval_batch_size",
     "train.log_view_pairs",
-    # How the same global batch is computed: a checkpoint is strategy-free.
+    # How the same global batch is computed: a checkpoint is strategy- and
+    # policy-free (variables stay float32 under the mixed policies).
     "distribute",
+    "precision",
     "jit_compile",
     "train.steps_per_execution",
 )
