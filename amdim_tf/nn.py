@@ -99,3 +99,9 @@ def build_on_dummy_batch(encoder, input_shape) -> None:
 
 def count_trainable_params(model) -> int:
     return int(sum(int(ops.size(v)) for v in model.trainable_variables))
+
+
+def with_args(base_config: dict, layer, names) -> dict:
+    """A layer's `get_config`: its base config plus the constructor arguments `names`,
+    each read from the attribute of the same name (the keras-hub layer contract)."""
+    return dict(base_config, **{n: getattr(layer, n) for n in names})

@@ -26,6 +26,7 @@ from amdim_tf.nn import (
     build_on_dummy_batch,
     check_images,
     torch_default_bias_init,
+    with_args,
 )
 
 SUPPORTED_SIZES = (32, 64, 128)
@@ -85,14 +86,8 @@ class ConvReLU(keras.layers.Layer):
         return self.conv.compute_output_shape(self._padded_shape(input_shape))
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            reflect_pad=self.reflect_pad,
-        )
-        return config
+        names = ("filters", "kernel_size", "strides", "reflect_pad")
+        return with_args(super().get_config(), self, names)
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -178,15 +173,8 @@ class ResidualUnit(keras.layers.Layer):
         return self.conv1.compute_output_shape(input_shape)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            use_bn=self.use_bn,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
+        names = ("filters", "kernel_size", "strides", "use_bn", "synchronized_bn")
+        return with_args(super().get_config(), self, names)
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -245,16 +233,8 @@ class ResidualBlock(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            filters=self.filters,
-            kernel_size=self.kernel_size,
-            strides=self.strides,
-            depth=self.depth,
-            use_bn=self.use_bn,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
+        names = ("filters", "kernel_size", "strides", "depth", "use_bn", "synchronized_bn")
+        return with_args(super().get_config(), self, names)
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -451,13 +431,5 @@ class AMDIMEncoder(keras.Model):
         }
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            ndf=self.ndf,
-            n_rkhs=self.n_rkhs,
-            n_depth=self.n_depth,
-            use_bn=self.use_bn,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
+        names = ("image_size", "ndf", "n_rkhs", "n_depth", "use_bn", "synchronized_bn")
+        return with_args(super().get_config(), self, names)

@@ -27,6 +27,7 @@ from amdim_tf.nn import (
     attach_in_order,
     build_on_dummy_batch,
     check_images,
+    with_args,
 )
 
 
@@ -194,13 +195,5 @@ class CPCEncoder(keras.Model):
         }
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            ndf=self.ndf,
-            n_rkhs=self.n_rkhs,
-            patch_size=self.patch_size,
-            patch_stride=self.patch_stride,
-            context_blocks=self.context_blocks,
-        )
-        return config
+        names = ("image_size", "ndf", "n_rkhs", "patch_size", "patch_stride", "context_blocks")
+        return with_args(super().get_config(), self, names)

@@ -23,6 +23,7 @@ from amdim_tf.nn import (
     build_on_dummy_batch,
     check_images,
     torch_default_bias_init,
+    with_args,
 )
 
 SUPPORTED_SIZES = (32, 64)
@@ -175,13 +176,5 @@ class DIMEncoder(keras.Model):
         }
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            ndf=self.ndf,
-            n_rkhs=self.n_rkhs,
-            fc_units=self.fc_units,
-            local_layer=self.local_layer,
-            synchronized_bn=self.synchronized_bn,
-        )
-        return config
+        names = ("image_size", "ndf", "n_rkhs", "fc_units", "local_layer", "synchronized_bn")
+        return with_args(super().get_config(), self, names)

@@ -16,7 +16,7 @@ independent of how many rows are predicted.
 import keras
 
 from amdim_tf import distribute, losses
-from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, attach_in_order
+from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, with_args
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -80,10 +80,5 @@ class CPCObjective(keras.layers.Layer):
         return out
 
     def get_config(self):
-        return dict(
-            super().get_config(),
-            dim=self.dim,
-            grid=self.grid,
-            min_offset=self.min_offset,
-            max_offset=self.max_offset,
-        )
+        names = ("dim", "grid", "min_offset", "max_offset")
+        return with_args(super().get_config(), self, names)

@@ -27,7 +27,7 @@ import keras
 import tensorflow as tf
 
 from amdim_tf import distribute, losses
-from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, shortcut_init
+from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, shortcut_init, with_args
 
 ESTIMATORS = {"jsd": losses.dim_jsd_loss, "nce": losses.dim_nce_loss, "dv": losses.dim_dv_loss}
 
@@ -231,20 +231,19 @@ class DIMObjective(keras.layers.Layer):
         return logits, tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=1))
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            global_dim=self.global_dim,
-            local_shape=self.local_shape,
-            estimator=self.estimator,
-            alpha=self.alpha,
-            beta=self.beta,
-            gamma=self.gamma,
-            critic_units=self.critic_units,
-            summary_width=self.summary_width,
-            disc_hidden=self.disc_hidden,
-            gp_coeff=self.gp_coeff,
-            global_key=self.global_key,
-            local_key=self.local_key,
-            cross_view=self.cross_view,
+        names = (
+            "global_dim",
+            "local_shape",
+            "estimator",
+            "alpha",
+            "beta",
+            "gamma",
+            "critic_units",
+            "summary_width",
+            "disc_hidden",
+            "gp_coeff",
+            "global_key",
+            "local_key",
+            "cross_view",
         )
-        return config
+        return with_args(super().get_config(), self, names)
