@@ -33,10 +33,17 @@ def base_config():
     c.model.n_depth = 3  # residual units per block
     c.model.use_bn = False  # BN inside blocks (paper default: off)
     c.model.synchronized_bn = False
+    # Mixture-based representations (§3.7, objectives/amdim.py): k components of r1,
+    # each location taken by the component that predicts it best. 0 = plain AMDIM.
+    c.model.n_mix = 0
+    c.model.mix_hidden = 0  # hidden width of the mixture MLP (0 = n_rkhs)
 
     c.loss = ml_collections.ConfigDict()
     c.loss.tclip = 20.0  # soft clip of NCE scores
     c.loss.reg_coeff = 0.05  # logit penalty on raw scores
+    # Entropy weight of the mixture's location assignment q (n_mix > 0); 1 makes the
+    # objective the log-likelihood of a uniform mixture, -> 0 the best component.
+    c.loss.mix_alpha = 1.0
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 2e-4
@@ -78,6 +85,8 @@ def base_config():
     c.train.init_checkpoint = ""  # weights to start from when the workdir has no checkpoint
     c.train.log_view_pairs = 4  # augmented view pairs shown in TensorBoard at start
     c.train.max_seconds = 0  # wall-clock budget of this invocation (0 = none): checkpoint and stop
+    # TensorBoard images of the NCE score maps (and mixture assignments) every N steps; 0 = off.
+    c.train.visualize_every_steps = 0
     return c
 
 
