@@ -21,22 +21,22 @@ def tanh_clip(x, clip):
     return clip * tf.tanh(x / clip)
 
 
-def masked_infonce(scores, pos_offset=0):
-    """-mean log softmax of each positive among itself and every location of the other images.
+def masked_infonce_log_probs(scores, pos_offset=0):
+    """Log softmax of each positive among itself and every location of the other images.
 
-    The InfoNCE shared by AMDIM (after scaling and clipping its scores) and DIM's
-    infoNCE estimator (on raw critic scores). For source row i and target location
-    l, the positive is scores[i, i + pos_offset, l]; the negatives are all
-    locations of all *other* target images, shared by the L positives of i. The
-    source's own other locations are excluded exactly (the official DIM code keeps
-    them at a score of -10 instead).
+    For source row i and target location l, the positive is
+    scores[i, i + pos_offset, l]; the negatives are all locations of all *other*
+    target images, shared by the L positives of i. The source's own other
+    locations are excluded exactly (the official DIM code keeps them at a score
+    of -10 instead). `masked_infonce` is minus its mean; the mixture objective
+    (§3.7) needs it per location.
 
     Args:
         scores: [b, B, L] scores of this replica's b sources against the L
             locations of the B target images of the (global) batch.
         pos_offset: index in the B targets of this replica's first image.
     Returns:
-        float32 scalar.
+        [b, L] float32: log p(positive l of source i | its negatives).
     """
     scores = tf.cast(scores, tf.float32)  # [b, B, L]
     n_src = tf.shape(scores)[0]
@@ -53,7 +53,24 @@ def masked_infonce(scores, pos_offset=0):
     neg_lse = tf.reduce_logsumexp(tf.reshape(neg, [n_src, -1]), axis=1, keepdims=True)  # [b, 1]
     # log(exp(pos) / (exp(pos) + sum exp(neg))), stable through logaddexp.
     log_prob = pos - tf.experimental.numpy.logaddexp(pos, neg_lse)  # [b, L]
-    return -tf.reduce_mean(log_prob)
+    return log_prob
+
+
+def masked_infonce(scores, pos_offset=0):
+    """-mean log softmax of each positive among itself and every location of the other images.
+
+    The InfoNCE shared by AMDIM (after scaling and clipping its scores) and DIM's
+    infoNCE estimator (on raw critic scores): minus the mean of
+    `masked_infonce_log_probs` (see there for the positives and negatives).
+
+    Args:
+        scores: [b, B, L] scores of this replica's b sources against the L
+            locations of the B target images of the (global) batch.
+        pos_offset: index in the B targets of this replica's first image.
+    Returns:
+        float32 scalar.
+    """
+    return -tf.reduce_mean(masked_infonce_log_probs(scores, pos_offset))
 
 
 def infonce(src, trg, tclip=20.0, reg_coeff=0.05, pos_offset=0):
@@ -78,6 +95,65 @@ def infonce(src, trg, tclip=20.0, reg_coeff=0.05, pos_offset=0):
     raw = tf.einsum("bd,cld->bcl", src, trg) / tf.sqrt(dim)  # [b, B, L]
     reg = reg_coeff * tf.reduce_mean(tf.square(raw))  # []
     return masked_infonce(tanh_clip(raw, tclip), pos_offset), reg
+
+
+def infonce_component_log_probs(src, trg, tclip=20.0, reg_coeff=0.05, pos_offset=0):
+    """Per-location NCE log-probabilities of k source components (§3.7's s_j(i)).
+
+    `infonce`'s scores (scaled by 1/sqrt(D), penalised, soft-clipped) for each of
+    the k components of every source, each ranked against the same negatives as
+    `infonce`: every location of every other target image, scored by that
+    component. With k = 1, minus the mean of the result is `infonce`'s loss.
+
+    Args:
+        src: [b, k, D] k source vectors per image (this replica's batch).
+        trg: [B, L, D] target locations (the global batch).
+        tclip: soft-clip value for the scores.
+        reg_coeff: weight of the score penalty mean(s^2) over every component's raw scores.
+        pos_offset: index in `trg` of this replica's first image.
+
+    Returns:
+        (log_probs, reg): [b, L, k] float32 log p(positive location | component j), and
+        a float32 scalar.
+    """
+    k = src.shape[1]
+    if k is None:
+        raise ValueError(f"src needs a static number of components, received shape {src.shape}.")
+    src = tf.cast(src, tf.float32)  # [b, k, D]
+    trg = tf.cast(trg, tf.float32)  # [B, L, D]
+    dim = tf.cast(tf.shape(src)[-1], tf.float32)
+    raw = tf.einsum("bkd,cld->kbcl", src, trg) / tf.sqrt(dim)  # [k, b, B, L]
+    reg = reg_coeff * tf.reduce_mean(tf.square(raw))  # []
+    clipped = tanh_clip(raw, tclip)  # [k, b, B, L]
+    # One masked softmax per component: component j's negatives are its own scores.
+    log_probs = [masked_infonce_log_probs(clipped[j], pos_offset) for j in range(k)]  # k x [b, L]
+    return tf.stack(log_probs, axis=-1), reg  # [b, L, k], []
+
+
+def mixture_nce(log_probs, alpha=1.0):
+    """The entropy-regularised best assignment of locations to components (§3.7).
+
+    Per location i, max over q in the simplex of sum_j q_j s_j + alpha * H(q)
+    is attained at q = softmax_j(s_j / alpha) and equals
+    alpha * logsumexp_j(s_j / alpha). We subtract alpha * log k, so that the
+    objective equals s when every component scores s (a k-component mixture that
+    has not split yet scores as the base NCE); it lies between mean_j s_j and
+    max_j s_j, and tends to max_j s_j as alpha -> 0. With alpha = 1 it is
+    log(mean_j p_j), the log-likelihood of the positive under a uniform mixture
+    of the k components' NCE classifiers.
+
+    Args:
+        log_probs: [..., k] per-component NCE log-probabilities s_j.
+        alpha: entropy weight, > 0.
+    Returns:
+        (objective, q): [...] float32 to maximise, and [..., k] float32, q summing to 1.
+    """
+    s = tf.cast(log_probs, tf.float32)  # [..., k]
+    k = tf.cast(tf.shape(s)[-1], tf.float32)
+    scaled = s / alpha  # [..., k]
+    objective = alpha * (tf.reduce_logsumexp(scaled, axis=-1) - tf.math.log(k))  # [...]
+    q = tf.nn.softmax(scaled, axis=-1)  # [..., k]
+    return objective, q
 
 
 def sample_locations(feature_map, index):

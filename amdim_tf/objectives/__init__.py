@@ -10,18 +10,39 @@ so the model tracks and optimises them; DIM's prior discriminator is exposed as
 optimizer. Objectives are sized from the encoder's `feature_shapes`.
 """
 
-from amdim_tf.objectives.amdim import AMDIMObjective
+from amdim_tf.objectives.amdim import AMDIMObjective, MixtureAMDIMObjective
 from amdim_tf.objectives.cpc import CPCObjective
 from amdim_tf.objectives.dim import DIMObjective
 
-__all__ = ["AMDIMObjective", "CPCObjective", "DIMObjective", "build_objective"]
+__all__ = [
+    "AMDIMObjective",
+    "CPCObjective",
+    "DIMObjective",
+    "MixtureAMDIMObjective",
+    "build_objective",
+]
 
 
-def build_objective(config, encoder) -> AMDIMObjective | DIMObjective | CPCObjective:
+def build_objective(
+    config, encoder
+) -> AMDIMObjective | MixtureAMDIMObjective | DIMObjective | CPCObjective:
     """The objective of `config.method`, sized for `encoder` (which need not be built)."""
     shapes = encoder.feature_shapes
     if config.method == "amdim":
-        return AMDIMObjective(config.loss.tclip, config.loss.reg_coeff)
+        n_mix = int(config.model.n_mix)
+        if n_mix < 0:
+            raise ValueError(f"config.model.n_mix must be >= 0 (0 = off), received {n_mix}.")
+        if n_mix == 0:
+            return AMDIMObjective(config.loss.tclip, config.loss.reg_coeff)
+        return MixtureAMDIMObjective(
+            shapes["r1"][-1],
+            n_mix,
+            hidden=config.model.mix_hidden,
+            alpha=config.loss.mix_alpha,
+            tclip=config.loss.tclip,
+            reg_coeff=config.loss.reg_coeff,
+            name="objective",
+        )
     if config.method == "dim":
         d = config.dim
         local_key = (d.local_feature or "r7") if d.encoder == "amdim" else "local"
