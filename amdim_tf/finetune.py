@@ -1,0 +1,614 @@
+"""Few-label evaluation of a pretrained encoder: frozen probe, fine-tuning, and scratch.
+
+The semi-supervised protocol of the SSL literature (CPC v2, Hénaff et al. 2020, Sec. 4.2;
+SimCLR, Chen et al. 2020, Sec. 4.2): draw a class-balanced, seeded subset of the labelled
+train split (1% of CIFAR-10 = 500 images, 50 per class), and at those same labels compare
+
+- "frozen": the frozen encoder's r1 features + logistic regression, exactly the protocol of
+  `amdim_tf.evaluate` (eval views, BatchNorm in inference mode);
+- "finetune": the pretrained encoder with a new linear head on r1, trained end to end;
+- "scratch": the same network from a random initialisation, trained on the same labels.
+
+Every arm is scored on the whole eval split. The fine-tuning recipe (`Recipe`):
+
+- light augmentation only: the preset's random horizontal flip and, with p=0.8, a
+  reflected translation of up to +-4 px (`light_augment`), never AMDIM's colour jitter or
+  grayscale, which fight a classifier trained on a few hundred images;
+- Adam with separate learning rates: `head_lr` for the new head and
+  `head_lr * backbone_lr_multiplier` (0.1) for the pretrained encoder, each with a
+  cosine decay to zero (two optimizers, so each has its own schedule and moments);
+- steps = epochs * ceil(labels / batch), clipped to [min_steps, max_steps], so the
+  smallest budgets still get enough updates and the largest stay within a CPU budget.
+
+BatchNorm. The AMDIM encoder normalises its outputs (r1, r5, r7) and, with
+model.use_bn, inside its blocks. With `bn="frozen"` (the default, and common practice
+when labels are few: the Keras transfer-learning guide, BiT's fine-tuning), every BN
+layer of the pretrained encoder runs in inference mode: it normalises with the moving
+statistics pretraining estimated on the whole unlabelled set, and its scale/offset stay
+fixed. Batch statistics of 64 images drawn from 500 are noisy and would overwrite those
+estimates with ones from a few hundred images. `bn="train"` uses batch statistics and
+updates them instead. The scratch arm always trains BN (a random encoder has no
+statistics worth keeping: frozen BN would be the identity) and gives its backbone the
+head's learning rate (a random backbone has nothing to preserve; the 10x smaller rate
+would handicap the baseline); everything else (augmentation, steps, batch, head) is the
+same.
+
+Transfer: `run_few_label_evaluation(..., data_overrides={"data.source": "digits"})`
+evaluates a run's encoder on other labelled data; only the `data` section may change,
+since the encoder's architecture is fixed by its checkpoint.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from amdim_tf import augment, evaluate
+from amdim_tf import data as data_lib
+from amdim_tf import workdir as workdir_lib
+
+ARMS = ("frozen", "finetune", "scratch")
+ARM_TITLES = {
+    "frozen": "frozen r1 + logistic regression",
+    "finetune": "fine-tuned (pretrained init)",
+    "scratch": "same network from scratch",
+}
+BN_MODES = ("frozen", "train")
+CLASSIFIER_JSON = "classifier.json"
+
+_TRANSLATE_P = 0.8  # as augment's "cifar" preset
+_MAX_TRANSLATION = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """How the fine-tuning and scratch arms train (see the module docstring)."""
+
+    epochs: int = 30
+    min_steps: int = 100
+    max_steps: int = 600
+    batch_size: int = 64
+    head_lr: float = 1e-3
+    backbone_lr_multiplier: float = 0.1
+    bn: str = "frozen"
+
+    def __post_init__(self):
+        if self.bn not in BN_MODES:
+            raise ValueError(f"bn={self.bn!r}; expected one of {BN_MODES}.")
+        if self.batch_size < 1 or self.min_steps < 1 or self.max_steps < self.min_steps:
+            raise ValueError(
+                f"Recipe needs batch_size >= 1 and 1 <= min_steps <= max_steps, received "
+                f"batch_size={self.batch_size}, min_steps={self.min_steps}, "
+                f"max_steps={self.max_steps}."
+            )
+
+    def steps(self, num_labels: int) -> int:
+        per_epoch = math.ceil(num_labels / self.batch_size)
+        return int(np.clip(self.epochs * per_epoch, self.min_steps, self.max_steps))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """A label budget: a fraction of the train split, or a number of images per class."""
+
+    fraction: float = 0.0
+    per_class: int = 0
+
+    def __post_init__(self):
+        if bool(self.fraction) == bool(self.per_class):
+            raise ValueError(
+                f"A label budget is a fraction or a per-class count, received "
+                f"fraction={self.fraction!r}, per_class={self.per_class!r}."
+            )
+        if not 0.0 <= self.fraction <= 1.0 or self.per_class < 0:
+            raise ValueError(
+                f"Label fractions lie in (0, 1] and per-class counts are positive; received "
+                f"fraction={self.fraction!r}, per_class={self.per_class!r}."
+            )
+
+    @property
+    def name(self) -> str:
+        return f"{100 * self.fraction:g}%" if self.fraction else f"{self.per_class}/class"
+
+    def resolve(self, num_train: int, names) -> int:
+        """Images per class for a train split of `num_train` images and classes `names`."""
+        if self.per_class:
+            return self.per_class
+        images = round(self.fraction * num_train)
+        per_class = images // len(names)
+        if per_class < 1:
+            need = len(names) / num_train
+            raise ValueError(
+                f"label budget {self.name} of {num_train:,} train images is {images} "
+                f"image(s), fewer than one per class: class 0 ({names[0]!r}) and "
+                f"{len(names) - 1} others would have no example. Use a fraction of at "
+                f"least {need:.2g} or a per-class count."
+            )
+        return per_class
+
+
+def parse_budgets(fractions=(), per_class=()) -> list:
+    """Budgets from fractions (0.01 = 1%) and per-class counts, smallest first."""
+    budgets = [Budget(fraction=float(f)) for f in fractions]
+    budgets += [Budget(per_class=int(n)) for n in per_class]
+    if not budgets:
+        raise ValueError("No label budget given; pass fractions (e.g. 0.01,0.1) or per_class.")
+    return budgets
+
+
+def class_names(data) -> tuple:
+    """Names of the classes, index order: the npz file's `class_names`, else '0', '1', ..."""
+    k = data_lib.num_classes(data)
+    if data.source == "npz":
+        names = data_lib.load_npz(data.path).class_names
+        if len(names) == k:
+            return tuple(names)
+    return tuple(str(i) for i in range(k))
+
+
+def apply_data_overrides(config, overrides):
+    """A copy of a run config with `data.*` values replaced (transfer to other data).
+
+    Args:
+        config: the run's resolved config.
+        overrides: {"data.source": "digits", ...}; keys outside `data` are refused,
+            since the encoder's architecture comes from the run's checkpoint.
+    """
+    config = config.copy_and_resolve_references()
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        if section != "data" or not name or "." in name:
+            raise ValueError(
+                f"cannot override {key!r} for evaluation: only data.* keys change (the "
+                "encoder is the run's); e.g. --config.data.source=digits."
+            )
+        if name not in config.data:
+            raise KeyError(f"no key {key!r} in the run config; data keys: {sorted(config.data)}.")
+        config.data[name] = value
+    if int(config.data.image_size) != int(config.model.image_size):
+        raise ValueError(
+            f"data.image_size={config.data.image_size} differs from the encoder's "
+            f"{config.model.image_size} px; evaluate at the size the encoder was trained for "
+            "(every source resizes to data.image_size)."
+        )
+    return config
+
+
+def light_augment(view, seed):
+    """A normalised eval view [S, S, 3] -> a flipped / translated view, seeded by [2] ints.
+
+    The geometric part of augment's "cifar" preset (flip p=0.5; p=0.8 a reflected
+    translation of up to 4 px), applied after normalisation: both commute with the
+    per-channel normalisation, so the eval pipeline can be reused as is.
+    """
+    seed = tf.convert_to_tensor(seed, tf.int64)
+    flip_seed, gate_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    view = tf.image.stateless_random_flip_left_right(view, flip_seed)
+    m = _MAX_TRANSLATION
+
+    def translate(x):
+        padded = tf.pad(x, [[m, m], [m, m], [0, 0]], mode="REFLECT")
+        return tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)
+
+    gate = tf.random.stateless_uniform([], gate_seed)
+    return tf.cond(gate < _TRANSLATE_P, lambda: translate(view), lambda: view)
+
+
+def _materialise(ds):
+    xs, ys = [], []
+    for x, y in ds.as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        return None, None
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
+
+
+def labelled_subset(data, per_class, seed, names):
+    """(images float32 [N, S, S, 3] eval views, labels int64 [N]): `per_class` per class.
+
+    Seeded and class-balanced (data.make_eval_dataset(balanced=True)); the same seed
+    gives the same images for every arm. A class left without an example is an error
+    naming it; an unlabelled split is refused.
+    """
+    split = data.train_split
+    try:
+        ds = data_lib.make_eval_dataset(
+            data,
+            split,
+            500,
+            max_examples=per_class * len(names),
+            sample_seed=seed,
+            balanced=True,
+        )
+        x, y = _materialise(ds)
+    except ValueError as e:
+        raise ValueError(
+            f"few-label evaluation needs labelled images in split {split!r} of "
+            f"data.source={data.source!r} (class sub-directories, or labels other than -1): "
+            f"{str(e).strip().splitlines()[0]}"
+        ) from e
+    if x is None:
+        raise ValueError(
+            f"split {split!r} of data.source={data.source!r} has no labelled images (every "
+            "label is -1); few-label evaluation needs class labels."
+        )
+    counts = np.bincount(y, minlength=len(names))
+    empty = np.flatnonzero(counts == 0)
+    if empty.size:
+        c = int(empty[0])
+        raise ValueError(
+            f"class {c} ({names[c]!r}) has no labelled example in split {split!r} of "
+            f"data.source={data.source!r}, so no classifier can learn it; add images of it "
+            "or evaluate on data whose classes all have labels."
+        )
+    return x, y
+
+
+def _eval_split(data, max_examples):
+    ds = data_lib.make_eval_dataset(
+        data,
+        data.eval_split,
+        500,
+        max_examples=max_examples,
+        sample_seed=0 if max_examples else None,
+    )
+    x, y = _materialise(ds)
+    if x is None:
+        raise ValueError(f"eval split {data.eval_split!r} has no labelled images.")
+    return x, y
+
+
+def _nested_layers(model):
+    # Keras 3 has no public recursive layer walk (compat.all_layers_built uses the same).
+    return model._flatten_layers(include_self=False)
+
+
+def freeze_batch_norm(encoder) -> int:
+    """Puts every BatchNorm of `encoder` in inference mode (Keras 3: trainable=False)."""
+    n = 0
+    for layer in _nested_layers(encoder):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            n += 1
+    return n
+
+
+def build_classifier(encoder, num_classes, seed=0):
+    """images [B, S, S, 3] (normalised) -> logits [B, K]: the encoder's r1 + a linear head."""
+    size = encoder.image_size
+    keras.utils.set_random_seed(seed)
+    images = keras.Input((size, size, 3), name="images")
+    r1 = encoder(images)["r1"]  # [B, 1, 1, D]
+    flat = keras.layers.Flatten(name="r1_flat")(r1)  # [B, D]
+    logits = keras.layers.Dense(num_classes, name="head")(flat)  # [B, K]
+    return keras.Model(images, logits, name="classifier")
+
+
+def _train_dataset(x, y, batch, steps, seed):
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).repeat().enumerate()
+    key = tf.constant([seed, 0], tf.int64)
+
+    def view(position, example):
+        image, label = example
+        # One seed per draw: an image seen in several epochs moves differently each time.
+        return light_augment(image, key + tf.stack([0, position])), label
+
+    ds = ds.map(view, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch, drop_remainder=True).take(steps)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _optimizer(lr, steps):
+    return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
+
+
+def train_classifier(model, encoder, x, y, recipe, seed, backbone_lr=None, bn=None):
+    """Trains `model` (built by build_classifier around `encoder`) on (x, y) in place.
+
+    backbone_lr: the encoder's learning rate (default head_lr * backbone_lr_multiplier);
+    bn: "frozen" or "train" (default recipe.bn). Returns {"steps", "loss", "seconds"}.
+    """
+    bn = recipe.bn if bn is None else bn
+    if bn == "frozen":
+        freeze_batch_norm(encoder)
+    if backbone_lr is None:
+        backbone_lr = recipe.head_lr * recipe.backbone_lr_multiplier
+    steps = recipe.steps(len(x))
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    encoder_ids = {id(v) for v in encoder.trainable_variables}
+
+    # Variables that get a gradient: r5/r7 critic heads do not feed the classifier.
+    probe = x[: min(2, len(x))]
+    with tf.GradientTape() as tape:
+        loss = loss_fn(y[: len(probe)], model(probe, training=True))
+    grads = tape.gradient(loss, model.trainable_variables)
+    used = [v for v, g in zip(model.trainable_variables, grads, strict=True) if g is not None]
+    backbone = [v for v in used if id(v) in encoder_ids]
+    head = [v for v in used if id(v) not in encoder_ids]
+    optimizers = []
+    for variables, lr in ((backbone, backbone_lr), (head, recipe.head_lr)):
+        if variables and lr > 0:
+            opt = _optimizer(lr, steps)
+            opt.build(variables)
+            optimizers.append((opt, variables))
+    train_vars = [v for _, vs in optimizers for v in vs]
+
+    size = model.input_shape[1]
+    spec = [tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None], tf.int64)]
+
+    @tf.function(input_signature=spec)
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        grads = tape.gradient(loss, train_vars)
+        i = 0
+        for opt, variables in optimizers:
+            opt.apply_gradients(zip(grads[i : i + len(variables)], variables, strict=True))
+            i += len(variables)
+        return loss
+
+    start, losses = time.perf_counter(), []
+    for n, (images, labels) in enumerate(_train_dataset(x, y, recipe.batch_size, steps, seed)):
+        loss = float(step(images, labels))
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite fine-tuning loss {loss} at step {n}.")
+        losses.append(loss)
+    return {
+        "steps": steps,
+        "loss": float(np.mean(losses[-10:])),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def accuracy(model, x, y, batch=500) -> float:
+    """Top-1 accuracy of `model` (BatchNorm in inference mode) on in-memory (x, y)."""
+    size = model.input_shape[1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def logits(images):
+        return model(images, training=False)
+
+    correct = 0
+    for i in range(0, len(x), batch):
+        pred = np.argmax(logits(tf.constant(x[i : i + batch])).numpy(), axis=1)
+        correct += int(np.sum(pred == y[i : i + batch]))
+    return correct / len(x)
+
+
+def _features(encoder, x, y):
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(500)
+    return evaluate.extract_features(encoder, ds)
+
+
+def export_classifier(model, export_dir, names, preset):
+    """Writes `model` as a SavedModel whose `classify` (also `serving_default`) signature maps
+
+    images uint8 [B, S, S, 3] in 0..255 -> probabilities float32 [B, K],
+                                           class_names string [B, K] (K names, each row),
+
+    with the preset's normalisation inside the graph and BatchNorm in inference mode
+    (TF Serving's Classify API shape: a score and a class name per column).
+    """
+    size = model.input_shape[1]
+    spec = [tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")]
+    table = tf.constant(list(names))
+
+    def classify(images):
+        pixels = tf.cast(images, tf.float32) / 255.0
+        probs = tf.nn.softmax(model(augment.normalise(pixels, preset), training=False))
+        rows = tf.tile(table[None], [tf.shape(probs)[0], 1])  # [B, K]
+        return {"probabilities": probs, "class_names": rows}
+
+    if os.path.isdir(export_dir):
+        shutil.rmtree(export_dir)  # our own output of an earlier invocation
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("classify", classify, spec)
+    archive.add_endpoint("serving_default", lambda images: classify(images), spec)
+    archive.write_out(export_dir, verbose=False)
+    with open(os.path.join(export_dir, CLASSIFIER_JSON), "w") as f:
+        json.dump({"class_names": list(names), "image_size": size, "preset": preset}, f, indent=1)
+    return export_dir
+
+
+def _summary(rows):
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["arm"], r["budget"]), []).append(r)
+    out = []
+    for (arm, budget), rs in groups.items():
+        accs = [r["test_acc"] for r in rs]
+        out.append(
+            {
+                "arm": arm,
+                "budget": budget,
+                "n_labels": rs[0]["n_labels"],
+                "mean": float(np.mean(accs)),
+                "min": float(np.min(accs)),
+                "max": float(np.max(accs)),
+                "seeds": [r["seed"] for r in rs],
+            }
+        )
+    return out
+
+
+def format_table(summary, title=""):
+    """Markdown: one row per arm, one column per label budget (mean, min-max over seeds)."""
+    budgets = []
+    for s in summary:
+        if (s["budget"], s["n_labels"]) not in budgets:
+            budgets.append((s["budget"], s["n_labels"]))
+    arms = [a for a in ARMS if any(s["arm"] == a for s in summary)]
+    cells = {(s["arm"], s["budget"]): s for s in summary}
+    head = " | ".join(f"{b} ({n:,} labels)" for b, n in budgets)
+    lines = [title, ""] if title else []
+    lines += [f"| arm | {head} |", "|---" * (len(budgets) + 1) + "|"]
+    for arm in arms:
+        row = []
+        for b, _ in budgets:
+            s = cells.get((arm, b))
+            if s is None:
+                row.append("")
+            elif len(s["seeds"]) > 1:
+                row.append(
+                    f"{100 * s['mean']:.1f}% ({100 * s['min']:.1f}-{100 * s['max']:.1f}, "
+                    f"{len(s['seeds'])} seeds)"
+                )
+            else:
+                row.append(f"{100 * s['mean']:.1f}%")
+        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def plot_accuracy(summary, path, title):
+    """PNG of test accuracy (%) against the number of labels (log x), one line per arm."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for arm in ARMS:
+        pts = sorted((s["n_labels"], s) for s in summary if s["arm"] == arm)
+        if not pts:
+            continue
+        n = [p for p, _ in pts]
+        mean = np.array([100 * s["mean"] for _, s in pts])
+        lo = mean - np.array([100 * s["min"] for _, s in pts])
+        hi = np.array([100 * s["max"] for _, s in pts]) - mean
+        ax.errorbar(n, mean, yerr=[lo, hi], marker="o", capsize=3, label=ARM_TITLES[arm])
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training images (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    return path
+
+
+def run_few_label_evaluation(
+    workdir,
+    out_dir,
+    budgets,
+    seeds=(1,),
+    arms=ARMS,
+    recipe=Recipe(),
+    which="latest",
+    data_overrides=None,
+    max_test=0,
+):
+    """Frozen / fine-tuned / scratch test accuracy of a run's encoder at several label budgets.
+
+    Args:
+        workdir: a directory written by tools/train.py (read only).
+        out_dir: where finetune.{md,json,png}, classifier.keras and export/1 are written
+            (the fine-tuned classifier of the largest budget and first seed).
+        budgets: `Budget`s (parse_budgets).
+        seeds: label subset and training seeds; every arm uses the same subset per seed.
+        arms: a subset of ARMS.
+        recipe: the fine-tuning / scratch `Recipe`.
+        which: "latest" or "best" checkpoint of the run.
+        data_overrides: {"data.KEY": value} for evaluation on other data (transfer).
+        max_test: score a seeded sample of this many eval images (0 = all of them).
+
+    Returns:
+        dict with "rows" (one per arm, budget, seed), "summary", "table" (markdown) and
+        the paths written.
+    """
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown or not arms:
+        raise ValueError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
+    run_config = workdir_lib.load_run_config(workdir)
+    config = apply_data_overrides(run_config, data_overrides)
+    data = config.data
+    checkpoint = os.path.basename(workdir_lib.checkpoint_path(workdir, which))
+    preset = data.augment or augment.preset_for_size(int(data.image_size))
+    names = class_names(data)
+    num_train = data_lib.num_examples(data, data.train_split)
+    plan = [(b, b.resolve(num_train, names)) for b in budgets]
+    plan.sort(key=lambda p: p[1])
+    os.makedirs(out_dir, exist_ok=True)
+
+    x_test, y_test = _eval_split(data, max_test)
+    frozen_encoder, _ = workdir_lib.load_trained_encoder(config, workdir, which)
+    test_features = _features(frozen_encoder, x_test, y_test) if "frozen" in arms else None
+    rows, saved = [], {}
+    for budget, per_class in plan:
+        for seed in seeds:
+            x, y = labelled_subset(data, per_class, seed, names)
+            base = {"budget": budget.name, "per_class": per_class, "n_labels": len(x), "seed": seed}
+            if "frozen" in arms:
+                start = time.perf_counter()
+                train_x, train_y = _features(frozen_encoder, x, y)
+                acc = evaluate.linear_accuracy(train_x, train_y, *test_features, seed=seed)
+                rows.append(
+                    {**base, "arm": "frozen", "test_acc": acc,
+                     "seconds": time.perf_counter() - start}
+                )  # fmt: skip
+            for arm in ("finetune", "scratch"):
+                if arm not in arms:
+                    continue
+                if arm == "finetune":
+                    encoder, _ = workdir_lib.load_trained_encoder(config, workdir, which)
+                    kwargs = {}
+                else:
+                    encoder = workdir_lib.untrained_encoder(config, seed=seed)
+                    kwargs = {"backbone_lr": recipe.head_lr, "bn": "train"}
+                model = build_classifier(encoder, len(names), seed)
+                info = train_classifier(model, encoder, x, y, recipe, seed, **kwargs)
+                acc = accuracy(model, x_test, y_test)
+                rows.append({**base, "arm": arm, "test_acc": acc, **info})
+                logging.info("%s %s seed %d: %.4f", arm, budget.name, seed, acc)
+                if arm == "finetune" and seed == seeds[0]:
+                    saved = {"model": model, "budget": budget.name}
+            print(
+                " ".join(f"{r['arm']} {100 * r['test_acc']:.1f}%" for r in rows[-len(arms) :]),
+                f"({budget.name}, {len(x)} labels, seed {seed})",
+                flush=True,
+            )
+
+    summary = _summary(rows)
+    source = data.source if data.source != "npz" else os.path.basename(data.path)
+    title = (
+        f"{source} ({data.eval_split}: {len(y_test):,} images), encoder of {workdir} "
+        f"({checkpoint}, pretrained on {run_config.data.source}"
+        f"{'' if run_config.data.source != 'npz' else ' ' + os.path.basename(run_config.data.path)})"
+    )
+    table = format_table(summary, f"Test accuracy, {title}")
+    paths = {
+        "markdown": os.path.join(out_dir, "finetune.md"),
+        "json": os.path.join(out_dir, "finetune.json"),
+        "plot": plot_accuracy(summary, os.path.join(out_dir, "finetune.png"), title),
+    }
+    with open(paths["markdown"], "w") as f:
+        f.write(table + "\n")
+    if saved:
+        paths["keras"] = os.path.join(out_dir, "classifier.keras")
+        saved["model"].save(paths["keras"])
+        paths["export"] = export_classifier(
+            saved["model"], os.path.join(out_dir, "export", "1"), names, preset
+        )
+    result = {
+        "workdir": workdir,
+        "checkpoint": checkpoint,
+        "pretrained_data": run_config.data.to_dict(),
+        "eval_data": data.to_dict(),
+        "data_overrides": dict(data_overrides or {}),
+        "class_names": list(names),
+        "n_test": len(y_test),
+        "recipe": dataclasses.asdict(recipe),
+        "saved_classifier_budget": saved.get("budget"),
+        "rows": rows,
+        "summary": summary,
+    }
+    workdir_lib.write_json_atomic(paths["json"], result)
+    return {**result, "table": table, "paths": paths}

@@ -1,0 +1,114 @@
+"""Few-label evaluation: `python tools/finetune.py --workdir=DIR --out=OUT --fractions=0.01,0.1`.
+
+At class-balanced, seeded label subsets (a fraction of the train split, or
+--per_class images of each class), compares three arms on the whole eval split:
+the frozen encoder + logistic regression (tools/evaluate.py's protocol), the
+pretrained encoder fine-tuned end to end with a new head, and the same network
+trained from scratch on those labels. Writes OUT/finetune.{md,json,png}, the
+fine-tuned classifier of the largest budget (OUT/classifier.keras) and its
+SavedModel (OUT/export/1, signature `classify`: uint8 images -> probabilities,
+class names). Transfer to other labelled data: --config.data.source=digits
+(only --config.data.* keys; the encoder is the run's).
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from amdim_tf import cli, config_lib
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A directory written by tools/train.py (read only)."
+)
+_OUT = flags.DEFINE_string(
+    "out", None, "Output directory (default WORKDIR/finetune, or WORKDIR/finetune_<source>)."
+)
+_WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"], "Checkpoint of the run.")
+_FRACTIONS = flags.DEFINE_list(
+    "fractions",
+    [],
+    "Label budgets as fractions of the train split (0.01 = 1% = 500 CIFAR-10 images).",
+)
+_PER_CLASS = flags.DEFINE_list("per_class", [], "Label budgets as images per class, e.g. 50.")
+_SEEDS = flags.DEFINE_list(
+    "seeds", ["1"], "Seeds of the label subsets and of training; the table shows their spread."
+)
+_ARMS = flags.DEFINE_list("arms", ["frozen", "finetune", "scratch"], "Arms to run.")
+_EPOCHS = flags.DEFINE_integer("epochs", 30, "Fine-tuning epochs over the labelled subset ...")
+_MIN_STEPS = flags.DEFINE_integer("min_steps", 100, "... but at least this many steps ...")
+_MAX_STEPS = flags.DEFINE_integer(
+    "max_steps", 600, "... and at most this many (~200 s per arm on a 2-core CPU at batch 64)."
+)
+_BATCH = flags.DEFINE_integer("batch_size", 64, "Fine-tuning batch size.")
+_HEAD_LR = flags.DEFINE_float("head_lr", 1e-3, "Adam learning rate of the new head.")
+_BACKBONE_MULT = flags.DEFINE_float(
+    "backbone_lr_multiplier", 0.1, "Encoder learning rate = head_lr * this (fine-tuning arm)."
+)
+_BN = flags.DEFINE_enum(
+    "bn",
+    "frozen",
+    ["frozen", "train"],
+    "BatchNorm of the pretrained encoder while fine-tuning: frozen = inference mode with the "
+    "pretraining statistics (common practice with few labels), train = batch statistics.",
+)
+_MAX_TEST = flags.DEFINE_integer("max_test", 0, "Score a sample of the eval split (0 = all).")
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config",
+    config_lib.base_config(),
+    "Only for data overrides of the run's config (transfer): --config.data.source=digits.",
+    lock_config=True,
+)
+flags.mark_flags_as_required(["workdir"])
+
+
+def _data_overrides():
+    """The --config.* flags given on the command line, as {"data.source": value}."""
+    prefix = _CONFIG.name + "."
+    out = {}
+    for name in flags.FLAGS:
+        if name.startswith(prefix) and flags.FLAGS[name].present:
+            out[name[len(prefix) :]] = flags.FLAGS[name].value
+    return out
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+
+    def run():
+        import os
+
+        from amdim_tf import finetune
+
+        overrides = _data_overrides()
+        out = _OUT.value
+        if not out:
+            source = overrides.get("data.source")
+            out = os.path.join(_WORKDIR.value, f"finetune_{source}" if source else "finetune")
+        result = finetune.run_few_label_evaluation(
+            _WORKDIR.value,
+            out,
+            finetune.parse_budgets(_FRACTIONS.value, _PER_CLASS.value),
+            seeds=tuple(int(s) for s in _SEEDS.value),
+            arms=tuple(_ARMS.value),
+            recipe=finetune.Recipe(
+                epochs=_EPOCHS.value,
+                min_steps=_MIN_STEPS.value,
+                max_steps=_MAX_STEPS.value,
+                batch_size=_BATCH.value,
+                head_lr=_HEAD_LR.value,
+                backbone_lr_multiplier=_BACKBONE_MULT.value,
+                bn=_BN.value,
+            ),
+            which=_WHICH.value,
+            data_overrides=overrides,
+            max_test=_MAX_TEST.value,
+        )
+        print(result["table"])
+        print("wrote " + ", ".join(result["paths"].values()))
+
+    cli.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
