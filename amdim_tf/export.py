@@ -20,6 +20,11 @@ Layout (TensorFlow Serving wants numbered version directories under a base path;
     export_dir/saved_model.pb, variables/, fingerprint.pb   the SavedModel
     export_dir/amdim_encoder.json                           image_size, ndf, n_rkhs, ...
 
+A version appears whole or not at all: it is written to a hidden directory beside it
+(BASE/.1.partial-<pid>-*, ignored by TF Serving, which serves numbered directories only)
+and renamed into place; a version lacking one of the three parts (an export killed by
+older code, a hand copy) is refused when loaded, naming what is missing.
+
 Usable three ways, none importing amdim_tf: `tf.saved_model.load(export_dir)`,
 `keras.layers.TFSMLayer(export_dir, call_endpoint="serving_default")`, and TensorFlow
 Serving (it serves the highest version under the base path):
@@ -36,6 +41,8 @@ Beware: a NumPy *float* array passed to the restored Python function
 
 import json
 import os
+import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -49,6 +56,9 @@ FEATURES = ("r1", "r5", "r7")  # exported when the encoder returns them; "global
 # send 0..255 floats (which would give garbage features silently) but tolerates the
 # small overshoot of a bicubic resize.
 _FLOAT_RANGE_SLACK = 0.01
+
+# A version directory is complete when it has all of these (see missing_parts).
+_PARTS = ("saved_model.pb", "variables/", CONFIG_FILENAME)
 
 
 def normalise(pixels, preset):
@@ -112,10 +122,14 @@ def export_encoder(
             f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
             "(leave it empty to use the training preset for the image size)."
         )
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
+    if _non_empty(export_dir) and not overwrite:
+        missing = missing_parts(export_dir)
+        what = "already exists and is not empty"
+        if missing:
+            what = f"holds an incomplete export (missing {', '.join(missing)})"
         raise FileExistsError(
-            f"{export_dir} already exists and is not empty; pick a new "
-            "version directory or pass overwrite=True (--overwrite)."
+            f"{export_dir} {what}; pick a new version directory or pass overwrite=True "
+            "(--overwrite) to replace it."
         )
 
     spec_shape = [None, image_size, image_size, 3]
@@ -161,11 +175,21 @@ def export_encoder(
         with tf.control_dependencies([check]):
             return tf.identity(images)
 
-    def encode(pixels):  # [B, S, S, 3] float in [0, 1]
+    def run_encoder(pixels):  # [B, S, S, 3] float in [0, 1]
         out = encoder(normalise(pixels, preset), training=False)  # BN uses moving stats
         result = {k: out[k] for k in features}
         result["global"] = tf.reshape(out["r1"], [-1, n_rkhs])  # [B, D]
         return result
+
+    def empty_result():
+        # A batch of 0 images gets outputs of 0 rows, as TF Serving clients expect; the
+        # convolutions themselves fail on an empty batch (oneDNN, TF 2.21).
+        result = {k: tf.zeros([0, *probe[k].shape[1:]], probe[k].dtype) for k in features}
+        result["global"] = tf.zeros([0, n_rkhs], probe["r1"].dtype)  # [0, D]
+        return result
+
+    def encode(pixels):  # [B, S, S, 3] float in [0, 1]
+        return tf.cond(tf.shape(pixels)[0] > 0, lambda: run_encoder(pixels), empty_result)
 
     def serve_uint8(images):
         images = check_shape(images, "serving_default")
@@ -199,37 +223,135 @@ def export_encoder(
     archive.add_endpoint(
         "serve_float", serve_float, [tf.TensorSpec(spec_shape, tf.float32, name="images")]
     )
-    archive.write_out(export_dir, verbose=False)
-    with open(os.path.join(export_dir, CONFIG_FILENAME), "w") as f:
-        json.dump(_encoder_config(encoder, preset, image_size, features, n_rkhs), f, indent=1)
+    config = _encoder_config(encoder, preset, image_size, features, n_rkhs)
+    # Written beside the target (same file system, so the rename is atomic): a killed
+    # export leaves only a hidden staging directory, which the next export removes.
+    stage = _staging_dir(export_dir)
+    try:
+        archive.write_out(stage, verbose=False)
+        with open(os.path.join(stage, CONFIG_FILENAME), "w") as f:
+            json.dump(config, f, indent=1)
+        _fsync_tree(stage)
+        _move_into_place(stage, export_dir)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return export_dir
 
 
-def resolve_export_dir(path):
-    """`path` if it is a SavedModel, else its highest numbered version (TF Serving layout)."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = sorted(
-        int(d)
-        for d in (os.listdir(path) if os.path.isdir(path) else [])
-        if d.isdigit() and os.path.exists(os.path.join(path, d, "saved_model.pb"))
-    )
-    if not versions:
-        raise FileNotFoundError(
-            f"no SavedModel at {path} (no saved_model.pb there nor in a "
-            "numbered version directory); write one with tools/export.py."
+def missing_parts(export_dir):
+    """The parts of a complete export ("saved_model.pb", "variables/", CONFIG_FILENAME)
+    that `export_dir` lacks; empty when it is complete."""
+    return [
+        part
+        for part in _PARTS
+        if not (os.path.isdir if part.endswith("/") else os.path.isfile)(
+            os.path.join(export_dir, part.rstrip("/"))
         )
-    return os.path.join(path, str(versions[-1]))
+    ]
+
+
+def _non_empty(path):
+    return os.path.lexists(path) and not (os.path.isdir(path) and not os.listdir(path))
+
+
+def _stage_prefix(export_dir):
+    return f".{os.path.basename(os.path.abspath(export_dir))}.partial-"
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _staging_dir(export_dir):
+    """A fresh hidden directory beside `export_dir`, after removing those that exports
+    killed before their rename left there (their process is gone)."""
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    os.makedirs(parent, exist_ok=True)
+    prefix = _stage_prefix(export_dir)
+    for entry in os.listdir(parent):
+        pid = entry[len(prefix) :].split("-")[0]
+        if entry.startswith(prefix) and not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
+
+
+def _fsync_tree(root):
+    """Flushes the staged files, so a crash after the rename cannot expose empty ones."""
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _move_into_place(stage, export_dir):
+    """Renames the complete `stage` to `export_dir`, replacing what is there.
+
+    POSIX cannot swap two directories atomically, so a version being replaced is first
+    renamed aside: a reader sees the old version, then none for an instant, then the
+    new one, never a mixture; if the second rename fails the old one is put back.
+    """
+    if os.path.isdir(export_dir) and not os.listdir(export_dir):
+        os.rmdir(export_dir)
+    if not os.path.lexists(export_dir):
+        os.rename(stage, export_dir)
+    else:
+        old = f"{stage}-replaced"  # same prefix: removed as stale if we die here
+        os.rename(export_dir, old)
+        try:
+            os.rename(stage, export_dir)
+        except BaseException:
+            os.rename(old, export_dir)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    parent = os.open(os.path.dirname(os.path.abspath(export_dir)), os.O_RDONLY)
+    try:
+        os.fsync(parent)  # the rename itself survives a crash
+    finally:
+        os.close(parent)
+
+
+def resolve_export_dir(path):
+    """`path` if it is a version directory, else its highest numbered version (the one
+    TF Serving serves); refuses an incomplete version, naming what it lacks."""
+    if len(missing_parts(path)) == len(_PARTS):  # not a version: a base directory
+        versions = sorted(
+            int(d)
+            for d in (os.listdir(path) if os.path.isdir(path) else [])
+            if d.isdigit() and os.path.isdir(os.path.join(path, d))
+        )
+        if not versions:
+            raise FileNotFoundError(
+                f"no SavedModel at {path} (no saved_model.pb there nor in a "
+                "numbered version directory); write one with tools/export.py."
+            )
+        path = os.path.join(path, str(versions[-1]))
+    missing = missing_parts(path)
+    if missing:
+        raise FileNotFoundError(
+            f"{path} is an incomplete export (missing {', '.join(missing)}); re-run "
+            "tools/export.py for that version with --overwrite."
+        )
+    return path
 
 
 def read_export_config(path):
-    """The amdim_encoder.json of an export (SavedModel or TF Serving base directory)."""
+    """The amdim_encoder.json of a complete export (version or TF Serving base directory)."""
     with open(os.path.join(resolve_export_dir(path), CONFIG_FILENAME)) as f:
         return json.load(f)
 
 
 def load_exported(path):
-    """tf.saved_model.load of an export (SavedModel or TF Serving base directory).
+    """tf.saved_model.load of a complete export (version or TF Serving base directory).
 
     The result has `.serving_default(images)` and `.serve_float(images)` returning the
     feature dict, and `.signatures[...]`; `read_export_config(path)` gives its JSON.

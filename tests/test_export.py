@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -226,3 +227,136 @@ def test_tool_user_error_is_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "missing.weights.h5 does not exist" in lines[0], proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_empty_batch_gives_empty_outputs_in_a_fresh_process(exported, tmp_path):
+    # TF Serving clients expect 0 rows out for 0 images in; the convolutions alone fail.
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["amdim_tf"] = None
+        import tensorflow as tf
+        m = tf.saved_model.load({exported["export_dir"]!r})
+        shapes = {{}}
+        for name, dtype in (("serving_default", tf.uint8), ("serve_float", tf.float32)):
+            empty = tf.zeros([0, {SIZE}, {SIZE}, 3], dtype)
+            for how, out in (
+                ("signature", m.signatures[name](images=empty)),
+                ("function", getattr(m, name)(empty)),
+            ):
+                shapes[name + " " + how] = {{k: v.shape.as_list() for k, v in out.items()}}
+        print(json.dumps(shapes))
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shapes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(shapes) == 4
+    for got in shapes.values():
+        assert got == {
+            "r1": [0, 1, 1, 16],
+            "r5": [0, 5, 5, 16],
+            "r7": [0, 7, 7, 16],
+            "global": [0, 16],
+        }
+
+
+class Killed(Exception):
+    """What a kill between writing the SavedModel and finishing the export looks like."""
+
+
+def kill_after_savedmodel(monkeypatch):
+    """Dies on writing amdim_encoder.json, the step after the SavedModel is on disk."""
+    dump = json.dump
+
+    def dump_or_die(obj, f, **kwargs):
+        if getattr(f, "name", "").endswith(export.CONFIG_FILENAME):
+            raise Killed
+        dump(obj, f, **kwargs)
+
+    monkeypatch.setattr(json, "dump", dump_or_die)
+
+
+def test_interrupted_export_leaves_nothing_and_a_rerun_succeeds(tmp_path, monkeypatch):
+    target = tmp_path / "base" / "1"
+    with monkeypatch.context() as m:
+        kill_after_savedmodel(m)
+        with pytest.raises(Killed):
+            export.export_encoder(tiny_encoder(), str(target))
+    assert not target.exists()
+    assert os.listdir(tmp_path / "base") == []  # no staging directory left behind
+    export.export_encoder(tiny_encoder(), str(target))
+    assert export.read_export_config(str(tmp_path / "base"))["ndf"] == 4
+
+
+def test_interrupted_overwrite_keeps_the_old_version(exported, tmp_path, monkeypatch):
+    target = tmp_path / "1"
+    shutil.copytree(exported["export_dir"], target)
+    before = {p: (target / p).read_bytes() for p in ("saved_model.pb", export.CONFIG_FILENAME)}
+    keras.utils.set_random_seed(0)
+    wider = AMDIMEncoder(SIZE, ndf=8, n_rkhs=16, n_depth=1)
+    with monkeypatch.context() as m:
+        kill_after_savedmodel(m)
+        with pytest.raises(Killed):
+            export.export_encoder(wider, str(target), overwrite=True)
+    assert {p: (target / p).read_bytes() for p in before} == before
+    assert os.listdir(tmp_path) == ["1"]
+    export.export_encoder(wider, str(target), overwrite=True)
+    assert export.read_export_config(str(target))["ndf"] == 8
+    assert os.listdir(tmp_path) == ["1"]
+
+
+def test_sigkilled_export_leftover_is_ignored_then_cleaned(exported, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(exported["export_dir"], base / "1")
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+        from amdim_tf import export
+        from test_export import tiny_encoder
+        import json
+        def die(obj, f, **kwargs):  # on writing amdim_encoder.json, after the SavedModel
+            os.kill(os.getpid(), signal.SIGKILL)
+        json.dump = die
+        export.export_encoder(tiny_encoder(), {str(base / "2")!r})
+    """)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not (base / "2").exists()
+    # The leftover is no version: readers (and TF Serving) still see version 1.
+    assert export.resolve_export_dir(str(base)) == str(base / "1")
+    export.export_encoder(tiny_encoder(), str(base / "2"))
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    assert export.resolve_export_dir(str(base)) == str(base / "2")
+
+
+@pytest.mark.parametrize(
+    "part", ["amdim_encoder.json", "variables", "saved_model.pb"], ids=["json", "vars", "pb"]
+)
+def test_incomplete_version_is_refused_naming_what_is_missing(exported, tmp_path, part):
+    base = tmp_path / "base"
+    shutil.copytree(exported["export_dir"], base / "1")
+    shutil.copytree(exported["export_dir"], base / "2")
+    removed = base / "2" / part
+    if removed.is_dir():
+        shutil.rmtree(removed)
+    else:
+        removed.unlink()
+    name = part + "/" if part == "variables" else part
+    for path in (base, base / "2"):
+        for load in (export.read_export_config, export.load_exported):
+            with pytest.raises(
+                FileNotFoundError, match=rf"incomplete.*missing {name}.*--overwrite"
+            ):
+                load(str(path))
+    with pytest.raises(FileExistsError, match=rf"incomplete export \(missing {name}\)"):
+        export.export_encoder(exported["enc"], str(base / "2"))
+    export.export_encoder(exported["enc"], str(base / "2"), overwrite=True)
+    assert export.read_export_config(str(base))["ndf"] == 4
