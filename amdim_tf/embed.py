@@ -1,0 +1,448 @@
+"""Embed a folder (or any data source) with a trained encoder, and look at the result.
+
+    embed(encoder_path, data, split, out_dir)
+
+reads the images of `split` from any source the trainer reads (`data` is a config's
+`data` section: an image folder with class sub-directories or a flat one, npz, TFRecord,
+TFDS), encodes them with a trained encoder (a work directory, a SavedModel export of
+tools/export.py, or a `.keras` file of `backbone.save_encoder`) in inference mode, and
+writes to `out_dir`:
+
+    r1.npy            float32 [N, D] (and r5.npy / r7.npy, average-pooled, on request)
+    index.tsv         header, then one line per row of the .npy: id (file path, or
+                      split:position), label (empty when unlabelled), class name
+    embed.json        what was embedded, with what, how long it took, what was skipped
+    neighbours.png    seeded query images (left column) and their nearest by cosine
+    projector_config.pbtxt, embedding.ckpt-1.*, metadata.tsv, sprite.png
+                      the TensorBoard projector (`tensorboard --logdir OUT_DIR`, tab
+                      PROJECTOR) on up to `projector_examples` rows
+
+Images go through the evaluation view of the encoder's preset (`augment.eval_view`: CIFAR
+images as they are, STL/ImageNet resized and centre-cropped), exactly what the frozen
+evaluation feeds the encoder. Memory does not grow with the number of images: features
+and thumbnails go to disk-backed arrays (`np.lib.format.open_memmap`, sized by counting
+first) batch by batch; only the projector sample and its sprite (at most 8192 px square)
+are held whole. Unreadable images are skipped and counted as in training (the source's
+up-front validation names the first few; `data.strict=True` fails instead).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from amdim_tf import augment, backbone, export
+from amdim_tf import data as data_lib
+
+FEATURE_KEYS = ("r1", "r5", "r7")
+INDEX_FILE = "index.tsv"
+NEIGHBOURS_FILE = "neighbours.png"
+SUMMARY_FILE = "embed.json"
+_SPRITE_MAX_SIDE = 8192  # the TensorBoard projector's limit on the sprite image
+_THUMBS_FILE = ".thumbnails.npy"  # scratch, removed at the end
+
+
+@dataclasses.dataclass
+class Embedder:
+    """A loaded encoder: `encode(pixels float32 [B, S, S, 3] in [0, 1])` -> {key: [B, D]}."""
+
+    encode: object
+    image_size: int
+    preset: str
+    outputs: tuple
+    description: str
+    encoder: object = None  # keeps a loaded SavedModel alive (its functions hold weak refs)
+
+
+def _pooled(out, keys):
+    # r1 is [B, 1, 1, D]: its mean is the flat vector; r5/r7 are average-pooled.
+    return {k: tf.reduce_mean(tf.cast(out[k], tf.float32), axis=[1, 2]) for k in keys}
+
+
+def open_encoder(path, keys=("r1",), which="latest") -> Embedder:
+    """The encoder at `path` (work directory, SavedModel export, or .keras file)."""
+    path = os.fspath(path)
+    is_export = os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json"))
+    if is_export:
+        try:
+            export_dir = export.resolve_export_dir(path)
+        except FileNotFoundError:
+            is_export = False
+    if is_export:
+        info = export.read_export_config(export_dir)
+        loaded = export.load_exported(export_dir)
+        outputs = tuple(k for k in info["outputs"] if k in FEATURE_KEYS)
+        _check_keys(keys, outputs, path)
+        size = int(info["image_size"])
+
+        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+        def encode_export(pixels):
+            return _pooled(loaded.serve_float(pixels), keys)
+
+        what = f"SavedModel {export_dir} ({info['class']}, preset {info['preset']})"
+        return Embedder(encode_export, size, info["preset"], outputs, what, loaded)
+    model = backbone.load_encoder(path, include_preprocessing=True, which=which)
+    size = model.image_size
+    outputs = tuple(k for k in FEATURE_KEYS if k in model.encoder.feature_shapes)
+    _check_keys(keys, outputs, path)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def encode(pixels):
+        return _pooled(model(pixels, training=False), keys)
+
+    what = f"{type(model.encoder).__name__} from {path} (preset {model.preset})"
+    return Embedder(encode, size, model.preset, outputs, what, model)
+
+
+def _check_keys(keys, outputs, path):
+    missing = [k for k in keys if k not in outputs]
+    if missing or not keys:
+        raise ValueError(
+            f"features {list(keys)} are not all outputs of the encoder at {path}; "
+            f"available: {list(outputs)}."
+        )
+
+
+# -- the image stream ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Part:
+    ds: tf.data.Dataset  # (id string, pixels float32 [S, S, 3] in [0, 1], label, thumb uint8)
+    count: int
+    class_names: tuple
+    skipped: int
+    skipped_names: list
+
+
+def _is_flat_folder(data):
+    root = data.path
+    if data.source != "folder" or not root or not os.path.isdir(root):
+        return False
+    return not any(
+        os.path.isdir(os.path.join(root, d)) and not d.startswith(".") for d in os.listdir(root)
+    )
+
+
+def _listed_images(directory):
+    files = []
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(data_lib.IMAGE_EXTENSIONS) and not name.startswith("."):
+                files.append(os.fsencode(os.path.join(dirpath, name)))
+    return files
+
+
+def _part(data, part, preset, thumb):
+    """One split part as a stream of (id, pixels, label, thumbnail).
+
+    The per-part examples come from the sources of `data.py` (`_source(...).examples`,
+    whose payload is the file path for folders): the one place this module reads
+    data.py's internals (see the report of issue 12 for the public function to expose).
+    """
+    source = data_lib._source(data)
+    examples = source.examples(part)
+    count = source.count(part)
+    is_folder = isinstance(source, data_lib.FolderSource)
+    class_names, skipped, skipped_names = (), 0, []
+    if is_folder:
+        unlabeled = part.split("[")[0] == data_lib.UNLABELED_SPLIT
+        root = data.unlabeled_path if unlabeled else data.path
+        if not unlabeled and os.path.isdir(os.path.join(root, part)):
+            root = os.path.join(root, part)
+        if not unlabeled:
+            class_names = tuple(
+                sorted(
+                    d
+                    for d in os.listdir(root)
+                    if not d.startswith(".") and os.path.isdir(os.path.join(root, d))
+                )
+            )
+        kept = {p for p, _ in examples.ds.as_numpy_iterator()}
+        bad = [p for p in _listed_images(root) if p not in kept]
+        skipped = len(bad)
+        skipped_names = [os.fsdecode(p) for p in bad[:5]]
+    elif data.source == "npz":
+        npz = data_lib.load_npz(data.path)
+        class_names = npz.class_names
+        skipped = len(npz.splits[part][1]) - count
+
+    def prepare(index, example):
+        payload, label = example
+        if is_folder:
+            name = payload
+        else:
+            name = tf.strings.join([part, ":", tf.strings.as_string(index)])
+        # The eval view, then back to [0, 1]: the pixels the encoder's preprocessing
+        # (and the sprite) take; eval_view holds the preset's resize/centre-crop.
+        pixels = augment.denormalise(augment.eval_view(examples.decode(payload), preset), preset)
+        small = tf.image.resize(pixels, [thumb, thumb], antialias=True)
+        small = tf.cast(tf.round(tf.clip_by_value(small, 0.0, 1.0) * 255.0), tf.uint8)
+        return name, pixels, label, small
+
+    ds = examples.ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return _Part(ds, count, class_names, skipped, skipped_names)
+
+
+def _stream(data, split, preset, thumb):
+    parts = [_part(data, p, preset, thumb) for p in data_lib._split_parts(split)]
+    ds = parts[0].ds
+    for extra in parts[1:]:
+        ds = ds.concatenate(extra.ds)
+    return ds, parts
+
+
+def _data_for(data, image_size, preset, split):
+    """`data` set up for the encoder's input size; a flat folder becomes unlabelled."""
+    data = data_lib.Data(data.to_dict())
+    data.image_size = image_size
+    data.augment = preset
+    data.cache = False  # one pass: a cache would hold every decoded image
+    if _is_flat_folder(data):
+        data.unlabeled_path, data.path = data.path, ""
+        split = data_lib.UNLABELED_SPLIT
+    return data, split
+
+
+# -- outputs ---------------------------------------------------------------------------
+
+
+def _tsv(value):
+    return str(value).replace("\t", "\\t").replace("\n", "\\n")
+
+
+def _index_line(name, label, class_names):
+    name = name.decode("utf-8", "backslashreplace") if isinstance(name, bytes) else str(name)
+    label = int(label)
+    if label < 0:
+        return f"{_tsv(name)}\t\t"
+    cls = class_names[label] if label < len(class_names) else ""
+    return f"{_tsv(name)}\t{label}\t{_tsv(cls)}"
+
+
+def _normalised(x):
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def nearest(features, query_rows, k, chunk=65536):
+    """(rows [Q, k], cosine [Q, k]) of the k nearest rows to each query row, itself excluded.
+
+    Reads `features` ([N, D], e.g. a memmap) in chunks, so N is not held in memory.
+    """
+    queries = _normalised(features[query_rows])  # [Q, D]
+    best_rows = np.zeros((len(queries), 0), np.int64)
+    best_sims = np.zeros((len(queries), 0), np.float32)
+    for start in range(0, len(features), chunk):
+        block = _normalised(features[start : start + chunk])  # [C, D]
+        sims = queries @ block.T  # [Q, C]
+        rows = np.arange(start, start + len(block))
+        sims[rows[None, :] == np.asarray(query_rows)[:, None]] = -np.inf  # not itself
+        all_sims = np.concatenate([best_sims, sims], axis=1)
+        all_rows = np.concatenate([best_rows, np.broadcast_to(rows, sims.shape)], axis=1)
+        keep = np.argsort(-all_sims, axis=1, kind="stable")[:, :k]
+        best_sims = np.take_along_axis(all_sims, keep, 1)
+        best_rows = np.take_along_axis(all_rows, keep, 1)
+    return best_rows, best_sims
+
+
+def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key):
+    from matplotlib.figure import Figure
+
+    q, k = rows.shape
+    fig = Figure(figsize=(1.1 * (k + 1), 1.25 * q + 0.4), layout="constrained")
+    axes = fig.subplots(q, k + 1, squeeze=False)
+    for i, query in enumerate(query_rows):
+        for j in range(k + 1):
+            ax = axes[i, j]
+            row = query if j == 0 else rows[i, j - 1]
+            ax.imshow(thumbs[row], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_title("query" if labels[row] < 0 else f"query ({labels[row]})", fontsize=7)
+                colour = "black"
+            else:
+                ax.set_title(f"{sims[i, j - 1]:.3f}", fontsize=7)
+                same = labels[row] >= 0 and labels[row] == labels[query]
+                differ = labels[row] >= 0 and labels[query] >= 0 and not same
+                colour = "green" if same else "red" if differ else "gray"
+            for spine in ax.spines.values():
+                spine.set_edgecolor(colour)
+                spine.set_linewidth(2)
+    fig.suptitle(
+        f"{k} nearest by cosine of {key} (title: similarity; frame green = same label)",
+        fontsize=8,
+    )
+    fig.savefig(path, dpi=100, format="png")
+    return path
+
+
+def _write_projector(out_dir, features, rows, thumbs, index_lines, key):
+    from tensorboard.plugins import projector
+
+    n = len(rows)
+    side = int(np.ceil(np.sqrt(n)))
+    thumb = thumbs.shape[1]
+    tile = min(thumb, _SPRITE_MAX_SIDE // side)
+    sprite = np.full((side * tile, side * tile, 3), 255, np.uint8)
+    for start in range(0, n, 4096):
+        chunk = np.asarray(thumbs[rows[start : start + 4096]])
+        if tile != thumb:
+            chunk = tf.image.resize(chunk, [tile, tile], antialias=True).numpy()
+            chunk = np.clip(np.round(chunk), 0, 255).astype(np.uint8)
+        for i, image in enumerate(chunk, start):
+            r, c = divmod(i, side)
+            sprite[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = image
+    tf.io.write_file(os.path.join(out_dir, "sprite.png"), tf.io.encode_png(sprite))
+    with open(os.path.join(out_dir, "metadata.tsv"), "w") as f:
+        f.write("id\tlabel\tclass\n")
+        for row in rows:
+            f.write(index_lines[row] + "\n")
+    embedding = tf.Variable(np.asarray(features[rows]), name=key)
+    tf.train.Checkpoint(embedding=embedding).save(os.path.join(out_dir, "embedding.ckpt"))
+    config = projector.ProjectorConfig()
+    item = config.embeddings.add()
+    item.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    item.metadata_path = "metadata.tsv"
+    item.sprite.image_path = "sprite.png"
+    item.sprite.single_image_dim.extend([tile, tile])
+    projector.visualize_embeddings(out_dir, config)
+
+
+def embed(
+    encoder_path,
+    data,
+    split,
+    out_dir,
+    features=("r1",),
+    which="latest",
+    batch_size=256,
+    neighbours=8,
+    queries=8,
+    projector_examples=10000,
+    thumb_size=32,
+    seed=0,
+    verbose=1,
+):
+    """Embeds every image of `split` and writes features, index, projector and neighbours.
+
+    Args:
+        encoder_path: a work directory, a SavedModel export (or its base directory), or
+            a `.keras` file written by `backbone.save_encoder`.
+        data: a config's `data` section (source, path, ...); its image size and
+            preset are set to the encoder's. A folder source whose `path` holds no
+            class sub-directories is read as a flat folder of unlabelled images.
+        split: e.g. "test", "train", "train+unlabeled", "unlabeled".
+        out_dir: where to write (created; existing outputs are replaced).
+        features: keys among ("r1", "r5", "r7"), one .npy each; the first one feeds
+            the projector and the neighbours.
+        which: "latest" or "best" checkpoint of a work directory.
+        neighbours / queries: the neighbour image has `queries` rows of the
+            `neighbours` nearest (0 = no image).
+        projector_examples: rows shown in the projector (a seeded sample if fewer than
+            the images; 0 = no projector).
+        thumb_size: side of the thumbnails of the sprite and the neighbour image.
+        seed: picks the queries and the projector sample.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        the summary dict also written to out_dir/embed.json.
+    """
+    features = tuple(features)
+    loading = time.perf_counter()
+    model = open_encoder(encoder_path, features, which)
+    start = time.perf_counter()
+    data, split = _data_for(data, model.image_size, model.preset, split)
+    thumb = min(int(thumb_size), model.image_size)
+    ds, parts = _stream(data, split, model.preset, thumb)
+    total = sum(p.count for p in parts)
+    if total == 0:
+        raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
+    class_names = parts[0].class_names
+    os.makedirs(out_dir, exist_ok=True)
+    probe = model.encode(tf.zeros([1, model.image_size, model.image_size, 3]))
+    arrays = {
+        k: np.lib.format.open_memmap(
+            os.path.join(out_dir, f"{k}.npy"), "w+", np.float32, (total, int(probe[k].shape[-1]))
+        )
+        for k in features
+    }
+    thumbs_path = os.path.join(out_dir, _THUMBS_FILE)
+    thumbs = np.lib.format.open_memmap(thumbs_path, "w+", np.uint8, (total, thumb, thumb, 3))
+    labels = np.lib.format.open_memmap(
+        os.path.join(out_dir, ".labels.npy"), "w+", np.int32, (total,)
+    )
+    index_lines = []  # one short string per image; the only per-image memory held
+    bar = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
+    row = 0
+    with open(os.path.join(out_dir, INDEX_FILE), "w") as index:
+        index.write("id\tlabel\tclass\n")
+        batches = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        for names, pixels, batch_labels, small in batches.as_numpy_iterator():
+            out = model.encode(pixels)
+            end = row + len(names)
+            if end > total:
+                raise RuntimeError(f"the data yielded more than the {total} images counted.")
+            for k in features:
+                arrays[k][row:end] = out[k].numpy()
+            thumbs[row:end] = small
+            labels[row:end] = batch_labels
+            for name, label in zip(names, batch_labels, strict=True):
+                line = _index_line(name, label, class_names)
+                index.write(line + "\n")
+                index_lines.append(line)
+            row = end
+            bar.update(row)
+    embed_seconds = time.perf_counter() - start
+    for k in features:
+        arrays[k].flush()
+    if row != total:
+        raise RuntimeError(f"counted {total} images but read {row}; was the data changed?")
+
+    rng = np.random.default_rng(seed)
+    key = features[0]
+    outputs = [f"{k}.npy" for k in features] + [INDEX_FILE]
+    if neighbours and queries:
+        query_rows = np.sort(rng.choice(total, min(queries, total), replace=False))
+        k = min(neighbours, total - 1)
+        if k > 0:
+            rows, sims = nearest(arrays[key], query_rows, k)
+            _neighbour_figure(
+                os.path.join(out_dir, NEIGHBOURS_FILE), thumbs, labels, query_rows, rows, sims, key
+            )
+            outputs.append(NEIGHBOURS_FILE)
+    if projector_examples:
+        rows = np.arange(total)
+        if total > projector_examples:
+            rows = np.sort(rng.choice(total, projector_examples, replace=False))
+        _write_projector(out_dir, arrays[key], rows, thumbs, index_lines, key)
+        outputs += ["projector_config.pbtxt", "metadata.tsv", "sprite.png", "embedding.ckpt-1"]
+    del thumbs, labels
+    os.remove(thumbs_path)
+    os.remove(os.path.join(out_dir, ".labels.npy"))
+
+    skipped = sum(p.skipped for p in parts)
+    summary = {
+        "encoder": model.description,
+        "data": {k: data[k] for k in ("source", "name", "path", "unlabeled_path")},
+        "split": split,
+        "images": total,
+        "skipped_unreadable": skipped,
+        "skipped_first": [n for p in parts for n in p.skipped_names][:5],
+        "features": {k: list(arrays[k].shape) for k in features},
+        # Reading, validating, decoding, encoding and writing the features; loading the
+        # encoder and the projector / neighbour outputs are in total_seconds.
+        "embed_seconds": round(embed_seconds, 2),
+        "images_per_second": round(total / embed_seconds, 1),
+        "total_seconds": round(time.perf_counter() - loading, 2),
+        "outputs": outputs,
+    }
+    with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary

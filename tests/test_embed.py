@@ -1,0 +1,157 @@
+"""Embedding images with a trained encoder: the same features as the frozen evaluation,
+from a work directory, an export or a .keras file; flat folders; outputs users open."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from amdim_tf import backbone, config_lib, embed, evaluate, export
+from amdim_tf import data as data_lib
+from amdim_tf import workdir as workdir_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
+
+
+def _tiny():
+    c = config_lib.make_tiny(config_lib.base_config())
+    c.data.source = "digits"
+    c.train.steps_per_epoch = 2
+    c.train.log_view_pairs = 0
+    c.train.verbose = 0
+    return c
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from amdim_tf.train import train
+
+    workdir = str(tmp_path_factory.mktemp("run"))
+    train(_tiny(), workdir)
+    return workdir
+
+
+def _read_index(out):
+    with open(os.path.join(out, embed.INDEX_FILE)) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "id\tlabel\tclass"
+    return [line.split("\t") for line in lines[1:]]
+
+
+def test_features_are_the_frozen_evaluation_features_and_every_output_is_written(run, tmp_path):
+    config = workdir_lib.load_run_config(run)
+    out = str(tmp_path / "emb")
+    summary = embed.embed(run, config.data, "test", out, features=("r1", "r5"), verbose=0)
+    r1, r5 = np.load(os.path.join(out, "r1.npy")), np.load(os.path.join(out, "r5.npy"))
+    assert r1.shape == (357, 32) and r5.shape == (357, 32)
+    encoder, _ = workdir_lib.load_trained_encoder(config, run)
+    ds = data_lib.make_eval_dataset(config.data, "test", 64)
+    want, labels = evaluate.extract_features(encoder, ds)
+    np.testing.assert_allclose(r1, want, atol=1e-4)
+    pooled, _ = evaluate.extract_features(encoder, ds, keys=("r5",))
+    np.testing.assert_allclose(r5, pooled, atol=1e-4)
+    rows = _read_index(out)
+    assert [r[0] for r in rows[:2]] == ["test:0", "test:1"]
+    assert [int(r[1]) for r in rows] == labels.tolist()
+    assert summary["images"] == 357 and summary["skipped_unreadable"] == 0
+
+    with open(os.path.join(out, "projector_config.pbtxt")) as f:
+        pbtxt = f.read()
+    assert 'metadata_path: "metadata.tsv"' in pbtxt and 'image_path: "sprite.png"' in pbtxt
+    reader = tf.train.load_checkpoint(os.path.join(out, "embedding.ckpt-1"))
+    np.testing.assert_array_equal(reader.get_tensor("embedding/.ATTRIBUTES/VARIABLE_VALUE"), r1)
+    sprite = tf.io.decode_png(tf.io.read_file(os.path.join(out, "sprite.png")))
+    assert sprite.shape == (19 * 32, 19 * 32, 3)  # ceil(sqrt(357)) = 19 tiles a side
+    with open(os.path.join(out, "metadata.tsv")) as f:
+        assert len(f.read().splitlines()) == 358
+    png = tf.io.decode_png(tf.io.read_file(os.path.join(out, embed.NEIGHBOURS_FILE)))
+    assert png.shape[0] > 400 and png.shape[1] > 400
+    assert not os.path.exists(os.path.join(out, ".thumbnails.npy"))
+
+
+def test_export_and_keras_file_give_the_workdir_features(run, tmp_path):
+    config = workdir_lib.load_run_config(run)
+    base = str(tmp_path / "export")
+    export.export_encoder(backbone.load_encoder(run), os.path.join(base, "1"))
+    keras_file = backbone.save_encoder(run, str(tmp_path / "encoder.keras"))
+    features = {}
+    for name, path in (("workdir", run), ("export", base), ("keras", keras_file)):
+        out = str(tmp_path / name)
+        embed.embed(path, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
+        features[name] = np.load(os.path.join(out, "r1.npy"))
+        assert not os.path.exists(os.path.join(out, embed.NEIGHBOURS_FILE))
+    np.testing.assert_allclose(features["export"], features["workdir"], atol=1e-4)
+    np.testing.assert_allclose(features["keras"], features["workdir"], atol=1e-4)
+
+
+def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(run, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):  # odd sizes: the eval view resizes them to 32 px
+        image = rng.integers(0, 256, (40 + i, 36, 3), dtype=np.uint8)
+        tf.io.write_file(str(folder / f"img{i}.png"), tf.io.encode_png(image))
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    data = config_lib.base_config().data
+    data.source, data.path = "folder", str(folder)
+    out = str(tmp_path / "emb")
+    summary = embed.embed(run, data, "test", out, verbose=0, projector_examples=3, neighbours=2)
+    assert summary["split"] == "unlabeled" and summary["images"] == 5
+    assert summary["skipped_unreadable"] == 1
+    assert summary["skipped_first"] == [str(folder / "broken.jpg")]
+    rows = _read_index(out)
+    assert [r[0] for r in rows] == [str(folder / f"img{i}.png") for i in range(5)]
+    assert all(r[1] == "" for r in rows)
+    assert np.load(os.path.join(out, "r1.npy")).shape == (5, 32)
+    with open(os.path.join(out, "metadata.tsv")) as f:
+        assert len(f.read().splitlines()) == 4  # header + the 3-row projector sample
+
+
+def test_nearest_matches_brute_force_across_chunks():
+    x = np.random.default_rng(1).normal(size=(50, 6)).astype(np.float32)
+    queries = np.array([3, 17, 42])
+    rows, sims = embed.nearest(x, queries, k=4, chunk=7)
+    n = x / np.linalg.norm(x, axis=1, keepdims=True)
+    full = n[queries] @ n.T
+    full[np.arange(3), queries] = -np.inf
+    np.testing.assert_array_equal(rows, np.argsort(-full, axis=1, kind="stable")[:, :4])
+    np.testing.assert_allclose(sims, np.take_along_axis(full, rows, 1), rtol=1e-5)
+
+
+def test_unknown_features_are_refused(run):
+    with pytest.raises(ValueError, match="available"):
+        embed.open_encoder(run, keys=("z",))
+
+
+@pytest.mark.skipif(not os.path.exists(CIFAR_SMALL), reason="../shared/data CIFAR-10 absent")
+def test_the_tool_embeds_cifar_npz_with_class_names(run, tmp_path):
+    out = str(tmp_path / "emb")
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "tools", "embed.py"),
+        f"--encoder={run}",
+        f"--out={out}",
+        "--split=test",
+        "--config.data.source=npz",
+        f"--config.data.path={CIFAR_SMALL}",
+        "--projector_examples=100",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "embedded 1,000 images" in done.stdout
+    rows = _read_index(out)
+    assert len(rows) == 1000 and rows[0][2] in ("airplane", "automobile", "bird", "cat", "deer",
+                                                 "dog", "frog", "horse", "ship", "truck")  # fmt: skip
+    bad = subprocess.run(
+        [*cmd[:2], f"--encoder={tmp_path / 'nowhere'}", f"--out={out}"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "work directory" in bad.stderr.strip().splitlines()[-1]

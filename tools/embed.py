@@ -1,0 +1,110 @@
+"""Embeds images with a trained encoder: features (.npy), index, TensorBoard projector, neighbours.
+
+    python tools/embed.py --encoder=runs/c10 --out=runs/c10/embed          # the run's eval split
+    python tools/embed.py --encoder=runs/c10/export --out=emb \\
+        --config.data.source=folder --config.data.path=my_photos           # a flat folder
+    python tools/embed.py --encoder=encoder.keras --out=emb --split=test \\
+        --config.data.source=npz --config.data.path=../shared/data/cifar10/cifar10-jpeg.npz
+    tensorboard --logdir emb                                                # tab PROJECTOR
+
+--encoder takes a work directory (its latest or --which=best checkpoint), a SavedModel
+export of tools/export.py, or a .keras file (--save_keras writes one). The data come from
+the run's config.json for a work directory (else the defaults), with any
+--config.data.* override on top: every source the trainer reads (folder with class
+sub-directories, or flat: unlabelled; npz; tfrecord; tfds). Writes OUT/r1.npy (N x D),
+OUT/index.tsv (id, label, class; one line per row), OUT/neighbours.png, OUT/embed.json and
+the projector files (amdim_tf/embed.py).
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from amdim_tf import cli, config_lib
+
+_CONFIG = config_flags.DEFINE_config_dict(
+    "config",
+    config_lib.base_config(),
+    "Only --config.data.* overrides are read here (the data to embed), e.g. "
+    "--config.data.source=folder --config.data.path=DIR.",
+)
+_ENCODER = flags.DEFINE_string(
+    "encoder", None, "A work directory, a SavedModel export (tools/export.py) or a .keras file."
+)
+_OUT = flags.DEFINE_string("out", None, "Directory to write the embedding to.")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "Split to embed, e.g. test, train, train+unlabeled (default data.eval_split)."
+)
+_FEATURES = flags.DEFINE_list(
+    "features", ["r1"], "Encoder outputs to write (r1; r5 and r7 are average-pooled)."
+)
+_WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"], "Checkpoint of a work directory.")
+_BATCH = flags.DEFINE_integer("batch_size", 256, "Images per encoder call.")
+_NEIGHBOURS = flags.DEFINE_integer("neighbours", 8, "Nearest neighbours shown per query.")
+_QUERIES = flags.DEFINE_integer("queries", 8, "Query rows of neighbours.png (0 = none).")
+_PROJECTOR = flags.DEFINE_integer(
+    "projector_examples", 10000, "Rows in the TensorBoard projector (0 = no projector)."
+)
+_SEED = flags.DEFINE_integer("seed", 0, "Picks the queries and the projector sample.")
+_SAVE_KERAS = flags.DEFINE_string(
+    "save_keras",
+    None,
+    "Also write the encoder (with its normalisation) to this .keras file, for "
+    "amdim_tf.load_encoder / keras.saving.load_model.",
+)
+flags.mark_flags_as_required(["encoder", "out"])
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    overrides = config_flags.get_override_values(flags.FLAGS["config"])
+    other = sorted(k for k in overrides if not k.startswith("data."))
+    if other:
+        cli.fail(f"only --config.data.* overrides apply to embedding; got {other}.", code=1)
+
+    def run():
+        from amdim_tf import backbone, embed
+        from amdim_tf import workdir as workdir_lib
+
+        encoder = _ENCODER.value
+        if os.path.exists(os.path.join(encoder, workdir_lib.CONFIG_FILE)):
+            data = workdir_lib.load_run_config(encoder).data
+        else:
+            data = config_lib.base_config().data
+        for key, value in overrides.items():
+            data[key.split(".", 1)[1]] = value
+        summary = embed.embed(
+            encoder,
+            data,
+            _SPLIT.value or data.eval_split,
+            _OUT.value,
+            features=_FEATURES.value,
+            which=_WHICH.value,
+            batch_size=_BATCH.value,
+            neighbours=_NEIGHBOURS.value,
+            queries=_QUERIES.value,
+            projector_examples=_PROJECTOR.value,
+            seed=_SEED.value,
+        )
+        skipped = summary["skipped_unreadable"]
+        print(
+            f"embedded {summary['images']:,} images of split {summary['split']!r} with "
+            f"{summary['encoder']} in {summary['embed_seconds']:.1f} s "
+            f"({summary['images_per_second']:.0f} images/s); skipped {skipped} unreadable"
+            + (f" (first: {', '.join(summary['skipped_first'])})" if skipped else "")
+        )
+        print(f"wrote {', '.join(summary['outputs'])} to {_OUT.value}")
+        if _PROJECTOR.value:
+            print(f"view: tensorboard --logdir {_OUT.value}  (tab PROJECTOR)")
+        if _SAVE_KERAS.value:
+            backbone.save_encoder(encoder, _SAVE_KERAS.value, which=_WHICH.value)
+            print(f"wrote {_SAVE_KERAS.value}: amdim_tf.load_encoder({_SAVE_KERAS.value!r})")
+
+    cli.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
