@@ -1,0 +1,58 @@
+"""Score maps and mixture assignments of a trained run (AMDIM §3.7), as PNG files.
+
+    python tools/visualize.py --workdir=DIR [--n=16] [--folder=IMAGES] [--out=PREFIX]
+
+Writes PREFIX_score_maps.png (two augmented views beside the NCE score of view 1's
+r1 at each r7 and r5 location of view 2) and, for a run with config.model.n_mix > 0,
+PREFIX_assignments.png (each r7 location coloured by the mixture component that q
+assigns it to). Images: a class-balanced sample of the run's eval split (--split,
+--data_path to point at a moved data file), or the first --n files of --folder.
+Scores rank each image against the others shown, so use at least 8.
+"""
+
+from absl import app, flags, logging
+
+from amdim_tf import cli
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
+_WHICH = flags.DEFINE_enum(
+    "which", "latest", ["latest", "best"], "The latest checkpoint or the best one."
+)
+_N = flags.DEFINE_integer("n", 16, "Images to draw (>= 2: the others are the negatives).")
+_FOLDER = flags.DEFINE_string("folder", "", "A folder of images to draw instead of the run's data.")
+_SPLIT = flags.DEFINE_string("split", "", "Split of the run's data ('' = its eval split).")
+_DATA_PATH = flags.DEFINE_string(
+    "data_path", "", "Override config.data.path of the run (e.g. the data file moved)."
+)
+_OUT = flags.DEFINE_string("out", "", "Output path prefix ('' = WORKDIR/viz/<checkpoint>).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the image sample and the augmented views.")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+
+    def run():
+        from amdim_tf import visualize
+
+        overrides = {"data.path": _DATA_PATH.value} if _DATA_PATH.value else {}
+        paths = visualize.visualize_run(
+            _WORKDIR.value,
+            out_prefix=_OUT.value,
+            which=_WHICH.value,
+            n=_N.value,
+            folder=_FOLDER.value,
+            split=_SPLIT.value,
+            seed=_SEED.value,
+            overrides=overrides,
+        )
+        for path in paths:
+            print(f"wrote {path}")
+
+    cli.run_main(run)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.parse_flags)
