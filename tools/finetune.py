@@ -78,7 +78,12 @@ def main(argv):
     def run():
         import os
 
+        import tensorflow as tf
+
         from amdim_tf import finetune
+
+        # Each arm traces its own train step; TF's retracing advice is noise here.
+        tf.get_logger().setLevel("ERROR")
 
         overrides = _data_overrides()
         out = _OUT.value
