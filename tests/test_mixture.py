@@ -257,6 +257,15 @@ def test_one_component_is_amdim_with_the_component_as_antecedent():
     assert float(tf.reduce_max(tf.abs(c1 - tf.reshape(f1["r1"], [4, -1])))) > 1e-3
 
 
+def test_config_round_trip():
+    from amdim_tf.objectives import MixtureAMDIMObjective
+
+    obj = MixtureAMDIMObjective(8, 3, hidden=5, alpha=0.25, tclip=10.0, reg_coeff=0.1)
+    again = MixtureAMDIMObjective.from_config(obj.get_config())
+    assert again.get_config() == obj.get_config()
+    assert [tuple(v.shape) for v in again.weights] == [tuple(v.shape) for v in obj.weights]
+
+
 def test_bad_arguments_quote_the_value():
     from amdim_tf.objectives import MixtureAMDIMObjective
 

@@ -79,6 +79,7 @@ class AMDIMObjective:
         )
 
 
+@keras.saving.register_keras_serializable(package="amdim_tf")
 class MixtureAMDIMObjective(keras.layers.Layer):
     """AMDIM with mixture-based antecedents (§3.7): k components of r1 share out the locations.
 
