@@ -1,10 +1,12 @@
 """What runs beside Keras `fit` during pretraining: logs, checkpoints, and when to stop.
 
 - `StopOnNonFiniteLoss`: a clear error at the first NaN/inf loss.
-- `StopController`: SIGTERM, the wall-clock budget, and the agreement of all
-  workers on the step to stop at.
+- `StopController`: SIGTERM, Ctrl-C (SIGINT), the wall-clock budget, and the
+  agreement of all workers on the step to stop at.
 - `MetricsLogger`: TensorBoard scalars and `metrics.jsonl`, at the global step.
-- `Checkpointer`: periodic, end-of-epoch, best-by-eval and on-stop checkpoints.
+- `Checkpointer`: periodic, end-of-epoch, best-by-eval and on-stop checkpoints;
+  best.json records the last epoch whose eval was done, so a run killed between
+  an epoch's checkpoint and its eval evaluates that epoch when resumed.
 
 Pass them to `fit` in that order: the logger and the checkpointer read the
 controller's decision for the same step. Every scalar is written at the global
@@ -13,6 +15,7 @@ step, so a resumed run continues its curves.
 
 import json
 import os
+import signal
 import time
 
 import keras
@@ -53,7 +56,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "Training stopped before applying that step, so the weights are the last finite "
                 "ones and no checkpoint is written from a bad state. Likely causes: a "
                 "learning rate too high for the batch size, tclip disabled, or NaN/inf pixels in "
-                "the input data. Lower config.optim.lr or check the data, then resume."
+                "the input data. Rerun the same command with a lower --config.optim.lr (or "
+                "fixed data): it resumes from the last checkpoint with the new learning rate."
             )
 
 
@@ -69,21 +73,23 @@ def eval_scalars(logs) -> dict:
 class StopController(keras.callbacks.Callback):
     """Decides, after every step, whether the run must stop early, and why.
 
-    A SIGTERM (`request_stop` is the signal handler) or the time budget ends the
-    run at the next step end (`fit` stops after the other callbacks saw that step). Under multi-worker training every worker must stop
-    at the same step, so the local reason goes through `agreement`
-    (`distribute.StopAgreement`), which returns the largest reason of all workers.
+    A SIGTERM or SIGINT (`request_stop` is the signal handler) or the time budget
+    ends the run at the next step end (`fit` stops after the other callbacks saw
+    that step, so the checkpointer saves it). Under multi-worker training every
+    worker must stop at the same step, so the local reason goes through
+    `agreement` (`distribute.StopAgreement`), which returns the largest reason of
+    all workers.
     """
 
     # Why a run stops early, as codes all workers agree on (the larger wins).
-    STOP_TIME, STOP_SIGNAL = 1, 2
+    STOP_TIME, STOP_SIGNAL, STOP_INTERRUPT = 1, 2, 3
 
     def __init__(self, max_seconds=0, agreement=None):
         super().__init__()
         self.deadline = time.monotonic() + max_seconds if max_seconds else None
         self.agreement = agreement or int
         self.stop_reason = 0  # agreed by all workers; 0 = keep training
-        self._signalled = False
+        self.signalled = None  # the signal number received, if any
 
     @property
     def preempted(self) -> bool:
@@ -94,14 +100,22 @@ class StopController(keras.callbacks.Callback):
     def out_of_time(self) -> bool:
         return self.stop_reason == self.STOP_TIME
 
-    def request_stop(self, *_):
+    @property
+    def interrupted(self) -> bool:
+        """True when the stop is a Ctrl-C (SIGINT) rather than a scheduler's SIGTERM."""
+        return self.stop_reason == self.STOP_INTERRUPT
+
+    def request_stop(self, signum=signal.SIGTERM, frame=None):
         # A signal handler: only note it; workers agree on the step at batch end.
-        self._signalled = True
+        del frame
+        self.signalled = signum
 
     def on_train_batch_end(self, batch, logs=None):
         if self.preempted:
             return
-        if self._signalled:
+        if self.signalled == signal.SIGINT:
+            local = self.STOP_INTERRUPT
+        elif self.signalled is not None:
             local = self.STOP_SIGNAL
         elif self.deadline is not None and time.monotonic() > self.deadline:
             local = self.STOP_TIME
@@ -110,7 +124,11 @@ class StopController(keras.callbacks.Callback):
         self.stop_reason = self.agreement(local)
         if self.preempted:
             step = int(self.model.optimizer.iterations.numpy())
-            why = "time budget (config.train.max_seconds)" if self.out_of_time else "SIGTERM"
+            why = {
+                self.STOP_TIME: "time budget (config.train.max_seconds)",
+                self.STOP_SIGNAL: "SIGTERM",
+                self.STOP_INTERRUPT: "Ctrl-C (SIGINT; press it again to abort without a checkpoint)",
+            }[self.stop_reason]
             logging.warning("Stopping at step %d: %s.", step, why)
             # Takes effect after every callback has seen this step (the checkpointer saves it).
             self.model.stop_training = True
@@ -183,6 +201,9 @@ class Checkpointer(keras.callbacks.Callback):
     """Checkpoints every `every` steps, at every epoch end, for the best eval accuracy,
     and at the step where `stopper` (a `StopController`) stops the run.
 
+    After each epoch's eval, best.json gets "evaluated_epoch" (written last, atomically):
+    a checkpoint at an epoch end whose best.json says less was killed before its eval.
+
     `run_ckpt` is a `workdir.RunCheckpoint`; on a non-chief worker its saves go to a
     scratch directory (saving may run collectives, so every worker saves) and
     `best_file` is None.
@@ -216,8 +237,11 @@ class Checkpointer(keras.callbacks.Callback):
             return
         self.run_ckpt.save(epoch + 1)
         acc = eval_scalars(logs).get(EVAL_LINEAR_KEY)
-        if acc is not None and acc > self.best[EVAL_LINEAR_KEY]:
+        if acc is None:
+            return
+        if acc > self.best[EVAL_LINEAR_KEY]:
             self.best = {EVAL_LINEAR_KEY: acc, "step": self.run_ckpt.step, "epoch": epoch + 1}
             self.run_ckpt.save(epoch + 1, self.run_ckpt.best_write_manager)
-            if self.best_file:
-                workdir_lib.write_json_atomic(self.best_file, self.best)
+        self.best["evaluated_epoch"] = epoch + 1
+        if self.best_file:
+            workdir_lib.write_json_atomic(self.best_file, self.best)

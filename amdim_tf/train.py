@@ -3,7 +3,14 @@
 The work directory (`workdir.py`) says where a run starts from; callbacks
 (`callbacks.py`) log, checkpoint and stop it; the model (`model.py`) holds the
 train step. The data stream is a pure function of (seed, step), so a resumed
-run sees exactly the batches the uninterrupted run would have.
+run sees exactly the batches the uninterrupted run would have, and a run killed
+at any moment (kill -9 included) ends, once rerun, at the same final checkpoint.
+
+The chief holds the work directory's lock for the whole run, mends what a kill
+left (`workdir.repair_after_kill`), and writes config.json only once the data
+has opened. SIGTERM and a first Ctrl-C checkpoint and stop (exit codes 143 and
+130 in tools/train.py); a second Ctrl-C aborts at once. Disk full, a read-only
+or misplaced work directory become one-line `workdir.WorkdirError`s.
 
 Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
 """
@@ -26,6 +33,7 @@ from amdim_tf import workdir as workdir_lib
 from amdim_tf.build import build_model, resolve_precision
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
 
 
 def steps_per_epoch(config):
@@ -77,17 +85,27 @@ def pretrain_dataset(config, strategy, start_step):
 
 
 @contextlib.contextmanager
-def _stop_on_sigterm(handler):
-    """Routes SIGTERM to `handler` for the duration (outside the main thread: the caller's job)."""
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        old = None
+def _stop_on_signals(stopper):
+    """SIGTERM and a first SIGINT ask `stopper` to checkpoint and stop; a second SIGINT
+    aborts at once (KeyboardInterrupt), for a user who will not wait for the step.
+
+    Signal handlers can only be set in the main thread; elsewhere that is the caller's job.
+    """
+
+    def on_sigint(signum, frame):
+        if stopper.signalled == signal.SIGINT:
+            raise KeyboardInterrupt
+        stopper.request_stop(signum, frame)
+
+    old = {}
+    for signum, handler in ((signal.SIGTERM, stopper.request_stop), (signal.SIGINT, on_sigint)):
+        with contextlib.suppress(ValueError):  # not the main thread
+            old[signum] = signal.signal(signum, handler)
     try:
         yield
     finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
 
 
 def _segments(step, steps_per_epoch, epochs):
@@ -106,14 +124,32 @@ def _segments(step, steps_per_epoch, epochs):
     return segments
 
 
+def eval_dataset(config):
+    """The in-training eval set: the whole eval split, or with train.eval_steps > 0 a
+    seeded class-balanced sample of eval_steps batches (files are often sorted by
+    class, so the first N images would be a class or two)."""
+    batch = int(config.train.eval_batch_size)
+    steps = int(config.train.eval_steps)
+    if steps <= 0:
+        return data_lib.make_eval_dataset(config.data, config.data.eval_split, batch)
+    return data_lib.make_eval_dataset(
+        config.data,
+        config.data.eval_split,
+        batch,
+        max_examples=steps * batch,
+        sample_seed=config.seed,
+        balanced=True,
+    )
+
+
 def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     """Pretrains as `config` says, resuming from `workdir` if it holds this run.
 
     Returns (model, dict) with the dict holding "status" ("completed",
-    "preempted" or "stopped at the time budget"), "start" (where the run started
-    from) and "history" (Keras history dicts of the fit calls). Under
-    config.distribute="multiworker" every worker calls this with the same
-    workdir; only the chief writes to it.
+    "preempted", "interrupted" (Ctrl-C) or "stopped at the time budget"), "start"
+    (where the run started from) and "history" (Keras history dicts of the fit
+    calls). Under config.distribute="multiworker" every worker calls this with the
+    same workdir; only the chief writes to it, and holds its lock.
     """
     # First: MultiWorkerMirroredStrategy must exist before TF runs any op.
     strategy = distribute.make_strategy(config.distribute)
@@ -127,8 +163,26 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
             "--overwrite is not supported with config.distribute='multiworker'; "
             f"delete {workdir} yourself, or use a new --workdir."
         )
-    if workdir:
-        workdir_lib.prepare_workdir(config, workdir, overwrite, write=chief)
+    lock = None
+    try:
+        if workdir and chief:
+            workdir_lib.make_workdir(workdir)
+            # Before anything is written or deleted (--overwrite): one run per workdir.
+            lock = workdir_lib.WorkdirLock(workdir).acquire()
+        return _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
+    except (OSError, tf.errors.OpError) as e:
+        error = workdir_lib.storage_error(e, workdir) if workdir else None
+        if error is None:
+            raise
+        raise error from e
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
+    if workdir:  # refuse another run's workdir before the (maybe slow) data opens
+        workdir_lib.prepare_workdir(config, workdir, overwrite, write=False)
     keras.utils.set_random_seed(config.seed)
     spe = steps_per_epoch(config)
     epochs = int(config.train.epochs)
@@ -140,9 +194,12 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
         )
     num_classes = data_lib.num_classes(config.data)
     # Plain dataset: Keras distributes validation data over the replicas itself.
-    eval_ds = data_lib.make_eval_dataset(
-        config.data, config.data.eval_split, config.train.eval_batch_size
-    )
+    eval_ds = eval_dataset(config)
+    if workdir:
+        # Only now that the data opened: a failed start leaves no config.json behind.
+        workdir_lib.prepare_workdir(config, workdir, overwrite, write=chief)
+        if chief:
+            workdir_lib.repair_after_kill(workdir)
     write_dir = None  # non-chief workers save checkpoints to a scratch directory
     if workdir and not chief:
         write_dir = distribute.worker_temp_dir(strategy.cluster_resolver.task_id)
@@ -152,6 +209,16 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
             model, workdir, config.train.keep_checkpoints, write_dir
         )
     start = run_ckpt.restore(config.train.init_checkpoint)
+    step = run_ckpt.step
+    # A checkpoint at an epoch end whose eval (and best/ update) a kill prevented.
+    unevaluated = 0
+    if workdir and start.startswith("resumed") and step and step % spe == 0:
+        best = workdir_lib.read_best(os.path.join(workdir, workdir_lib.BEST_FILE))
+        if best.get("evaluated_epoch", step // spe) < step // spe:
+            unevaluated = step // spe
+    if workdir and chief:
+        # Records past the checkpoint are logged again by the steps that redo them.
+        workdir_lib.trim_metrics(workdir, step, drop_eval_at=step if unevaluated else None)
     n_params = sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables)
     print(
         f"encoder: {n_params:,} trainable parameters; {spe} steps per epoch of {batch} pairs over "
@@ -159,9 +226,6 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
         flush=True,
     )
     result = {"status": "completed", "start": start, "history": []}
-    if run_ckpt.step >= spe * epochs:
-        logging.info("Run already complete (%d steps).", run_ckpt.step)
-        return model, result
 
     stopper = callbacks.StopController(
         config.train.max_seconds, agreement=distribute.StopAgreement(strategy)
@@ -170,40 +234,47 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
         workdir if chief else None, batch, config.train.log_every_steps
     )
     cbs = [callbacks.StopOnNonFiniteLoss(), stopper, logger]
+    checkpointer = None
     if workdir:
         best_file = os.path.join(workdir, workdir_lib.BEST_FILE) if chief else None
-        cbs.append(
-            callbacks.Checkpointer(
-                run_ckpt, config.train.checkpoint_every_steps, stopper, best_file
-            )
+        checkpointer = callbacks.Checkpointer(
+            run_ckpt, config.train.checkpoint_every_steps, stopper, best_file
         )
+        cbs.append(checkpointer)
     cbs += list(extra_callbacks)
-    if logger.writer is not None and config.train.log_view_pairs and run_ckpt.step == 0:
+    if logger.writer is not None and config.train.log_view_pairs and step == 0:
         preset = config.data.augment or augment.preset_for_size(config.data.image_size)
         views = data_lib.make_pretrain_dataset(config.data, batch, config.seed)
         log_view_pairs(logger.writer, views, preset, config.train.log_view_pairs, step=0)
 
     try:
-        with _stop_on_sigterm(stopper.request_stop):
+        with _stop_on_signals(stopper), warnings.catch_warnings():
+            # Keras warns "Your input ran out of data; interrupting training" at
+            # the end of every pass over a dataset of unknown length: here only
+            # the eval split, since the pretraining stream repeats forever.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            if unevaluated:
+                logging.warning(
+                    "Epoch %d was checkpointed but not evaluated; evaluating it.", unevaluated
+                )
+                _evaluate_epoch(model, eval_ds, unevaluated, [logger, checkpointer])
+            if run_ckpt.step >= spe * epochs:
+                logging.info("Run already complete (%d steps).", run_ckpt.step)
+                return model, result
             for first, last, steps in _segments(run_ckpt.step, spe, epochs):
                 if stopper.preempted:
                     break
-                with warnings.catch_warnings():
-                    # Keras warns "Your input ran out of data; interrupting training" at
-                    # the end of every pass over a dataset of unknown length: here only
-                    # the eval split, since the pretraining stream repeats forever.
-                    warnings.filterwarnings("ignore", message="Your input ran out of data")
-                    history = model.fit(
-                        pretrain_dataset(config, strategy, run_ckpt.step),
-                        initial_epoch=first,
-                        epochs=last,
-                        steps_per_epoch=steps,
-                        validation_data=eval_ds,
-                        validation_steps=config.train.eval_steps or None,
-                        callbacks=cbs,
-                        verbose=config.train.verbose if chief else 0,
-                        shuffle=False,
-                    )
+                history = model.fit(
+                    pretrain_dataset(config, strategy, run_ckpt.step),
+                    initial_epoch=first,
+                    epochs=last,
+                    steps_per_epoch=steps,
+                    validation_data=eval_ds,
+                    validation_steps=None,  # the eval set is already the sample to use
+                    callbacks=cbs,
+                    verbose=config.train.verbose if chief else 0,
+                    shuffle=False,
+                )
                 result["history"].append(history.history)
     finally:
         logger.close()
@@ -211,6 +282,20 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
             shutil.rmtree(write_dir, ignore_errors=True)
     if stopper.out_of_time:
         result["status"] = "stopped at the time budget"
+    elif stopper.interrupted:
+        result["status"] = "interrupted"
     elif stopper.preempted:
         result["status"] = "preempted"
     return model, result
+
+
+def _evaluate_epoch(model, eval_ds, epoch, epoch_end_callbacks):
+    """The end-of-epoch eval of `epoch` (1-based), as `fit` would have run it: its logs
+    go to the callbacks' on_epoch_end (TensorBoard, metrics.jsonl, best/)."""
+    logs = model.evaluate(eval_ds, verbose=0, return_dict=True)
+    val_logs = {f"val_{k}": v for k, v in logs.items()}
+    for cb in epoch_end_callbacks:
+        if cb is not None:
+            cb.set_model(model)
+            cb.epoch = epoch - 1
+            cb.on_epoch_end(epoch - 1, val_logs)

@@ -8,15 +8,29 @@ TensorBoard event files and `metrics.jsonl`. Resume precedence: the latest
 readable checkpoint in the work directory, then `config.train.init_checkpoint`
 (weights only), then scratch.
 
+Only one process trains in a work directory at a time (`WorkdirLock`, an
+exclusive `flock` on `.lock`). What a kill can leave behind is repaired at
+start (`repair_after_kill`): a missing or garbled checkpoint state file is
+rebuilt from the `ckpt-N` files on disk, half-written `ckpt-N_temp*` folders are
+removed, and `metrics.jsonl` loses its torn last line and the records past the
+checkpoint the run resumes from (they are logged again, identically). Changes
+of the resumable keys are appended to `config_history.jsonl` with the step.
+
 Reading a run back (evaluation, export) restores the encoder alone, the Model
 Garden way: only the encoder is bound, and every encoder variable must find its
 value, so a mismatched architecture fails loudly instead of evaluating random
 weights.
 """
 
+import errno
+import fcntl
+import glob
 import json
 import os
+import re
 import shutil
+import socket
+import time
 
 import keras
 import ml_collections
@@ -29,6 +43,12 @@ from amdim_tf.encoders import build_encoder
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 BEST_FILE = "best.json"
+HISTORY_FILE = "config_history.jsonl"
+LOCK_FILE = ".lock"
+# What a run wrote besides config.json (history included): --overwrite deletes these,
+# and a work directory that never got to a checkpoint gives them up to a new config.
+RUN_OUTPUTS = ("checkpoints", "best", "train", "validation", METRICS_FILE, BEST_FILE, HISTORY_FILE)
+EVENTS_GLOB = "events.out.tfevents.*"
 
 
 # Keys that may change between runs of one work directory without making it another
@@ -50,6 +70,14 @@ RESUMABLE_CHANGES = (
     "precision",
     "jit_compile",
     "train.steps_per_execution",
+    # The learning-rate schedule: the fix StopOnNonFiniteLoss advises (a lower lr)
+    # must resume. The schedule is a function of the step, not checkpointed state, so
+    # the new values take effect from the resumed step on; config_history.jsonl
+    # records the step and the change.
+    "optim.lr",
+    "optim.warmup_steps",
+    "optim.decay_epochs",
+    "optim.decay_factor",
 )
 # Keys added after runs were started: a config.json without them had these values.
 ADDED_KEY_DEFAULTS = {
@@ -61,7 +89,126 @@ ADDED_KEY_DEFAULTS = {
 
 
 class WorkdirConflictError(ValueError):
-    """The work directory holds a different run."""
+    """The work directory holds a different run, or another process is training in it."""
+
+
+class WorkdirError(ValueError):
+    """The work directory cannot be written: a file in its place, read-only, disk full."""
+
+
+# errno -> what to do about it, for errors writing a work directory.
+_OS_ADVICE = {
+    errno.ENOSPC: "the disk is full; free space or use a --workdir on another disk, then rerun "
+    "the same command to resume",
+    errno.EDQUOT: "the disk quota is exceeded; free space or use a --workdir on another disk, "
+    "then rerun the same command to resume",
+    errno.EROFS: "the file system is read-only; use a writable --workdir",
+    errno.EACCES: "permission denied; make it writable or use another --workdir",
+    errno.EPERM: "the operation is not permitted (read-only or immutable); make it writable "
+    "or use another --workdir",
+    errno.ENOTDIR: "a file is in the way of a directory; pass a directory as --workdir",
+    errno.EEXIST: "a file is in the way of a directory; pass a directory as --workdir",
+}
+# The same conditions as TensorFlow reports them (checkpoint and summary writes).
+_TF_MESSAGES = {
+    "No space left on device": errno.ENOSPC,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Read-only file system": errno.EROFS,
+    "Permission denied": errno.EACCES,
+    "Operation not permitted": errno.EPERM,
+    "Not a directory": errno.ENOTDIR,
+}
+
+
+def _free_bytes(path):
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    try:
+        return shutil.disk_usage(path or ".").free
+    except OSError:
+        return None
+
+
+def storage_error(e, workdir):
+    """A one-line WorkdirError for an OSError / tf.errors.OpError of writing `workdir`, or None.
+
+    Only storage conditions are translated (disk full, read-only, a file in the way);
+    anything else (a TF out-of-memory, say) is not ours to reword."""
+    if isinstance(e, OSError):
+        code, path = e.errno, e.filename or workdir
+    elif isinstance(e, tf.errors.OpError):
+        code = next((c for m, c in _TF_MESSAGES.items() if m in str(e)), None)
+        found = re.search(r"(/[^\s:;,'\"]+)", str(e))
+        path = found.group(1) if found else workdir
+    else:
+        return None
+    if code not in _OS_ADVICE:
+        return None
+    inside = os.path.abspath(str(path)).startswith(os.path.abspath(workdir))
+    if not inside and code not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return None  # e.g. a data file that cannot be read: not the workdir's doing
+    free = _free_bytes(path) if code in (errno.ENOSPC, errno.EDQUOT) else None
+    room = f" ({free / 2**20:.1f} MiB free there)" if free is not None else ""
+    return WorkdirError(f"cannot write {path}{room}: {_OS_ADVICE[code]}.")
+
+
+def make_workdir(workdir):
+    """Creates `workdir`; a one-line WorkdirError if that cannot be done."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(
+            f"--workdir={workdir} is a file, not a directory; pass a directory "
+            "(it is created if missing)."
+        )
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise storage_error(e, workdir) or e from None
+
+
+class WorkdirLock:
+    """An exclusive lock on a work directory for a run's lifetime (`flock` on WORKDIR/.lock).
+
+    The lock file holds "pid host" of its holder for the message a second run gets.
+    The kernel drops the lock when the process dies, even by kill -9, so a stale
+    file never blocks; the file itself is left in place (unlinking a lock file races
+    with a process that has just opened it). Not for NFS without lockd.
+    """
+
+    def __init__(self, workdir):
+        self.path = os.path.join(workdir, LOCK_FILE)
+        self._fd = None
+
+    def acquire(self):
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise storage_error(e, self.path) or e from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").split()
+            os.close(fd)
+            pid, host = (holder + ["?", "?"])[:2]
+            raise WorkdirConflictError(
+                f"{os.path.dirname(self.path)} is in use by another training run (pid {pid} "
+                f"on host {host}); wait for it to end or stop it, or use another --workdir."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def _config_dict(config):
@@ -120,15 +267,20 @@ def write_json_atomic(path, obj) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def read_best(path) -> dict:
-    """The best-checkpoint record of a run (`best.json`), or a record every accuracy beats."""
+    """The best-checkpoint record of a run (`best.json`), or a record every accuracy beats.
+
+    "evaluated_epoch" is the last epoch whose end-of-epoch eval was done: 0 for a run
+    without best.json; a record written before the key existed has no such key."""
     if path and os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    return {"probe/eval_linear_acc": -1.0}
+    return {"probe/eval_linear_acc": -1.0, "evaluated_epoch": 0}
 
 
 def _run_changes(old, new):
@@ -138,44 +290,203 @@ def _run_changes(old, new):
     ]
 
 
+def _read_config_json(path, overwrite):
+    """The dict in an existing config.json; None if absent (or garbled and overwriting)."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        if overwrite:
+            return None
+        raise WorkdirConflictError(
+            f"{path} is not valid JSON ({str(e).splitlines()[0][:100]}); restore it, or pass "
+            "--overwrite to delete this workdir's run and start again."
+        ) from None
+
+
+def _has_checkpoint(workdir):
+    return any(checkpoint_numbers(os.path.join(workdir, d)) for d in ("checkpoints", "best"))
+
+
+def _remove_run_outputs(workdir):
+    """Deletes what a run wrote (config.json aside), TensorBoard event files included."""
+    targets = [os.path.join(workdir, name) for name in RUN_OUTPUTS]
+    targets += glob.glob(os.path.join(workdir, EVENTS_GLOB))
+    for target in targets:
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+
+
+def append_jsonl(path, record) -> None:
+    """Appends one JSON line in a single write, after mending a torn last line."""
+    repair_jsonl_tail(path)
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def prepare_workdir(config, workdir, overwrite=False, write=True):
     """Creates `workdir` and writes config.json; refuses a workdir of a different run.
 
-    write=False (multi-worker, non-chief) only checks, so every worker fails alike."""
-    if not write:
-        path = os.path.join(workdir, CONFIG_FILE)
-        if os.path.exists(path):
-            with open(path) as f:
-                changes = _run_changes(json.load(f), _config_dict(config))
-            if changes:
-                raise WorkdirConflictError(
-                    f"{workdir} holds a different run's config "
-                    f"({'; '.join(changes[:3])}); use a new --workdir."
-                )
-        return workdir
-    os.makedirs(workdir, exist_ok=True)
+    A work directory whose run never wrote a checkpoint holds nothing to resume, so
+    it takes a new config (its run's outputs are removed): a start that failed (a
+    typo in data.path) does not lock the directory. Resumable changes (a longer run,
+    a lower lr) are appended to config_history.jsonl with the step they start at.
+    write=False (multi-worker, non-chief, or a check before the data is opened) only
+    checks, so every worker fails alike."""
     path = os.path.join(workdir, CONFIG_FILE)
     new = _config_dict(config)
-    if os.path.exists(path):
-        with open(path) as f:
-            old = json.load(f)
-        changes = _run_changes(old, new)
-        if changes and not overwrite:
-            raise WorkdirConflictError(
-                f"{workdir} holds a different run's config ({'; '.join(changes[:3])}"
-                f"{'; ...' if len(changes) > 3 else ''}); use a new --workdir, or pass "
-                "--overwrite to delete that run and start again."
-            )
-        if changes:
-            logging.warning("Overwriting the run in %s (%s).", workdir, "; ".join(changes))
-            for name in ("checkpoints", "best", "train", "validation", METRICS_FILE, BEST_FILE):
-                target = os.path.join(workdir, name)
-                if os.path.isdir(target):
-                    shutil.rmtree(target)
-                elif os.path.exists(target):
-                    os.remove(target)
+    old = _read_config_json(path, overwrite)
+    changes = _run_changes(old, new) if old is not None else []
+    if changes and not overwrite and _has_checkpoint(workdir):
+        raise WorkdirConflictError(
+            f"{workdir} holds a different run's config ({'; '.join(changes[:3])}"
+            f"{'; ...' if len(changes) > 3 else ''}); use a new --workdir, or pass "
+            "--overwrite to delete that run and start again."
+        )
+    if not write:
+        return workdir
+    make_workdir(workdir)
+    if changes or (overwrite and old is None and os.path.exists(path)):
+        how = "Overwriting" if overwrite else "Taking the new config for (no checkpoint yet)"
+        logging.warning("%s the run in %s (%s).", how, workdir, "; ".join(changes))
+        _remove_run_outputs(workdir)
+    elif old is not None:
+        resumed = _diff(_with_added_defaults(old), new)
+        if resumed:
+            numbers = checkpoint_numbers(os.path.join(workdir, "checkpoints"))
+            record = {"step": numbers[-1] if numbers else 0, "time": time.time()}
+            record["changes"] = resumed
+            append_jsonl(os.path.join(workdir, HISTORY_FILE), record)
     write_json_atomic(path, new)  # a crash never leaves a half-written config
     return workdir
+
+
+_CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
+
+
+def checkpoint_numbers(folder) -> list:
+    """The N of every ckpt-N.index in `folder`, ascending (what is on disk, state file aside)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(int(m.group(1)) for m in map(_CKPT_INDEX.match, names) if m)
+
+
+def _read_state(folder):
+    """The CheckpointState of `folder`, or None if its state file is missing or garbled
+    (TF returns None for most damage, but raises on bytes that are not UTF-8)."""
+    try:
+        return tf.train.get_checkpoint_state(folder)
+    except (tf.errors.OpError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def checkpoint_candidates(folder) -> list:
+    """Checkpoint prefixes of `folder`, oldest first: those its state file lists, or, if
+    that file is missing, garbled or lists none that exist, the ckpt-N files on disk."""
+    state = _read_state(folder)
+    listed = list(state.all_model_checkpoint_paths) if state else []
+    if state and state.model_checkpoint_path and state.model_checkpoint_path not in listed:
+        listed.append(state.model_checkpoint_path)
+    if any(tf.io.gfile.exists(p + ".index") for p in listed):
+        return listed
+    return [os.path.join(folder, f"ckpt-{n}") for n in checkpoint_numbers(folder)]
+
+
+def repair_checkpoint_folder(folder) -> None:
+    """After a kill: removes half-written `ckpt-N_temp*` folders, and rebuilds a missing or
+    garbled state file from the checkpoints on disk (so no later save overwrites them)."""
+    if not os.path.isdir(folder):
+        return
+    for temp in glob.glob(os.path.join(folder, "*_temp*")):
+        logging.warning("Removing %s, a checkpoint write that did not finish.", temp)
+        if os.path.isdir(temp):
+            shutil.rmtree(temp, ignore_errors=True)
+        else:
+            os.remove(temp)
+    state = _read_state(folder)
+    listed = list(state.all_model_checkpoint_paths) if state else []
+    if any(tf.io.gfile.exists(p + ".index") for p in listed):
+        return
+    numbers = checkpoint_numbers(folder)
+    if not numbers:
+        return
+    logging.warning(
+        "The checkpoint state file of %s is missing or unreadable; rebuilt it from the "
+        "checkpoints on disk (ckpt-%s).",
+        folder,
+        ", ckpt-".join(map(str, numbers)),
+    )
+    lines = [f'model_checkpoint_path: "ckpt-{numbers[-1]}"']
+    lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in numbers]
+    tmp = os.path.join(folder, "checkpoint.tmp")
+    with open(tmp, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(tmp, os.path.join(folder, "checkpoint"))
+
+
+def repair_jsonl_tail(path) -> None:
+    """Cuts a torn last line (a write killed midway) so the next record starts a line."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if not size:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        f.seek(max(size - 65536, 0))
+        tail = f.read()
+        cut = size - len(tail) + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        logging.warning("Dropping the torn last line of %s (%d bytes).", path, size - cut)
+        f.truncate(cut)
+
+
+def trim_metrics(workdir, through_step, drop_eval_at=None) -> None:
+    """metrics.jsonl as the resumed run continues it: no torn line, no unreadable line, no
+    record past `through_step` (they are logged again), and no eval record at step
+    `drop_eval_at` (its eval is run again)."""
+    path = os.path.join(workdir, METRICS_FILE)
+    if not os.path.exists(path):
+        return
+    repair_jsonl_tail(path)
+    with open(path, "rb") as f:
+        lines = f.read().splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+            step = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        is_eval = any(k.startswith("probe/eval_") for k in record)
+        if step <= through_step and not (is_eval and step == drop_eval_at):
+            kept.append(line)
+    if len(kept) != len(lines):
+        logging.info(
+            "metrics.jsonl: dropping %d records past step %d.", len(lines) - len(kept), through_step
+        )
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+
+
+def repair_after_kill(workdir) -> None:
+    """What a killed run can leave half done, put right (the chief, holding the lock)."""
+    for name in ("checkpoints", "best"):
+        repair_checkpoint_folder(os.path.join(workdir, name))
+    repair_jsonl_tail(os.path.join(workdir, METRICS_FILE))
+    for tmp in glob.glob(os.path.join(workdir, "*.tmp")):
+        os.remove(tmp)  # write_json_atomic's unfinished temp files
 
 
 class RunCheckpoint:
@@ -199,6 +510,9 @@ class RunCheckpoint:
         self.manager = self.best_manager = None
         self.write_manager = self.best_write_manager = None
         if workdir:
+            if not write_dir:  # the process that owns the workdir mends it first
+                for name in ("checkpoints", "best"):
+                    repair_checkpoint_folder(os.path.join(workdir, name))
             self.manager = tf.train.CheckpointManager(
                 self.ckpt, os.path.join(workdir, "checkpoints"), max_to_keep=keep
             )
@@ -230,7 +544,7 @@ class RunCheckpoint:
 
         Returns a short description of where the run starts from."""
         if self.manager is not None:
-            for path in reversed(self.manager.checkpoints):
+            for path in reversed(checkpoint_candidates(self.manager.directory)):
                 try:
                     self.ckpt.read(path).assert_existing_objects_matched()
                 except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
@@ -242,7 +556,7 @@ class RunCheckpoint:
                     )
                     continue
                 return f"resumed from {path} at step {self.step}"
-            if self.manager.checkpoints:
+            if checkpoint_candidates(self.manager.directory):
                 raise FileNotFoundError(
                     f"none of the checkpoints in {self.manager.directory} is readable; move them "
                     "away to start again, or fix the files."
@@ -264,15 +578,36 @@ class RunCheckpoint:
         return "started from scratch"
 
 
+def _unreadable(path):
+    """Why the checkpoint `path` cannot be read in full, or None if every tensor reads."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
+        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return None
+
+
 def checkpoint_path(workdir, which="latest"):
+    """The newest readable checkpoint of `workdir` ("latest" or "best"); a truncated newer
+    one is skipped with a warning, as training's resume does."""
     folder = os.path.join(workdir, "checkpoints" if which == "latest" else "best")
-    path = tf.train.latest_checkpoint(folder)
-    if path is None:
+    candidates = checkpoint_candidates(folder)
+    if not candidates:
         raise FileNotFoundError(
             f"no checkpoint in {folder}; train first (tools/train.py "
             f"--workdir={workdir}) or pick --which=latest."
         )
-    return path
+    for path in reversed(candidates):
+        why = _unreadable(path)
+        if why is None:
+            return path
+        logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, why)
+    raise FileNotFoundError(
+        f"none of the checkpoints in {folder} is readable (a disk filled or a copy cut "
+        "short?); restore them from a backup, or train again."
+    )
 
 
 def restore_encoder(encoder, path):

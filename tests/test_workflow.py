@@ -109,11 +109,15 @@ def test_steps_per_execution_keeps_the_log_and_checkpoint_schedule(tiny_config, 
 def test_workdir_of_another_run_is_refused_unless_overwrite(tiny_config, tmp_path):
     wd = str(tmp_path / "run")
     workdir_lib.prepare_workdir(tiny_config, wd)
+    # A run with a checkpoint (one without holds nothing to resume, so it is not guarded).
+    os.makedirs(os.path.join(wd, "checkpoints"))
+    Path(wd, "checkpoints", "ckpt-1.index").write_bytes(b"")
     tiny_config.model.ndf = 16
     with pytest.raises(workdir_lib.WorkdirConflictError, match="model.ndf: 8 -> 16.*--overwrite"):
         workdir_lib.prepare_workdir(tiny_config, wd)
     workdir_lib.prepare_workdir(tiny_config, wd, overwrite=True)
     assert json.loads(Path(wd, "config.json").read_text())["model"]["ndf"] == 16
+    assert not os.path.exists(os.path.join(wd, "checkpoints"))
     tiny_config.train.epochs = 7  # training longer is the same run
     workdir_lib.prepare_workdir(tiny_config, wd)
 

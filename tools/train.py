@@ -2,7 +2,10 @@
 
 Override any config value with --config.<section>.<key>=VALUE (type-checked; an
 unknown key is an error). Re-running the same command on the same DIR resumes
-from its latest checkpoint; SIGTERM writes a checkpoint and exits with 143.
+from its latest checkpoint, even after kill -9. SIGTERM writes a checkpoint and
+exits with 143; Ctrl-C (SIGINT) writes a checkpoint and exits with 130, and a
+second Ctrl-C aborts at once (exit 130, the latest checkpoint stays). One run at a
+time per DIR: a second one is refused while the first holds DIR/.lock.
 Watch it with `tensorboard --logdir DIR`.
 """
 
@@ -39,16 +42,26 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    from amdim_tf.train import PREEMPTED_EXIT_CODE, train
+    from amdim_tf.train import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, train
 
     def run():
         config = cli.load_config_flag(_CONFIG)
         _, result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
-        print(f"{result['status']} ({result['start']}); workdir {_WORKDIR.value}")
+        print(f"{result['status']} ({result['start']}); workdir {_WORKDIR.value}", flush=True)
         if result["status"] == "preempted":
             sys.exit(PREEMPTED_EXIT_CODE)
+        if result["status"] == "interrupted":
+            sys.exit(INTERRUPTED_EXIT_CODE)
 
-    cli.run_main(run)
+    try:
+        cli.run_main(run)
+    except KeyboardInterrupt:
+        # A Ctrl-C before training began, or a second one during it.
+        cli.fail(
+            "interrupted (Ctrl-C) without a checkpoint of this step; rerun the same "
+            "command to resume from the latest one.",
+            code=INTERRUPTED_EXIT_CODE,
+        )
 
 
 if __name__ == "__main__":
