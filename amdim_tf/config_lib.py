@@ -106,3 +106,61 @@ def make_tiny(c):
     c.data.shuffle_buffer = 64
     c.precision = "float32"  # the same numbers on every machine
     return c
+
+
+# Keras dtype policies `config.precision` may name; "auto" is resolved per machine by
+# amdim_tf.build.resolve_precision (which must accept exactly these: a test checks it).
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+# (key, test of its value, what is allowed): the values that can be checked without the
+# data. Data-dependent ones (a batch larger than the data set, labels out of range)
+# are checked where the data is read (train.steps_per_epoch, data.load_npz).
+_RULES = (
+    ("train.batch_size", lambda v: v >= 1, "an integer >= 1 (the global batch)"),
+    ("train.epochs", lambda v: v >= 1, "an integer >= 1"),
+    (
+        "train.steps_per_epoch",
+        lambda v: v >= 0,
+        "an integer >= 0 (0 = one pass over the training split)",
+    ),
+    ("train.eval_batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("train.eval_steps", lambda v: v >= 0, "an integer >= 0 (0 = the whole eval split)"),
+    (
+        "train.steps_per_execution",
+        lambda v: v >= 1,
+        "an integer >= 1 (train steps per tf.function call)",
+    ),
+    ("train.max_seconds", lambda v: v >= 0, "seconds >= 0 (0 = no time budget)"),
+    ("optim.lr", lambda v: v > 0, "a learning rate > 0"),
+    ("optim.warmup_steps", lambda v: v >= 0, "an integer >= 0"),
+    (
+        "data.shuffle_buffer",
+        lambda v: v > 1,
+        "an integer > 1: a buffer of 1 does not shuffle, and a class-sorted copy (the "
+        "CIFAR-10 JPEGs are) then gives batches of one class; use the training set size",
+    ),
+    ("precision", lambda v: v in PRECISIONS, f"one of {PRECISIONS}"),
+)
+
+
+def validate(config):
+    """Raises a one-line ValueError naming the first value of `config` that cannot work.
+
+    Checks what needs no data (the ranges in `_RULES`); returns `config`.
+    """
+    for key, ok, allowed in _RULES:
+        section, value = config, None
+        for part in key.split("."):
+            section = value = section.get(part) if hasattr(section, "get") else None
+        if value is None:  # a config without this key (an older run): nothing to check
+            continue
+        try:
+            good = bool(ok(value))
+        except TypeError:  # a value of the wrong type
+            good = False
+        if not good:
+            raise ValueError(
+                f"config.{key}={value!r} is not allowed; expected {allowed}. Fix the "
+                f"config file or override it with --config.{key}=VALUE."
+            )
+    return config

@@ -335,6 +335,14 @@ def _check_npz_split(path, name, blob, offsets, labels, num_names):
 @functools.lru_cache(maxsize=4)
 def _load_npz_cached(path, mtime):
     del mtime  # Only part of the cache key, so an edited file is re-read.
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic != b"PK":  # np.load would call any non-zip file "pickled data"
+        raise ValueError(
+            f"{path!r} (data.path) is not an npz archive; write one with np.savez holding "
+            "<split>_jpeg, <split>_offsets, <split>_labels and class_names arrays (the "
+            "format of shared/data/README.md), or pick another data.source."
+        )
     with np.load(path, allow_pickle=False) as f:
         keys = set(f.files)
         class_names = tuple(str(n) for n in f["class_names"]) if "class_names" in keys else ()
