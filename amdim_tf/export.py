@@ -336,8 +336,8 @@ def resolve_export_dir(path):
             )
         path = os.path.join(path, str(versions[-1]))
     missing = missing_parts(path)
-    if missing:
-        raise FileNotFoundError(
+    if missing:  # ValueError: found, but unusable (callers probing paths catch FileNotFound)
+        raise ValueError(
             f"{path} is an incomplete export (missing {', '.join(missing)}); re-run "
             "tools/export.py for that version with --overwrite."
         )
