@@ -100,7 +100,8 @@ def export_encoder(
         features: encoder outputs to export besides "global"; default: those of
             ("r1", "r5", "r7") that the encoder returns.
         overwrite: replace an existing non-empty `export_dir` (served versions are
-            meant to be immutable, so the default refuses).
+            meant to be immutable, so the default refuses). The old version stays
+            whole until the new one is complete, then is swapped out by two renames.
 
     Returns:
         export_dir.
