@@ -9,12 +9,12 @@ import keras
 import tensorflow as tf
 from absl import logging
 
+from amdim_tf.config_lib import PRECISIONS
 from amdim_tf.encoders import build_encoder
 from amdim_tf.model import SelfSupervisedModel
 from amdim_tf.objectives import build_objective
 from amdim_tf.optim import make_optimizer
 
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 # CPU flags (Linux /proc/cpuinfo) of the instructions that make bfloat16 matmuls fast:
 # AVX512_BF16 (measured here: a bf16 matmul ~1.8x float32, the train step ~1.5x) and AMX.
 _FAST_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
