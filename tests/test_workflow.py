@@ -176,7 +176,11 @@ def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     assert latest_step(wd) == total
 
 
-def test_sigterm_checkpoints_and_exits_143(tmp_path):
+@pytest.mark.parametrize(
+    "signum,code,status",
+    [(signal.SIGTERM, 143, "preempted"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_sigterm_or_ctrl_c_checkpoints_and_exits(tmp_path, signum, code, status):
     wd = str(tmp_path / "run")
     proc = tool(
         "train.py",
@@ -191,13 +195,14 @@ def test_sigterm_checkpoints_and_exits_143(tmp_path):
     )
     try:
         before = wait_for_step(wd, 3, proc)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 143, out
-    assert "preempted" in out
+    assert proc.returncode == code, out
+    assert status in out and "Traceback" not in out
     assert latest_step(wd) > before or latest_step(wd) == before
+    assert not os.path.exists(os.path.join(wd, ".lock"))  # released, and removed
 
 
 def test_evaluate_tool_writes_eval_json(tmp_path):
