@@ -171,10 +171,13 @@ def score_figure(view1, view2, score7, score5, title=None):
             lo, hi = limits[key]
             im = axes[i, col].imshow(score[i], cmap="viridis", vmin=lo, vmax=hi)
             if i == n - 1:
-                fig.colorbar(
-                    im, ax=axes[:, col].tolist(), location="bottom", fraction=0.04, pad=0.02
-                )
+                # An inset below the last row: stealing space from the column would
+                # shift its maps out of line with their views.
+                cax = axes[i, col].inset_axes([0.0, -0.22, 1.0, 0.08])
+                fig.colorbar(im, cax=cax, orientation="horizontal")
+                cax.tick_params(labelsize=7)
     fig.suptitle(title or "NCE log-softmax score of the positive, per location", fontsize=9)
+    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
     return fig
 
 
