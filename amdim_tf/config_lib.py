@@ -85,6 +85,9 @@ def base_config():
     c.train.init_checkpoint = ""  # weights to start from when the workdir has no checkpoint
     c.train.log_view_pairs = 4  # augmented view pairs shown in TensorBoard at start
     c.train.max_seconds = 0  # wall-clock budget of this invocation (0 = none): checkpoint and stop
+    # Online cosine kNN (k=20) of r1 at every epoch end: this many class-balanced eval
+    # images scored against as many train images, logged as probe/eval_knn_acc (0 = off).
+    c.train.knn_examples = 1000
     # TensorBoard images of the NCE score maps (and mixture assignments) every N steps; 0 = off.
     c.train.visualize_every_steps = 0
     return c
@@ -102,6 +105,7 @@ def make_tiny(c):
     c.train.eval_steps = 2
     c.train.log_every_steps = 1
     c.train.checkpoint_every_steps = 2
+    c.train.knn_examples = 0
     c.optim.warmup_steps = 2
     c.data.shuffle_buffer = 64
     c.precision = "float32"  # the same numbers on every machine

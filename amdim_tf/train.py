@@ -27,26 +27,26 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import augment, callbacks, distribute
+from amdim_tf import augment, callbacks, config_lib, distribute, visualize
 from amdim_tf import data as data_lib
 from amdim_tf import workdir as workdir_lib
 from amdim_tf.build import build_model, resolve_precision
+from amdim_tf.knn_monitor import KNNMonitor
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
 
 
 def steps_per_epoch(config):
-    if config.train.steps_per_epoch:
-        return int(config.train.steps_per_epoch)
     n = data_lib.num_pretrain_examples(config.data)
-    steps = n // config.train.batch_size
-    if steps < 1:
+    # Also with a set steps_per_epoch: a batch holding an image twice would pair it
+    # with itself as a negative.
+    if config.train.batch_size > n:
         raise ValueError(
             f"config.train.batch_size={config.train.batch_size} is larger than the "
             f"{n} training examples; lower the batch size."
         )
-    return steps
+    return int(config.train.steps_per_epoch) or n // config.train.batch_size
 
 
 def log_view_pairs(writer, dataset, preset, n, step):
@@ -155,6 +155,7 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     strategy = distribute.make_strategy(config.distribute)
     # The run records the policy "auto" chose here, in config.json and at start.
     config = copy.deepcopy(config)
+    config_lib.validate(config)
     config.precision = resolve_precision(config.precision)
     chief = distribute.is_chief(strategy)
     if workdir and overwrite and distribute.is_multi_worker(strategy):
@@ -233,7 +234,14 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     logger = callbacks.MetricsLogger(
         workdir if chief else None, batch, config.train.log_every_steps
     )
-    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, logger]
+    # Before the logger, which writes the value it adds to the epoch's logs.
+    knn = KNNMonitor(
+        config.data,
+        config.train.knn_examples,
+        seed=config.seed,
+        batch_size=config.train.eval_batch_size,
+    )
+    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, knn, logger]
     checkpointer = None
     if workdir:
         best_file = os.path.join(workdir, workdir_lib.BEST_FILE) if chief else None
@@ -241,9 +249,18 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
             run_ckpt, config.train.checkpoint_every_steps, stopper, best_file
         )
         cbs.append(checkpointer)
+    preset = config.data.augment or augment.preset_for_size(config.data.image_size)
+    if (
+        logger.writer is not None
+        and config.train.visualize_every_steps
+        and config.method == "amdim"
+    ):
+        # Score maps (and mixture assignments) of the same eval images, in TensorBoard.
+        images = visualize.sample_images(config.data, config.data.eval_split, 8, seed=config.seed)
+        every = config.train.visualize_every_steps
+        cbs.append(visualize.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
     if logger.writer is not None and config.train.log_view_pairs and step == 0:
-        preset = config.data.augment or augment.preset_for_size(config.data.image_size)
         views = data_lib.make_pretrain_dataset(config.data, batch, config.seed)
         log_view_pairs(logger.writer, views, preset, config.train.log_view_pairs, step=0)
 
@@ -257,7 +274,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
                 logging.warning(
                     "Epoch %d was checkpointed but not evaluated; evaluating it.", unevaluated
                 )
-                _evaluate_epoch(model, eval_ds, unevaluated, [logger, checkpointer])
+                _evaluate_epoch(model, eval_ds, unevaluated, [knn, logger, checkpointer])
             if run_ckpt.step >= spe * epochs:
                 logging.info("Run already complete (%d steps).", run_ckpt.step)
                 return model, result

@@ -65,6 +65,8 @@ RESUMABLE_CHANGES = (
     "train.eval_steps",
     "train.eval_batch_size",
     "train.log_view_pairs",
+    "train.knn_examples",
+    "train.visualize_every_steps",
     # How the same global batch is computed: a checkpoint is strategy- and
     # policy-free (variables stay float32 under the mixed policies).
     "distribute",
@@ -298,9 +300,11 @@ def read_best(path) -> dict:
 
 def _run_changes(old, new):
     """Differences between two resolved configs that make them different runs."""
-    return [
-        c for c in _diff(_with_added_defaults(old), new) if c.split(":")[0] not in RESUMABLE_CHANGES
-    ]
+    # Keys added to the code since `old` was written take the value its run had
+    # (ADDED_KEY_DEFAULTS) or else today's default, which keeps the old behaviour
+    # (e.g. model.n_mix = 0): neither makes the resumed run another run.
+    completed = _merged(_config_dict(config_lib.base_config()), _with_added_defaults(old))
+    return [c for c in _diff(completed, new) if c.split(":")[0] not in RESUMABLE_CHANGES]
 
 
 def _read_config_json(path, overwrite):

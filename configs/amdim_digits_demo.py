@@ -21,6 +21,7 @@ def get_config(arg=None):
     c.train.batch_size = 64
     c.train.epochs = 30
     c.train.eval_batch_size = 256
+    c.train.knn_examples = 200  # digits' test split has 357 images; epochs are 22 steps
     c.optim.lr = 5e-4
     c.optim.warmup_steps = 50
     c.optim.decay_epochs = (25,)

@@ -98,7 +98,7 @@ def test_two_workers_train_checkpoint_on_chief_and_resume(tmp_path):
     results = run_workers(wd)
     for code, out in results:
         assert code == 0, out[-3000:]
-        assert "over 2 replica(s); started from scratch" in out, out[-3000:]
+        assert "over 2 replica(s), float32; started from scratch" in out, out[-3000:]
     assert latest_step(wd) == 2  # one epoch
     steps = [r["step"] for r in read_metrics(os.path.join(wd, "metrics.jsonl"))]
     assert steps.count(1) == 1  # only the chief logs

@@ -98,6 +98,27 @@ def test_callback_logs_images_at_its_cadence(tiny_config, tmp_path, every):
         ]
 
 
+def test_a_training_run_logs_the_pictures_when_asked(tiny_config, tmp_path):
+    from amdim_tf import train as train_lib
+
+    tiny_config.train.verbose = 0
+    tiny_config.train.log_view_pairs = 0
+    tiny_config.train.visualize_every_steps = 2
+    wd = str(tmp_path / "run")
+    train_lib.train(tiny_config, wd)
+    events = [f for f in os.listdir(wd) if f.startswith("events.out.tfevents")]
+    tags = [t for f in events for t in _image_tags_of(os.path.join(wd, f))]
+    assert (2, "viz/score_maps") in tags
+
+
+def _image_tags_of(path):
+    import tensorflow as tf
+
+    return [
+        (e.step, v.tag) for e in tf.compat.v1.train.summary_iterator(path) for v in e.summary.value
+    ]
+
+
 @pytest.mark.slow
 def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
     """A tiny n_mix = 2 run, then the tool: both PNGs from its latest checkpoint."""

@@ -122,6 +122,24 @@ def test_workdir_of_another_run_is_refused_unless_overwrite(tiny_config, tmp_pat
     workdir_lib.prepare_workdir(tiny_config, wd)
 
 
+def test_a_run_written_before_keys_were_added_is_the_same_run(tiny_config, tmp_path):
+    """Keys added to the code later (their defaults keep the old behaviour) must not make
+    an older workdir 'another run'."""
+    wd = str(tmp_path / "run")
+    workdir_lib.prepare_workdir(tiny_config, wd)
+    os.makedirs(os.path.join(wd, "checkpoints"))
+    Path(wd, "checkpoints", "ckpt-1.index").write_bytes(b"")
+    old = json.loads(Path(wd, "config.json").read_text())
+    for section, key in (("model", "n_mix"), ("loss", "mix_alpha"), ("train", "knn_examples")):
+        del old[section][key]
+    del old["precision"]  # added when the default was float32, which the tiny config pins
+    Path(wd, "config.json").write_text(json.dumps(old))
+    workdir_lib.prepare_workdir(tiny_config, wd)
+    tiny_config.model.n_mix = 2  # but a real change still is another run
+    with pytest.raises(workdir_lib.WorkdirConflictError, match="model.n_mix: 0 -> 2"):
+        workdir_lib.prepare_workdir(tiny_config, wd)
+
+
 def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
     wd = str(tmp_path / "run")
     tiny_config.train.verbose = 0
