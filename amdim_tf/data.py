@@ -111,7 +111,8 @@ def _preset(data):
     return preset
 
 
-def _split_parts(split):
+def split_parts(split: str) -> list:
+    """The parts of a split expression: "train+unlabeled" -> ["train", "unlabeled"]."""
     parts = [p.strip() for p in str(split).split("+") if p.strip()]
     if not parts:
         raise ValueError(f"Empty split {split!r}; use e.g. 'train' or 'train+unlabeled'.")
@@ -569,7 +570,7 @@ class FolderSource(Source):
         return self._files(part)[1]
 
     def num_classes(self) -> int:
-        part = _split_parts(self.data.train_split)[0]
+        part = split_parts(self.data.train_split)[0]
         return len(self._classes(self._class_root(part)))
 
     def has_unlabeled(self) -> bool:
@@ -755,7 +756,7 @@ class TFRecordSource(Source):
         if self.data.name in _KNOWN_NUM_CLASSES:
             return _KNOWN_NUM_CLASSES[self.data.name]
         logging.info("Scanning the TFRecord labels to count classes; set data.num_classes to skip.")
-        part = _split_parts(self.data.train_split)[0]
+        part = split_parts(self.data.train_split)[0]
         return int(self.labels(part).max(initial=UNLABELED)) + 1
 
 
@@ -831,7 +832,8 @@ SOURCES = {
 }
 
 
-def _source(data):
+def open_source(data: Data) -> Source:
+    """The `Source` object of `data.source` (its examples, labels and counts per split part)."""
     name = data.source
     if name not in SOURCES:
         raise ValueError(f"Unknown data.source {name!r}; expected one of {tuple(SOURCES)}.")
@@ -839,7 +841,7 @@ def _source(data):
 
 
 def _examples(source, split):
-    parts = [source.examples(p) for p in _split_parts(split)]
+    parts = [source.examples(p) for p in split_parts(split)]
     ds = parts[0].ds
     for extra in parts[1:]:
         ds = ds.concatenate(extra.ds)
@@ -848,7 +850,7 @@ def _examples(source, split):
 
 def pretrain_split(data: Data) -> str:
     """The split expression pretraining reads: data.train_split plus unlabeled data."""
-    return "+".join(_source(data).pretrain_parts(_split_parts(data.train_split)))
+    return "+".join(open_source(data).pretrain_parts(split_parts(data.train_split)))
 
 
 def _indexed(examples, input_context):
@@ -897,7 +899,7 @@ def make_pretrain_dataset(
       labels, -1 for unlabeled examples.
     """
     preset = _preset(data)
-    examples = _examples(_source(data), pretrain_split(data))
+    examples = _examples(open_source(data), pretrain_split(data))
     ds, decode = _maybe_cache(_indexed(examples, input_context), examples.decode, data)
     buffer = int(data.shuffle_buffer)
     key = tf.constant([0, seed], tf.int64)
@@ -977,11 +979,11 @@ def make_eval_dataset(
     labels are read without decoding (tfds decodes once to read them).
     """
     preset = _preset(data)
-    source = _source(data)
+    source = open_source(data)
     examples = _examples(source, split)
     ds = _indexed(examples, input_context).filter(lambda i, x, y: y >= 0)
     if balanced:
-        labels = np.concatenate([source.labels(p) for p in _split_parts(split)])
+        labels = np.concatenate([source.labels(p) for p in split_parts(split)])
         seed = 0 if sample_seed is None else sample_seed
         chosen = _balanced_sample(labels, max_examples, seed)
         mask = np.zeros(len(labels), bool)
@@ -1005,8 +1007,8 @@ def make_eval_dataset(
 
 def num_examples(data: Data, split: str) -> int:
     """Number of examples in `split` ("a+b" adds up), unlabeled ones included."""
-    source = _source(data)
-    return sum(source.count(p) for p in _split_parts(split))
+    source = open_source(data)
+    return sum(source.count(p) for p in split_parts(split))
 
 
 def num_pretrain_examples(data: Data) -> int:
@@ -1016,7 +1018,7 @@ def num_pretrain_examples(data: Data) -> int:
 
 def num_classes(data: Data) -> int:
     """Number of classes of the labelled data."""
-    return _source(data).num_classes()
+    return open_source(data).num_classes()
 
 
 def benchmark_pipeline(data: Data, batch_size: int, seconds: float, seed: int = 0) -> float:

@@ -141,11 +141,11 @@ def _listed_images(directory):
 def _part(data, part, preset, thumb):
     """One split part as a stream of (id, pixels, label, thumbnail).
 
-    The per-part examples come from the sources of `data.py` (`_source(...).examples`,
+    The per-part examples come from the sources of `data.py` (`open_source(...).examples`,
     whose payload is the file path for folders): the one place this module reads
     data.py's internals (see the report of issue 12 for the public function to expose).
     """
-    source = data_lib._source(data)
+    source = data_lib.open_source(data)
     examples = source.examples(part)
     count = source.count(part)
     is_folder = isinstance(source, data_lib.FolderSource)
@@ -190,7 +190,7 @@ def _part(data, part, preset, thumb):
 
 
 def _stream(data, split, preset, thumb):
-    parts = [_part(data, p, preset, thumb) for p in data_lib._split_parts(split)]
+    parts = [_part(data, p, preset, thumb) for p in data_lib.split_parts(split)]
     ds = parts[0].ds
     for extra in parts[1:]:
         ds = ds.concatenate(extra.ds)
