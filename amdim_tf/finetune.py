@@ -587,7 +587,9 @@ def run_few_label_evaluation(
     paths = {
         "markdown": os.path.join(out_dir, "finetune.md"),
         "json": os.path.join(out_dir, "finetune.json"),
-        "plot": plot_accuracy(summary, os.path.join(out_dir, "finetune.png"), title),
+        "plot": plot_accuracy(
+            summary, os.path.join(out_dir, "finetune.png"), title.replace(", encoder", "\nencoder")
+        ),
     }
     with open(paths["markdown"], "w") as f:
         f.write(table + "\n")
