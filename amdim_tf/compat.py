@@ -21,9 +21,15 @@ HOOKS = (
 )
 
 
+def nested_layers(model: keras.Model) -> list:
+    """Every layer nested in `model`, at any depth, not `model` itself (private
+    `_flatten_layers`: Keras has no public recursive walk)."""
+    return list(model._flatten_layers(include_self=False))
+
+
 def all_layers_built(model: keras.Model) -> bool:
-    """True when `model` and every layer nested in it are built (private `_flatten_layers`)."""
-    return all(layer.built for layer in model._flatten_layers())
+    """True when `model` and every layer nested in it are built."""
+    return model.built and all(layer.built for layer in nested_layers(model))
 
 
 def skip_symbolic_build_when_built(model_cls):

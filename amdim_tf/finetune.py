@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import augment, evaluate
+from amdim_tf import augment, compat, evaluate
 from amdim_tf import data as data_lib
 from amdim_tf import workdir as workdir_lib
 
@@ -266,15 +266,10 @@ def _eval_split(data, max_examples):
     return x, y
 
 
-def _nested_layers(model):
-    # Keras 3 has no public recursive layer walk (compat.all_layers_built uses the same).
-    return model._flatten_layers(include_self=False)
-
-
 def freeze_batch_norm(encoder) -> int:
     """Puts every BatchNorm of `encoder` in inference mode (Keras 3: trainable=False)."""
     n = 0
-    for layer in _nested_layers(encoder):
+    for layer in compat.nested_layers(encoder):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
             n += 1

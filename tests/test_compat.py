@@ -42,6 +42,7 @@ def test_hook_flatten_layers():
     inner = keras.layers.Dense(2)
     model = keras.Sequential([keras.Input((3,)), keras.Sequential([inner])])
     assert inner in list(model._flatten_layers())
+    assert inner in compat.nested_layers(model) and model not in compat.nested_layers(model)
     assert compat.all_layers_built(model)
 
 
