@@ -21,3 +21,25 @@ def tiny_config():
     c = config_lib.make_tiny(config_lib.base_config())
     c.data.source = "digits"
     return c
+
+
+def tiny_run_config():
+    """The tiny digits config of `tiny_run` (2 steps, no view-pair image, silent)."""
+    from amdim_tf import config_lib
+
+    c = config_lib.make_tiny(config_lib.base_config())
+    c.data.source = "digits"
+    c.train.steps_per_epoch = 2
+    c.train.log_view_pairs = 0
+    c.train.verbose = 0
+    return c
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A work directory of a finished tiny run, trained once per test session (read only)."""
+    from amdim_tf.train import train
+
+    workdir = str(tmp_path_factory.mktemp("tiny_run"))
+    train(tiny_run_config(), workdir)
+    return workdir

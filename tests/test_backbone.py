@@ -8,28 +8,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_run_config
 
 import amdim_tf
-from amdim_tf import augment, backbone, config_lib, export
+from amdim_tf import augment, backbone, export
 from amdim_tf import workdir as workdir_lib
-
-
-def _tiny():
-    c = config_lib.make_tiny(config_lib.base_config())
-    c.data.source = "digits"
-    c.train.steps_per_epoch = 2
-    c.train.log_view_pairs = 0
-    c.train.verbose = 0
-    return c
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from amdim_tf.train import train
-
-    workdir = str(tmp_path_factory.mktemp("run"))
-    train(_tiny(), workdir)
-    return workdir
 
 
 def _pixels(n=4, seed=0):
@@ -42,23 +25,23 @@ def test_importing_the_package_does_not_import_tensorflow():
     assert out.stdout.strip() == "False"
 
 
-def test_load_from_a_workdir_gives_the_trained_weights(run):
-    config = workdir_lib.load_run_config(run)
-    want, _ = workdir_lib.load_trained_encoder(config, run)
-    enc = amdim_tf.load_encoder(run)
+def test_load_from_a_workdir_gives_the_trained_weights(tiny_run):
+    config = workdir_lib.load_run_config(tiny_run)
+    want, _ = workdir_lib.load_trained_encoder(config, tiny_run)
+    enc = amdim_tf.load_encoder(tiny_run)
     assert isinstance(enc, keras.Model) and enc.trainable
     x = augment.normalise(_pixels() / 255.0, "cifar")
     np.testing.assert_allclose(enc(x)["r1"], want(x, training=False)["r1"], atol=1e-6)
 
 
-def test_pixel_encoder_takes_uint8_or_unit_floats_like_the_export(run, tmp_path):
-    enc = amdim_tf.load_encoder(run, include_preprocessing=True)
+def test_pixel_encoder_takes_uint8_or_unit_floats_like_the_export(tiny_run, tmp_path):
+    enc = amdim_tf.load_encoder(tiny_run, include_preprocessing=True)
     pixels = _pixels()
     from_uint8 = enc(tf.constant(pixels))["r1"]
     from_float = enc(tf.constant(pixels / 255.0, tf.float32))["r1"]
     np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
     export_dir = str(tmp_path / "export")
-    export.export_encoder(amdim_tf.load_encoder(run), export_dir, preset="cifar")
+    export.export_encoder(amdim_tf.load_encoder(tiny_run), export_dir, preset="cifar")
     loaded = export.load_exported(export_dir)  # kept alive: its functions hold weak references
     served = loaded.serving_default(tf.constant(pixels))
     np.testing.assert_allclose(from_uint8, served["r1"], atol=1e-5)
@@ -66,12 +49,12 @@ def test_pixel_encoder_takes_uint8_or_unit_floats_like_the_export(run, tmp_path)
 
 # Only r1 feeds the head: r5/r7's critic heads get no gradient, as Keras warns.
 @pytest.mark.filterwarnings("ignore:Gradients do not exist")
-def test_fine_tuning_changes_the_encoder_and_trainable_false_freezes_it(run):
+def test_fine_tuning_changes_the_encoder_and_trainable_false_freezes_it(tiny_run):
     images = _pixels(8, seed=1)
     labels = np.arange(8) % 3
 
     def fit(trainable):
-        enc = amdim_tf.load_encoder(run, include_preprocessing=True)
+        enc = amdim_tf.load_encoder(tiny_run, include_preprocessing=True)
         enc.trainable = trainable
         x = keras.Input((32, 32, 3), dtype="uint8")
         y = keras.layers.Dense(3)(keras.layers.Flatten()(enc(x)["r1"]))
@@ -91,11 +74,11 @@ def test_fine_tuning_changes_the_encoder_and_trainable_false_freezes_it(run):
     assert len(model.trainable_weights) == 2  # only the Dense kernel and bias
 
 
-def test_save_encoder_round_trips_through_a_keras_file(run, tmp_path):
+def test_save_encoder_round_trips_through_a_keras_file(tiny_run, tmp_path):
     out = str(tmp_path / "encoder.keras")
-    assert amdim_tf.save_encoder(run, out) == out
+    assert amdim_tf.save_encoder(tiny_run, out) == out
     pixels = tf.constant(_pixels())
-    want = amdim_tf.load_encoder(run, include_preprocessing=True)(pixels)["r1"]
+    want = amdim_tf.load_encoder(tiny_run, include_preprocessing=True)(pixels)["r1"]
     loaded = keras.saving.load_model(out)
     assert isinstance(loaded, backbone.PixelEncoder) and loaded.preset == "cifar"
     np.testing.assert_allclose(loaded(pixels)["r1"], want, atol=1e-5)
@@ -104,39 +87,39 @@ def test_save_encoder_round_trips_through_a_keras_file(run, tmp_path):
     x = augment.normalise(tf.cast(pixels, tf.float32) / 255.0, "cifar")
     np.testing.assert_allclose(bare(x)["r1"], want, atol=1e-5)
     with pytest.raises(FileExistsError):
-        amdim_tf.save_encoder(run, out)
+        amdim_tf.save_encoder(tiny_run, out)
 
 
 def _first_line(excinfo):
     return str(excinfo.value).strip().splitlines()
 
 
-def test_bad_inputs_get_one_line_naming_what_was_expected(run, tmp_path):
+def test_bad_inputs_get_one_line_naming_what_was_expected(tiny_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="work directory") as e:
         amdim_tf.load_encoder(str(tmp_path / "nowhere"))
     assert len(_first_line(e)) == 1
     with pytest.raises(FileNotFoundError, match="expected"):
         amdim_tf.load_encoder(str(tmp_path / "missing.keras"))
-    export.export_encoder(amdim_tf.load_encoder(run), str(tmp_path / "export" / "1"))
+    export.export_encoder(amdim_tf.load_encoder(tiny_run), str(tmp_path / "export" / "1"))
     for path in (tmp_path / "export", tmp_path / "export" / "1"):  # base or version dir
         with pytest.raises(ValueError, match="SavedModel"):
             amdim_tf.load_encoder(str(path))
 
-    other = _tiny()
+    other = tiny_run_config()
     other.model.ndf = 16  # another architecture
     weights = str(tmp_path / "enc.weights.h5")
-    amdim_tf.load_encoder(run).save_weights(weights)
+    amdim_tf.load_encoder(tiny_run).save_weights(weights)
     with pytest.raises(ValueError, match="does not fit") as e:
         amdim_tf.load_encoder(weights, config=other)
     assert len(_first_line(e)) == 1
     with pytest.raises(ValueError, match="no architecture"):
         amdim_tf.load_encoder(weights)
-    checkpoint = workdir_lib.checkpoint_path(run)
+    checkpoint = workdir_lib.checkpoint_path(tiny_run)
     with pytest.raises(ValueError, match="ndf=16") as e:
         amdim_tf.load_encoder(checkpoint, config=other)
     assert len(_first_line(e)) == 1
     # The matching config restores the checkpoint prefix.
-    assert amdim_tf.load_encoder(checkpoint, config=_tiny()).ndf == 8
+    assert amdim_tf.load_encoder(checkpoint, config=tiny_run_config()).ndf == 8
 
 
 def test_a_keras_file_of_another_model_is_refused(tmp_path):

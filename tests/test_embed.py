@@ -17,24 +17,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
 
 
-def _tiny():
-    c = config_lib.make_tiny(config_lib.base_config())
-    c.data.source = "digits"
-    c.train.steps_per_epoch = 2
-    c.train.log_view_pairs = 0
-    c.train.verbose = 0
-    return c
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from amdim_tf.train import train
-
-    workdir = str(tmp_path_factory.mktemp("run"))
-    train(_tiny(), workdir)
-    return workdir
-
-
 def _read_index(out):
     with open(os.path.join(out, embed.INDEX_FILE)) as f:
         lines = f.read().splitlines()
@@ -42,13 +24,15 @@ def _read_index(out):
     return [line.split("\t") for line in lines[1:]]
 
 
-def test_features_are_the_frozen_evaluation_features_and_every_output_is_written(run, tmp_path):
-    config = workdir_lib.load_run_config(run)
+def test_features_are_the_frozen_evaluation_features_and_every_output_is_written(
+    tiny_run, tmp_path
+):
+    config = workdir_lib.load_run_config(tiny_run)
     out = str(tmp_path / "emb")
-    summary = embed.embed(run, config.data, "test", out, features=("r1", "r5"), verbose=0)
+    summary = embed.embed(tiny_run, config.data, "test", out, features=("r1", "r5"), verbose=0)
     r1, r5 = np.load(os.path.join(out, "r1.npy")), np.load(os.path.join(out, "r5.npy"))
     assert r1.shape == (357, 32) and r5.shape == (357, 32)
-    encoder, _ = workdir_lib.load_trained_encoder(config, run)
+    encoder, _ = workdir_lib.load_trained_encoder(config, tiny_run)
     ds = data_lib.make_eval_dataset(config.data, "test", 64)
     want, labels = evaluate.extract_features(encoder, ds)
     np.testing.assert_allclose(r1, want, atol=1e-4)
@@ -73,13 +57,13 @@ def test_features_are_the_frozen_evaluation_features_and_every_output_is_written
     assert not os.path.exists(os.path.join(out, ".thumbnails.npy"))
 
 
-def test_export_and_keras_file_give_the_workdir_features(run, tmp_path):
-    config = workdir_lib.load_run_config(run)
+def test_export_and_keras_file_give_the_workdir_features(tiny_run, tmp_path):
+    config = workdir_lib.load_run_config(tiny_run)
     base = str(tmp_path / "export")
-    export.export_encoder(backbone.load_encoder(run), os.path.join(base, "1"))
-    keras_file = backbone.save_encoder(run, str(tmp_path / "encoder.keras"))
+    export.export_encoder(backbone.load_encoder(tiny_run), os.path.join(base, "1"))
+    keras_file = backbone.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
     features = {}
-    for name, path in (("workdir", run), ("export", base), ("keras", keras_file)):
+    for name, path in (("workdir", tiny_run), ("export", base), ("keras", keras_file)):
         out = str(tmp_path / name)
         embed.embed(path, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
         features[name] = np.load(os.path.join(out, "r1.npy"))
@@ -88,7 +72,7 @@ def test_export_and_keras_file_give_the_workdir_features(run, tmp_path):
     np.testing.assert_allclose(features["keras"], features["workdir"], atol=1e-4)
 
 
-def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(run, tmp_path):
+def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(tiny_run, tmp_path):
     folder = tmp_path / "photos"
     folder.mkdir()
     rng = np.random.default_rng(0)
@@ -99,7 +83,9 @@ def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(
     data = config_lib.base_config().data
     data.source, data.path = "folder", str(folder)
     out = str(tmp_path / "emb")
-    summary = embed.embed(run, data, "test", out, verbose=0, projector_examples=3, neighbours=2)
+    summary = embed.embed(
+        tiny_run, data, "test", out, verbose=0, projector_examples=3, neighbours=2
+    )
     assert summary["split"] == "unlabeled" and summary["images"] == 5
     assert summary["skipped_unreadable"] == 1
     assert summary["skipped_first"] == [str(folder / "broken.jpg")]
@@ -122,18 +108,18 @@ def test_nearest_matches_brute_force_across_chunks():
     np.testing.assert_allclose(sims, np.take_along_axis(full, rows, 1), rtol=1e-5)
 
 
-def test_unknown_features_are_refused(run):
+def test_unknown_features_are_refused(tiny_run):
     with pytest.raises(ValueError, match="available"):
-        embed.open_encoder(run, keys=("z",))
+        embed.open_encoder(tiny_run, keys=("z",))
 
 
 @pytest.mark.skipif(not os.path.exists(CIFAR_SMALL), reason="../shared/data CIFAR-10 absent")
-def test_the_tool_embeds_cifar_npz_with_class_names(run, tmp_path):
+def test_the_tool_embeds_cifar_npz_with_class_names(tiny_run, tmp_path):
     out = str(tmp_path / "emb")
     cmd = [
         sys.executable,
         os.path.join(ROOT, "tools", "embed.py"),
-        f"--encoder={run}",
+        f"--encoder={tiny_run}",
         f"--out={out}",
         "--split=test",
         "--config.data.source=npz",
