@@ -1,4 +1,4 @@
-"""Pure loss functions: AMDIM's multiscale InfoNCE and the probes' cross-entropy.
+"""Pure loss maths: the masked InfoNCE (AMDIM, DIM), the mixture NCE, DIM's and CPC's estimators, probes.
 
 Bachman, Hjelm & Buchwalter (2019), §3.2-3.3, and the official code's
 `costs.py` (NCE_MI_MULTI, loss_xent). Everything here is a function of tensors,
