@@ -69,8 +69,8 @@ _PRESETS = {
 PRESETS = tuple(_PRESETS)
 
 _FLIP_P = 0.5
-_TRANSLATE_P = 0.8
-_MAX_TRANSLATION = 4
+TRANSLATE_P = 0.8
+MAX_TRANSLATION = 4
 _JITTER_P = 0.8
 _JITTER_STRENGTH = 0.4  # brightness, contrast and saturation factors in [0.6, 1.4]
 _GRAY_P = 0.25
@@ -160,8 +160,10 @@ def _gray(image):
     return tf.tile(tf.image.rgb_to_grayscale(image), [1, 1, 3])
 
 
-def _translate_with_reflect(image, seed):
-    m = _MAX_TRANSLATION
+def translate_with_reflect(image, seed):
+    """A random translation of up to MAX_TRANSLATION px with reflected borders (the
+    official `RandomTranslateWithReflect`), seeded by [2] ints."""
+    m = MAX_TRANSLATION
     padded = tf.pad(image, [[m, m], [m, m], [0, 0]], mode="REFLECT")
     return tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
 
@@ -232,7 +234,7 @@ def _augment_view(image, seed, spec):
     if spec.eval_resize == 0:
         image = _resize_to(image, spec.size)
         image = _apply_with_p(
-            _TRANSLATE_P, gates[0], lambda x: _translate_with_reflect(x, geo_seed), image
+            TRANSLATE_P, gates[0], lambda x: translate_with_reflect(x, geo_seed), image
         )
     else:
         image = _random_resized_crop(image, geo_seed, spec.size)

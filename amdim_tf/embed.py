@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import augment, backbone, export
+from amdim_tf import augment, backbone, evaluate, export
 from amdim_tf import data as data_lib
 
 FEATURE_KEYS = ("r1", "r5", "r7")
@@ -225,21 +225,16 @@ def _index_line(name, label, class_names):
     return f"{_tsv(name)}\t{label}\t{_tsv(cls)}"
 
 
-def _normalised(x):
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def nearest(features, query_rows, k, chunk=65536):
     """(rows [Q, k], cosine [Q, k]) of the k nearest rows to each query row, itself excluded.
 
     Reads `features` ([N, D], e.g. a memmap) in chunks, so N is not held in memory.
     """
-    queries = _normalised(features[query_rows])  # [Q, D]
+    queries = evaluate.l2_normalise(features[query_rows])  # [Q, D]
     best_rows = np.zeros((len(queries), 0), np.int64)
     best_sims = np.zeros((len(queries), 0), np.float32)
     for start in range(0, len(features), chunk):
-        block = _normalised(features[start : start + chunk])  # [C, D]
+        block = evaluate.l2_normalise(features[start : start + chunk])  # [C, D]
         sims = queries @ block.T  # [Q, C]
         rows = np.arange(start, start + len(block))
         sims[rows[None, :] == np.asarray(query_rows)[:, None]] = -np.inf  # not itself

@@ -93,11 +93,16 @@ def linear_accuracy(train_x, train_y, test_x, test_y, max_iter=300, seed=0):
     return float(np.mean(clf.predict(test_x) == test_y))
 
 
+def l2_normalise(x):
+    """Rows of `x` scaled to unit length (float32), so dot products are cosines."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def knn_accuracy(train_x, train_y, test_x, test_y, k=20, batch=1024):
     """Cosine kNN (L2-normalised features, majority vote among the k nearest train examples)."""
     k = min(k, len(train_x))
-    norm = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    train_n, test_n = norm(train_x.astype(np.float32)), norm(test_x.astype(np.float32))
+    train_n, test_n = l2_normalise(train_x), l2_normalise(test_x)
     n_classes = int(max(train_y.max(), test_y.max())) + 1
     correct = 0
     for i in range(0, len(test_n), batch):

@@ -63,9 +63,6 @@ ARM_TITLES = {
 BN_MODES = ("frozen", "train")
 CLASSIFIER_JSON = "classifier.json"
 
-_TRANSLATE_P = 0.8  # as augment's "cifar" preset
-_MAX_TRANSLATION = 4
-
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
@@ -191,14 +188,12 @@ def light_augment(view, seed):
     seed = tf.convert_to_tensor(seed, tf.int64)
     flip_seed, gate_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
     view = tf.image.stateless_random_flip_left_right(view, flip_seed)
-    m = _MAX_TRANSLATION
-
-    def translate(x):
-        padded = tf.pad(x, [[m, m], [m, m], [0, 0]], mode="REFLECT")
-        return tf.image.stateless_random_crop(padded, tf.shape(x), seed=crop_seed)
-
     gate = tf.random.stateless_uniform([], gate_seed)
-    return tf.cond(gate < _TRANSLATE_P, lambda: translate(view), lambda: view)
+    return tf.cond(
+        gate < augment.TRANSLATE_P,
+        lambda: augment.translate_with_reflect(view, crop_seed),
+        lambda: view,
+    )
 
 
 def _materialise(ds):

@@ -187,7 +187,7 @@ def test_translation_is_a_reflect_padded_crop():
     windows = np.stack([padded[dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)])
     offsets = set()
     for i in range(30):
-        view = augment._translate_with_reflect(tf.constant(src), _seed(i, 5)).numpy()
+        view = augment.translate_with_reflect(tf.constant(src), _seed(i, 5)).numpy()
         err = np.abs(windows - view).max(axis=(1, 2, 3))
         assert err.min() < 1e-6, f"seed {i}: not a reflect-padded window"
         offsets.add(int(err.argmin()))
