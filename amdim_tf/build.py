@@ -89,7 +89,9 @@ def build_model(config, steps_per_epoch: int, num_classes: int) -> SelfSupervise
         model.build()
 
         def optimizer_for_precision():
-            optimizer = make_optimizer(config.optim, steps_per_epoch)
+            optimizer = make_optimizer(
+                config.optim, steps_per_epoch, steps_per_epoch * int(config.train.epochs)
+            )
             if precision == "mixed_float16":
                 # float16's range needs dynamic loss scaling; train_step calls scale_loss
                 # and the wrapper's apply_gradients unscales (and skips non-finite steps).

@@ -54,6 +54,9 @@ def base_config():
     c.optim.warmup_steps = 500
     c.optim.decay_epochs = (250, 280)
     c.optim.decay_factor = 0.2
+    # "step": the paper's warm-up then x decay_factor at decay_epochs; "cosine": the same
+    # warm-up then a cosine decay to 0 at the run's last step (epochs * steps_per_epoch).
+    c.optim.schedule = "step"
 
     c.data = ml_collections.ConfigDict()
     c.data.source = "tfds"  # npz | tfds | folder | tfrecord | digits
@@ -115,6 +118,7 @@ def make_tiny(c):
 # Keras dtype policies `config.precision` may name; "auto" is resolved per machine by
 # amdim_tf.build.resolve_precision (which must accept exactly these: a test checks it).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+SCHEDULES = ("step", "cosine")
 
 # (key, test of its value, what is allowed): the values that can be checked without the
 # data. Data-dependent ones (a batch larger than the data set, labels out of range)
@@ -137,6 +141,7 @@ _RULES = (
     ("train.max_seconds", lambda v: v >= 0, "seconds >= 0 (0 = no time budget)"),
     ("optim.lr", lambda v: v > 0, "a learning rate > 0"),
     ("optim.warmup_steps", lambda v: v >= 0, "an integer >= 0"),
+    ("optim.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     (
         "data.shuffle_buffer",
         lambda v: v > 1,

@@ -1,7 +1,8 @@
 """Optimiser and learning-rate schedule of the paper (§4, official `task_self_supervised.py`).
 
 Adam (lr 2e-4, betas 0.8/0.999, eps 1e-8) with a linear warm-up over the first
-500 updates and a x0.2 step decay at given epochs. The weight decay of the
+500 updates and a x0.2 step decay at given epochs; or (optim.schedule="cosine", for
+short budgets) the warm-up then a cosine decay to zero at the run's last step. The weight decay of the
 official code is PyTorch Adam's coupled L2 (added to the gradient before the
 moments), not AdamW's decoupled decay, so the model adds it to the gradients
 itself (`SelfSupervisedModel.train_step`); Keras' `weight_decay` would be AdamW.
@@ -44,10 +45,23 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def make_optimizer(optim, steps_per_epoch):
-    """Adam with the paper's schedule from the `optim` config section."""
+def make_schedule(optim, steps_per_epoch: int, total_steps: int):
+    """The learning rate as a function of the update count, from the `optim` config section."""
+    if optim.get("schedule", "step") == "cosine":
+        warmup = min(int(optim.warmup_steps), max(int(total_steps) - 1, 0))
+        return keras.optimizers.schedules.CosineDecay(
+            0.0,
+            decay_steps=max(int(total_steps) - warmup, 1),
+            warmup_target=float(optim.lr),
+            warmup_steps=warmup,
+        )
     boundaries = [int(e) * int(steps_per_epoch) for e in optim.decay_epochs]
-    schedule = WarmupStepDecay(optim.lr, optim.warmup_steps, boundaries, optim.decay_factor)
+    return WarmupStepDecay(optim.lr, optim.warmup_steps, boundaries, optim.decay_factor)
+
+
+def make_optimizer(optim, steps_per_epoch: int, total_steps: int):
+    """Adam with the schedule of the `optim` config section over a run of `total_steps`."""
+    schedule = make_schedule(optim, steps_per_epoch, total_steps)
     return keras.optimizers.Adam(
         learning_rate=schedule, beta_1=optim.beta_1, beta_2=optim.beta_2, epsilon=optim.epsilon
     )

@@ -81,6 +81,7 @@ RESUMABLE_CHANGES = (
     "optim.warmup_steps",
     "optim.decay_epochs",
     "optim.decay_factor",
+    "optim.schedule",
 )
 # Keys added after runs were started: a config.json without them had these values.
 ADDED_KEY_DEFAULTS = {
@@ -88,6 +89,7 @@ ADDED_KEY_DEFAULTS = {
     "precision": "float32",
     "jit_compile": False,
     "train.steps_per_execution": 1,
+    "optim.schedule": "step",
 }
 
 

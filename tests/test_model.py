@@ -10,7 +10,7 @@ from amdim_tf.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 from amdim_tf.encoders import AMDIMEncoder
 from amdim_tf.model import SelfSupervisedModel
 from amdim_tf.objectives import AMDIMObjective
-from amdim_tf.optim import WarmupStepDecay
+from amdim_tf.optim import WarmupStepDecay, make_schedule
 
 
 def tiny_model(tiny_config, spe=10):
@@ -164,6 +164,17 @@ def test_warmup_then_step_decay():
     np.testing.assert_allclose(float(sched(999)), 2e-4, rtol=1e-6)
     np.testing.assert_allclose(float(sched(1000)), 4e-5, rtol=1e-6)
     np.testing.assert_allclose(float(sched(2500)), 8e-6, rtol=1e-6)
+
+
+def test_cosine_schedule_warms_up_then_reaches_zero_at_the_last_step(tiny_config):
+    optim = tiny_config.optim
+    optim.lr, optim.warmup_steps, optim.schedule = 1e-3, 100, "cosine"
+    sched = make_schedule(optim, steps_per_epoch=250, total_steps=1000)
+    lr = [float(sched(s)) for s in (0, 50, 100, 550, 1000, 1500)]
+    np.testing.assert_allclose(lr, [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+    optim.schedule = "step"  # the paper's schedule ignores the run length
+    step = make_schedule(optim, steps_per_epoch=250, total_steps=1000)
+    assert isinstance(step, WarmupStepDecay)
 
 
 def test_model_rejects_mismatched_image_sizes(tiny_config):
