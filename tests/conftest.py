@@ -1,8 +1,12 @@
 """Shared test set-up: one pytest process, quiet TF, oneDNN on, a tiny config."""
 
 import os
+import subprocess
+import sys
 
 import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -12,6 +16,23 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: heavier test, still part of the default suite")
+
+
+def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True):
+    """Runs tools/<name> as a user would: a fresh Python, quiet TF, no PYTHONPATH.
+
+    Returns the finished CompletedProcess (stdout/stderr as text), or with wait=False
+    the running Popen (stderr merged into stdout).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env.update(env_extra or {})
+    cmd = [sys.executable, os.path.join(ROOT, "tools", name), *args]
+    if not wait:
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

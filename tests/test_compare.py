@@ -3,28 +3,15 @@ end on tiny variants; tools/plot_run.py, and the curves of amdim_tf/plots.py."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_tool as tool
 
 from amdim_tf import compare, plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def tool(name, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", name), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def is_png(path):

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_tool
 
 from amdim_tf import augment, export
 from amdim_tf.encoders import AMDIMEncoder
@@ -180,10 +181,7 @@ def test_refuses_to_overwrite_a_version(exported):
 
 
 def tool(*args, cwd):
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "export.py"), *args]
-    return subprocess.run(
-        cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=180
-    )
+    return run_tool("export.py", *args, cwd=cwd, timeout=180)
 
 
 def test_tool_exports_saved_weights(tiny_config, tmp_path):

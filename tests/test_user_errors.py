@@ -6,28 +6,14 @@ TensorFlow loads (config-file errors) take about a second each.
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from conftest import run_tool
 
 from amdim_tf import config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = f"--config={ROOT}/configs/amdim_digits_demo.py:tiny"
-
-
-def run_tool(tool, *args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", tool), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def one_error_line(proc):

@@ -4,14 +4,13 @@ import glob
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_tool as tool
 
 from amdim_tf import train as train_lib
 from amdim_tf import workdir as workdir_lib
@@ -21,17 +20,6 @@ from amdim_tf.workdir import load_trained_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"
-
-
-def tool(name, *args, wait=True, env_extra=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    env.update(env_extra or {})
-    cmd = [sys.executable, os.path.join(ROOT, "tools", name), *args]
-    if not wait:
-        return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def latest_step(workdir):
