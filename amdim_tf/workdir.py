@@ -563,17 +563,11 @@ class RunCheckpoint:
 
         Returns a short description of where the run starts from."""
         if self.manager is not None:
-            for path in reversed(checkpoint_candidates(self.manager.directory)):
-                try:
-                    self.ckpt.read(path).assert_existing_objects_matched()
-                except (tf.errors.OpError, AssertionError, ValueError, IndexError) as e:
-                    # A checkpoint cut short (disk full, killed copy) raises one of these.
-                    logging.warning(
-                        "Checkpoint %s is unreadable (%s); trying the previous one.",
-                        path,
-                        str(e).splitlines()[0][:200],
-                    )
-                    continue
+            path = newest_readable(
+                self.manager.directory,
+                lambda p: self.ckpt.read(p).assert_existing_objects_matched(),
+            )
+            if path is not None:
                 return f"resumed from {path} at step {self.step}"
             if checkpoint_candidates(self.manager.directory):
                 raise FileNotFoundError(
@@ -597,14 +591,30 @@ class RunCheckpoint:
         return "started from scratch"
 
 
-def _unreadable(path):
-    """Why the checkpoint `path` cannot be read in full, or None if every tensor reads."""
-    try:
-        reader = tf.train.load_checkpoint(path)
-        for name in reader.get_variable_to_shape_map():
-            reader.get_tensor(name)
-    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as e:
-        return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+# What reading a checkpoint cut short (disk full, a killed copy) raises.
+_UNREADABLE = (tf.errors.OpError, AssertionError, ValueError, IndexError, RuntimeError)
+
+
+def _read_every_tensor(path):
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+        reader.get_tensor(name)
+
+
+def newest_readable(folder, read=_read_every_tensor):
+    """The newest checkpoint in `folder` that `read(path)` reads without raising, or None.
+
+    Each newer one that fails is skipped with a warning: training's resume (which reads
+    into the model) and evaluate/export (which read every tensor) fall back alike.
+    """
+    for path in reversed(checkpoint_candidates(folder)):
+        try:
+            read(path)
+        except _UNREADABLE as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, why)
+            continue
+        return path
     return None
 
 
@@ -618,11 +628,9 @@ def checkpoint_path(workdir, which="latest"):
             f"no checkpoint in {folder}; train first (tools/train.py "
             f"--workdir={workdir}) or pick --which=latest."
         )
-    for path in reversed(candidates):
-        why = _unreadable(path)
-        if why is None:
-            return path
-        logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, why)
+    path = newest_readable(folder)
+    if path is not None:
+        return path
     raise FileNotFoundError(
         f"none of the checkpoints in {folder} is readable (a disk filled or a copy cut "
         "short?); restore them from a backup, or train again."
