@@ -297,6 +297,12 @@ def eval_view(image, preset):
     return _normalise(image, spec)
 
 
+def eval_pixels(image, preset):
+    """The evaluation view as pixels in [0, 1]: the image as the encoder is evaluated on
+    it (resized / centre-cropped), for sprites, grids and figures."""
+    return denormalise(eval_view(image, preset), preset)
+
+
 def denormalise(view, preset):
     """Inverts the normalisation of a view to float in [0, 1], e.g. for tf.summary."""
     spec = _get_preset(preset)

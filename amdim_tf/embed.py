@@ -180,7 +180,7 @@ def _part(data, part, preset, thumb):
             name = tf.strings.join([part, ":", tf.strings.as_string(index)])
         # The eval view, then back to [0, 1]: the pixels the encoder's preprocessing
         # (and the sprite) take; eval_view holds the preset's resize/centre-crop.
-        pixels = augment.denormalise(augment.eval_view(examples.decode(payload), preset), preset)
+        pixels = augment.eval_pixels(examples.decode(payload), preset)
         small = tf.image.resize(pixels, [thumb, thumb], antialias=True)
         small = tf.cast(tf.round(tf.clip_by_value(small, 0.0, 1.0) * 255.0), tf.uint8)
         return name, pixels, label, small

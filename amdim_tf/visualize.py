@@ -264,7 +264,7 @@ def folder_images(folder, preset, n=16):
     for name in names:
         raw = tf.io.read_file(os.path.join(folder, name))
         image = tf.io.decode_image(raw, channels=3, expand_animations=False)
-        out.append(augment.denormalise(augment.eval_view(image, preset), preset))
+        out.append(augment.eval_pixels(image, preset))
     return tf.stack(out).numpy()
 
 
