@@ -19,6 +19,7 @@ import os
 MAX_GAP_SECONDS = 300.0
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"  # online linear head, eval split, once per epoch
 TRAIN_LINEAR_KEY = "probe/linear_acc"  # the same head on training batches (augmented views)
+EVAL_KNN_KEY = "probe/eval_knn_acc"  # cosine kNN of r1 on an eval sample (train.knn_examples)
 
 
 def read_metrics(path):

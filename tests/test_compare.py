@@ -83,12 +83,14 @@ def test_plot_run_tool(tmp_path):
         [
             {"step": 1, "time": 100.0, "probe/linear_acc": 0.1},
             {"step": 2, "time": 101.0, "probe/linear_acc": 0.2, "probe/eval_linear_acc": 0.15},
+            {"step": 3, "time": 103.0, "probe/eval_knn_acc": 0.125},
         ],
     )
     out = str(tmp_path / "curve.png")
     res = tool("plot_run.py", f"--workdir={wd}", f"--out={out}")
     assert res.returncode == 0, res.stderr
     assert is_png(out) and "15.0% at 1 s" in res.stdout
+    assert "cosine kNN of r1): 12.5% at 3 s" in res.stdout
     res = tool("plot_run.py", f"--workdir={tmp_path / 'missing'}")
     lines = error_lines(res.stderr)
     assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr

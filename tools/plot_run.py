@@ -3,8 +3,9 @@
     python tools/plot_run.py --workdir=DIR [--out=DIR/probe_curves.png]
 
 Reads DIR/metrics.jsonl and plots the online linear probe on training batches
-(probe/linear_acc, augmented views, Keras' running mean over the epoch) and on
-the eval split (probe/eval_linear_acc, once per epoch) against active wall time
+(probe/linear_acc, augmented views, Keras' running mean over the epoch), on
+the eval split (probe/eval_linear_acc, once per epoch) and the online cosine kNN
+(probe/eval_knn_acc, when train.knn_examples > 0) against active wall time
 (gaps over 5 minutes, i.e. the run was stopped and resumed, are removed).
 Needs no TensorFlow.
 """
@@ -38,6 +39,7 @@ def main(argv):
                 metrics, plots.TRAIN_LINEAR_KEY
             ),
             "eval split (online probe)": plots.curves_from_metrics(metrics, plots.EVAL_LINEAR_KEY),
+            "eval split (cosine kNN of r1)": plots.curves_from_metrics(metrics, plots.EVAL_KNN_KEY),
         }
         title = os.path.basename(os.path.abspath(_WORKDIR.value))
         config_path = os.path.join(_WORKDIR.value, "config.json")
@@ -46,7 +48,7 @@ def main(argv):
                 c = json.load(f)
             title = f"{c.get('method', 'amdim').upper()} on {c['data'].get('name') or c['data']['source']}: {title}"
         out = _OUT.value or os.path.join(_WORKDIR.value, "probe_curves.png")
-        plots.plot_probe_curves(series, out, title)
+        plots.plot_probe_curves(series, out, title, ylabel="accuracy")
         last = {
             k: (f"{100 * v[-1][1]:.1f}% at {v[-1][0]:.0f} s" if v else "no points")
             for k, v in series.items()
