@@ -125,7 +125,14 @@ def evaluate_features(train, test, k=20, max_iter=300):
 
 
 def evaluate_encoders(
-    config, encoders, pixels=True, max_train=10000, k=20, max_iter=300, batch_size=256
+    config,
+    encoders,
+    pixels=True,
+    max_train=10000,
+    k=20,
+    max_iter=300,
+    batch_size=256,
+    features=("r1",),
 ):
     """The frozen protocol on the labelled data of `config.data`, for several encoders.
 
@@ -134,10 +141,12 @@ def evaluate_encoders(
         encoders: dict name -> encoder (e.g. {"AMDIM": trained, "untrained": fresh}).
         pixels: also evaluate raw pixels (the floor every representation must beat).
         max_train: train examples used to fit the classifiers (a seeded uniform
-            sample of the train split); all eval-split examples are scored.
+            sample of the train split; 0 = all of it); all eval-split examples are scored.
+        features: the encoder outputs to classify (see `extract_features`): r1 alone
+            is the paper's protocol; ("r1", "r5") adds the pooled 5x5 map.
 
     Returns:
-        list of dicts {"model", "linear_acc", "knn_acc", "n_train", "n_test"}.
+        list of dicts {"model", "features", "linear_acc", "knn_acc", "n_train", "n_test"}.
     """
     train_split = config.data.train_split
     train_ds = data_lib.make_eval_dataset(
@@ -147,11 +156,13 @@ def evaluate_encoders(
     rows = []
     if pixels:
         train, test = pixel_features(train_ds), pixel_features(test_ds)
-        rows.append({"model": "raw pixels", **evaluate_features(train, test, k, max_iter)})
+        row = {"model": "raw pixels", "features": "pixels"}
+        rows.append({**row, **evaluate_features(train, test, k, max_iter)})
     for name, enc in encoders.items():
-        train = extract_features(enc, train_ds)
-        test = extract_features(enc, test_ds)
-        rows.append({"model": name, **evaluate_features(train, test, k, max_iter)})
+        train = extract_features(enc, train_ds, features)
+        test = extract_features(enc, test_ds, features)
+        row = {"model": name, "features": "+".join(features)}
+        rows.append({**row, **evaluate_features(train, test, k, max_iter)})
     for r in rows:
         r.update(n_train=len(train[1]), n_test=len(test[1]))
     return rows
@@ -160,5 +171,8 @@ def evaluate_encoders(
 def format_table(rows, k=20):
     lines = [f"| model | linear (logistic regression) | kNN (cosine, k={k}) |", "|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {100 * r['linear_acc']:.1f}% | {100 * r['knn_acc']:.1f}% |")
+        name = r["model"]
+        if r.get("features", "r1") not in ("r1", "pixels"):
+            name += f", {r['features']}"
+        lines.append(f"| {name} | {100 * r['linear_acc']:.1f}% | {100 * r['knn_acc']:.1f}% |")
     return "\n".join(lines)

@@ -134,6 +134,15 @@ def test_bad_values_through_the_tool_are_one_line(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
+@pytest.mark.parametrize(
+    "flag,expected",
+    [("--features=r1,r9", "use one or more of r1,r5,r7"), ("--max_train=-1", "0 for all")],
+)
+def test_bad_evaluate_flags_are_one_line(tmp_path, flag, expected):
+    proc = run_tool("evaluate.py", f"--workdir={tmp_path}", flag, cwd=tmp_path)
+    assert expected in one_error_line(proc)
+
+
 # -- values that need the data: checked where the data is read, seen through the tool -----
 
 

@@ -219,7 +219,13 @@ def test_evaluate_tool_writes_eval_json(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(Path(wd, "eval.json").read_text())["rows"]
     assert [row["model"] for row in rows][0] == "raw pixels" and len(rows) == 3
+    assert [row["features"] for row in rows] == ["pixels", "r1", "r1"]
     assert "| raw pixels |" in r.stdout
+    r = tool("evaluate.py", f"--workdir={wd}", "--max_train=0", "--features=r1,r5")
+    assert r.returncode == 0, r.stderr
+    (row,) = json.loads(Path(wd, "eval.json").read_text())["rows"]
+    assert row["features"] == "r1+r5" and ", r1+r5 |" in r.stdout
+    assert row["n_train"] > 300  # 0 = the whole train split
     enc, name = load_trained_encoder(workdir_lib.load_run_config(wd), wd)
     assert name == "ckpt-3"
 

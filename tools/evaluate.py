@@ -1,10 +1,11 @@
 """Frozen-encoder evaluation of a training run: linear (logistic regression) and kNN accuracy.
 
     python tools/evaluate.py --workdir=DIR [--which=latest|best] [--baselines]
+        [--max_train=0] [--features=r1,r5]
 
-Fits the classifiers on up to --max_train frozen r1 features of the labelled train
-split and scores every example of the eval split; prints a table and writes
-DIR/eval.json. --baselines adds raw pixels and an untrained encoder of the same shape.
+Fits the classifiers on up to --max_train frozen features (r1 by default) of the
+labelled train split and scores every example of the eval split; prints a table and
+writes DIR/eval.json. --baselines adds raw pixels and an untrained encoder of the same shape.
 """
 
 import json
@@ -24,7 +25,18 @@ _WHICH = flags.DEFINE_enum(
 _BASELINES = flags.DEFINE_bool(
     "baselines", False, "Also evaluate raw pixels and an untrained encoder of the same shape."
 )
-_MAX_TRAIN = flags.DEFINE_integer("max_train", 10000, "Train examples used to fit the classifiers.")
+_MAX_TRAIN = flags.DEFINE_integer(
+    "max_train",
+    10000,
+    "Train examples used to fit the classifiers (a seeded sample; 0 = the whole train "
+    "split, the usual protocol of papers; 10,000 is quicker).",
+)
+_FEATURES = flags.DEFINE_list(
+    "features",
+    ["r1"],
+    "Encoder outputs to classify, concatenated: r1 (the global vector, the paper's "
+    "protocol), r5 and r7 (average-pooled local maps).",
+)
 _K = flags.DEFINE_integer(
     "k", 20, "Neighbours of the cosine kNN (20 or 200 are common in SSL papers)."
 )
@@ -36,6 +48,12 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
+    unknown = sorted(set(_FEATURES.value) - {"r1", "r5", "r7"})
+    if unknown or not _FEATURES.value:
+        cli.fail(f"--features={','.join(_FEATURES.value)}: use one or more of r1,r5,r7.")
+    if _MAX_TRAIN.value < 0:
+        cli.fail(f"--max_train={_MAX_TRAIN.value}: use a positive count, or 0 for all.")
+
     def run():
         from amdim_tf import evaluate
         from amdim_tf.workdir import load_run_config, load_trained_encoder, untrained_encoder
@@ -46,7 +64,12 @@ def main(argv):
         if _BASELINES.value:
             encoders["untrained, same shape"] = untrained_encoder(config)
         rows = evaluate.evaluate_encoders(
-            config, encoders, pixels=_BASELINES.value, max_train=_MAX_TRAIN.value, k=_K.value
+            config,
+            encoders,
+            pixels=_BASELINES.value,
+            max_train=_MAX_TRAIN.value,
+            k=_K.value,
+            features=tuple(_FEATURES.value),
         )
         print(evaluate.format_table(rows, _K.value))
         out = os.path.join(_WORKDIR.value, "eval.json")
