@@ -47,7 +47,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 def make_schedule(optim, steps_per_epoch: int, total_steps: int):
     """The learning rate as a function of the update count, from the `optim` config section."""
-    if optim.get("schedule", "step") == "cosine":
+    if optim.schedule == "cosine":
         warmup = min(int(optim.warmup_steps), max(int(total_steps) - 1, 0))
         return keras.optimizers.schedules.CosineDecay(
             0.0,
