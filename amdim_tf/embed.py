@@ -76,7 +76,7 @@ def open_encoder(path, keys=("r1",), which="latest") -> Embedder:
         info = export.read_export_config(export_dir)
         loaded = export.load_exported(export_dir)
         outputs = tuple(k for k in info["outputs"] if k in FEATURE_KEYS)
-        _check_keys(keys, outputs, path)
+        evaluate.check_feature_keys(keys, outputs, f"the encoder at {path}")
         size = int(info["image_size"])
 
         @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
@@ -88,7 +88,7 @@ def open_encoder(path, keys=("r1",), which="latest") -> Embedder:
     model = backbone.load_encoder(path, include_preprocessing=True, which=which)
     size = model.image_size
     outputs = tuple(k for k in FEATURE_KEYS if k in model.encoder.feature_shapes)
-    _check_keys(keys, outputs, path)
+    evaluate.check_feature_keys(keys, outputs, f"the encoder at {path}")
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
     def encode(pixels):
@@ -96,15 +96,6 @@ def open_encoder(path, keys=("r1",), which="latest") -> Embedder:
 
     what = f"{type(model.encoder).__name__} from {path} (preset {model.preset})"
     return Embedder(encode, size, model.preset, outputs, what, model)
-
-
-def _check_keys(keys, outputs, path):
-    missing = [k for k in keys if k not in outputs]
-    if missing or not keys:
-        raise ValueError(
-            f"features {list(keys)} are not all outputs of the encoder at {path}; "
-            f"available: {list(outputs)}."
-        )
 
 
 # -- the image stream ------------------------------------------------------------------

@@ -37,6 +37,15 @@ def _feature_fn(encoder, keys):
     return fns[keys]
 
 
+def check_feature_keys(keys, outputs, what):
+    """ValueError unless `keys` are one or more of `outputs`, the feature maps `what` returns."""
+    if not keys or any(k not in outputs for k in keys):
+        raise ValueError(
+            f"features {','.join(keys)} are not all outputs of {what}: use one or more of "
+            f"{','.join(outputs)} (those available)."
+        )
+
+
 def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
     """Encode a finite (images, labels) dataset with the frozen encoder.
 
@@ -142,12 +151,15 @@ def evaluate_encoders(
         pixels: also evaluate raw pixels (the floor every representation must beat).
         max_train: train examples used to fit the classifiers (a seeded uniform
             sample of the train split; 0 = all of it); all eval-split examples are scored.
-        features: the encoder outputs to classify (see `extract_features`): r1 alone
-            is the paper's protocol; ("r1", "r5") adds the pooled 5x5 map.
+        features: the encoder outputs to classify (see `extract_features`), any of
+            each encoder's `feature_shapes`: r1 alone is the paper's protocol;
+            ("r1", "r5") adds AMDIM's pooled 5x5 map.
 
     Returns:
         list of dicts {"model", "features", "linear_acc", "knn_acc", "n_train", "n_test"}.
     """
+    for name, enc in encoders.items():
+        check_feature_keys(features, tuple(enc.feature_shapes), f"{name} ({type(enc).__name__})")
     train_split = config.data.train_split
     train_ds = data_lib.make_eval_dataset(
         config.data, train_split, batch_size, max_examples=max_train, sample_seed=0

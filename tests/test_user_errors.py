@@ -138,9 +138,11 @@ def test_bad_values_through_the_tool_are_one_line(tmp_path):
     "flag,expected",
     [("--features=r1,r9", "use one or more of r1,r5,r7"), ("--max_train=-1", "0 for all")],
 )
-def test_bad_evaluate_flags_are_one_line(tmp_path, flag, expected):
-    proc = run_tool("evaluate.py", f"--workdir={tmp_path}", flag, cwd=tmp_path)
+def test_bad_evaluate_flags_are_one_line(tiny_run, tmp_path, flag, expected):
+    # The feature names are checked against the run's encoder, so a trained run is needed.
+    proc = run_tool("evaluate.py", f"--workdir={tiny_run}", flag, cwd=tmp_path)
     assert expected in one_error_line(proc)
+    assert not os.path.exists(os.path.join(tiny_run, "eval.json"))  # refused, nothing written
 
 
 # -- values that need the data: checked where the data is read, seen through the tool -----
