@@ -13,10 +13,10 @@ __version__ = "0.1.0"
 def load_encoder(path, include_preprocessing=False, which="latest", config=None):
     """The pretrained encoder at `path` (a work directory or a .keras file) as a keras.Model.
 
-    See `amdim_tf.backbone.load_encoder`; imported here on first use so that
+    See `amdim_tf.run.loader.load_encoder`; imported here on first use so that
     `import amdim_tf` stays light (no TensorFlow until a model is needed).
     """
-    from amdim_tf import backbone
+    from amdim_tf.run import loader as backbone
 
     return backbone.load_encoder(path, include_preprocessing, which, config)
 
@@ -24,8 +24,8 @@ def load_encoder(path, include_preprocessing=False, which="latest", config=None)
 def save_encoder(source, out, which="latest", config=None, overwrite=False):
     """Writes the encoder of `source` (a work directory, ...) to a `.keras` file.
 
-    See `amdim_tf.backbone.save_encoder`.
+    See `amdim_tf.run.loader.save_encoder`.
     """
-    from amdim_tf import backbone
+    from amdim_tf.run import loader as backbone
 
     return backbone.save_encoder(source, out, which, config, overwrite)

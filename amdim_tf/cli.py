@@ -14,8 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def user_errors():
     """Exception types that mean the user must fix something (no traceback for these)."""
-    from amdim_tf.callbacks import NonFiniteLossError
-    from amdim_tf.workdir import WorkdirConflictError
+    from amdim_tf.run.callbacks import NonFiniteLossError
+    from amdim_tf.run.workdir import WorkdirConflictError
 
     return (FileNotFoundError, WorkdirConflictError, NonFiniteLossError, ValueError, KeyError)
 

@@ -116,7 +116,7 @@ def make_tiny(c):
 
 
 # Keras dtype policies `config.precision` may name; "auto" is resolved per machine by
-# amdim_tf.build.resolve_precision (which must accept exactly these: a test checks it).
+# amdim_tf.run.build.resolve_precision (which must accept exactly these: a test checks it).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("step", "cosine")
 

@@ -59,7 +59,7 @@ def tiny_run_config():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A work directory of a finished tiny run, trained once per test session (read only)."""
-    from amdim_tf.train import train
+    from amdim_tf.run.train import train
 
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     train(tiny_run_config(), workdir)

@@ -1,10 +1,10 @@
-"""Tests for amdim_tf.augment: determinism, shapes, ranges and the shared flip."""
+"""Tests for amdim_tf.data.augment: determinism, shapes, ranges and the shared flip."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf import augment
+from amdim_tf.data import augment
 
 SIZES = {"cifar": 32, "stl": 64, "imagenet": 128}
 # Source sizes as the datasets store them (CIFAR 32, STL-10 96, ImageNet larger, odd).

@@ -11,8 +11,10 @@ import tensorflow as tf
 from conftest import tiny_run_config
 
 import amdim_tf
-from amdim_tf import augment, backbone, export
-from amdim_tf import workdir as workdir_lib
+from amdim_tf.data import augment
+from amdim_tf.run import loader as backbone
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.use import export
 
 
 def _pixels(n=4, seed=0):

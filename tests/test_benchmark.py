@@ -2,7 +2,7 @@
 
 import pytest
 
-from amdim_tf import benchmark
+from amdim_tf.use import benchmark
 
 
 def test_a_row_runs_in_its_own_process_and_reports_against_the_peak(tiny_config):

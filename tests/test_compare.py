@@ -1,5 +1,5 @@
-"""amdim_tf/compare.py (options, config loading, --set overrides) and tools/compare.py end to
-end on tiny variants; tools/plot_run.py, and the curves of amdim_tf/plots.py."""
+"""amdim_tf/use/compare.py (options, config loading, --set overrides) and tools/compare.py end to
+end on tiny variants; tools/plot_run.py, and the curves of amdim_tf/use/report.py."""
 
 import json
 import os
@@ -7,7 +7,8 @@ import os
 import pytest
 from conftest import run_tool as tool
 
-from amdim_tf import compare, plots
+from amdim_tf.use import compare
+from amdim_tf.use import report as plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")

@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf import losses
-from amdim_tf.build import build_model
-from amdim_tf.encoders import AMDIMEncoder, CPCEncoder
-from amdim_tf.encoders.dim import DIMEncoder, dim_local_shape
-from amdim_tf.model import SelfSupervisedModel
+from amdim_tf.methods import AMDIMEncoder, CPCEncoder, losses
+from amdim_tf.methods.dim.encoder import DIMEncoder, dim_local_shape
+from amdim_tf.run.build import build_model
+from amdim_tf.run.model import SelfSupervisedModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -287,7 +286,7 @@ def test_each_objective_trains_a_few_steps(name, arg, overrides):
 
 
 def test_dim_critic_shortcut_starts_near_identity_and_cross_view_reads_view2():
-    from amdim_tf.objectives import DIMObjective
+    from amdim_tf.methods import DIMObjective
 
     keras.utils.set_random_seed(0)
     obj = DIMObjective(
@@ -325,8 +324,8 @@ def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
 
     import keras
 
-    from amdim_tf import workdir as workdir_lib
-    from amdim_tf.workdir import restore_encoder, untrained_encoder
+    from amdim_tf.run import workdir as workdir_lib
+    from amdim_tf.run.workdir import restore_encoder, untrained_encoder
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("c", os.path.join(root, "configs", config_file))

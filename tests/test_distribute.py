@@ -104,7 +104,7 @@ def test_negatives_span_the_global_batch():
 def _losses_with(config, weights=None):
     import tensorflow as tf
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     model = build_model(config, steps_per_epoch=10, num_classes=10)
     if weights is not None:
@@ -139,7 +139,7 @@ def test_mixed_float16_steps_stay_finite(tiny_config):
     import keras
     import tensorflow as tf
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     tiny_config.precision = "mixed_float16"
     model = build_model(tiny_config, steps_per_epoch=10, num_classes=10)
@@ -159,7 +159,7 @@ def test_mixed_float16_steps_stay_finite(tiny_config):
 def test_train_steps_with_and_without_xla(tiny_config, jit_compile):
     import tensorflow as tf
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     tiny_config.jit_compile = jit_compile
     model = build_model(tiny_config, steps_per_epoch=10, num_classes=10)
@@ -187,7 +187,7 @@ def _tiny_config():
 def _build(strategy, weights=None, sgd=False):
     import keras
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     with strategy.scope():
         model = build_model(_tiny_config(), steps_per_epoch=10, num_classes=10)

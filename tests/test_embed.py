@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf import backbone, config_lib, embed, evaluate, export
+from amdim_tf import config_lib
 from amdim_tf import data as data_lib
-from amdim_tf import workdir as workdir_lib
+from amdim_tf.run import loader as backbone
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.use import embed, evaluate, export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CIFAR_SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")

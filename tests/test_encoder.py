@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from amdim_tf.encoders import AMDIMEncoder
-from amdim_tf.nn import count_trainable_params
+from amdim_tf.methods import AMDIMEncoder
+from amdim_tf.methods.nn import count_trainable_params
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])

@@ -3,8 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import evaluate
-from amdim_tf.encoders import AMDIMEncoder
+from amdim_tf.methods import AMDIMEncoder
+from amdim_tf.use import evaluate
 
 
 def test_knn_matches_brute_force():

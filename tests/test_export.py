@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from conftest import run_tool
 
-from amdim_tf import augment, export
-from amdim_tf.encoders import AMDIMEncoder
+from amdim_tf.data import augment
+from amdim_tf.methods import AMDIMEncoder
+from amdim_tf.use import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
@@ -185,7 +186,7 @@ def tool(*args, cwd):
 
 
 def test_tool_exports_saved_weights(tiny_config, tmp_path):
-    from amdim_tf.encoders import build_encoder
+    from amdim_tf.methods import build_encoder
 
     keras.utils.set_random_seed(0)
     config = tiny_config
@@ -315,7 +316,7 @@ def test_sigkilled_export_leftover_is_ignored_then_cleaned(exported, tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
-        from amdim_tf import export
+        from amdim_tf.use import export
         from test_export import tiny_encoder
         import json
         def die(obj, f, **kwargs):  # on writing amdim_encoder.json, after the SavedModel

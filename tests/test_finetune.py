@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf import augment, config_lib, finetune
-from amdim_tf import workdir as workdir_lib
+from amdim_tf import config_lib
+from amdim_tf.data import augment
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.use import finetune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = tuple(str(i) for i in range(10))

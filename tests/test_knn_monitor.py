@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import callbacks, config_lib
-from amdim_tf.knn_monitor import LOG_KEY, KNNMonitor
-from amdim_tf.workdir import METRICS_FILE, untrained_encoder
+from amdim_tf import config_lib
+from amdim_tf.run import callbacks
+from amdim_tf.run.knn_monitor import LOG_KEY, KNNMonitor
+from amdim_tf.run.workdir import METRICS_FILE, untrained_encoder
 
 N = 200  # 20 per digit class, from each split
 
@@ -74,7 +75,7 @@ def test_the_logger_writes_it_as_probe_eval_knn_acc(tmp_path):
 
 
 def test_off_when_num_examples_is_zero_and_inside_fit(tmp_path):
-    from amdim_tf.train import train
+    from amdim_tf.run.train import train
 
     config = _config()
     logs = {}

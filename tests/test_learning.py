@@ -17,10 +17,10 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf import data as data_lib
-from amdim_tf import evaluate
-from amdim_tf import train as train_lib
-from amdim_tf.build import build_model
-from amdim_tf.workdir import untrained_encoder
+from amdim_tf.run import train as train_lib
+from amdim_tf.run.build import build_model
+from amdim_tf.run.workdir import untrained_encoder
+from amdim_tf.use import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")

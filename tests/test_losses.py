@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf import losses
-from amdim_tf.objectives import AMDIMObjective
+from amdim_tf.methods import AMDIMObjective, losses
 
 
 def np_infonce(src, trg, tclip, reg_coeff, pos_offset=0):

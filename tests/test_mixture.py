@@ -113,7 +113,7 @@ def locations(loc1, loc2):
 def test_component_log_probs_match_numpy(k, pos_offset):
     import tensorflow as tf
 
-    from amdim_tf import losses
+    from amdim_tf.methods import losses
 
     rng = np.random.RandomState(0)
     b, n_trg = 3, 3 + pos_offset
@@ -138,7 +138,7 @@ def test_component_log_probs_match_numpy(k, pos_offset):
 def test_masked_infonce_is_minus_the_mean_of_its_log_probs():
     import tensorflow as tf
 
-    from amdim_tf import losses
+    from amdim_tf.methods import losses
 
     scores = tf.constant(np.random.RandomState(1).randn(3, 5, 4) * 3, tf.float32)
     lp = losses.masked_infonce_log_probs(scores, pos_offset=2)
@@ -151,7 +151,7 @@ def test_masked_infonce_is_minus_the_mean_of_its_log_probs():
 def test_mixture_nce_matches_numpy_and_is_the_entropy_regularised_optimum(alpha):
     import tensorflow as tf
 
-    from amdim_tf import losses
+    from amdim_tf.methods import losses
 
     rng = np.random.RandomState(2)
     s = -np.abs(rng.randn(6, 5, 4) * 3)  # log-probabilities: <= 0
@@ -177,7 +177,7 @@ def test_mixture_nce_matches_numpy_and_is_the_entropy_regularised_optimum(alpha)
 def test_mixture_nce_limits():
     import tensorflow as tf
 
-    from amdim_tf import losses
+    from amdim_tf.methods import losses
 
     s = -np.abs(np.random.RandomState(3).randn(5, 7, 3) * 4)
     # alpha -> 0: the best component per location, q one-hot on it.
@@ -203,7 +203,7 @@ def _weights(obj):
 
 
 def test_mixture_objective_matches_numpy_per_term():
-    from amdim_tf.objectives import MixtureAMDIMObjective
+    from amdim_tf.methods import MixtureAMDIMObjective
 
     rng = np.random.RandomState(4)
     f1, f2 = random_feats(rng), random_feats(rng)
@@ -222,7 +222,7 @@ def test_mixture_objective_matches_numpy_per_term():
 def test_one_component_with_a_zero_last_layer_is_the_base_objective():
     """n_mix = 1: the mixture is its one component (logsumexp of one term, minus
     log 1), and with MLP(f1) = 0 the component is f1: every term equals AMDIM's."""
-    from amdim_tf.objectives import AMDIMObjective, MixtureAMDIMObjective
+    from amdim_tf.methods import AMDIMObjective, MixtureAMDIMObjective
 
     rng = np.random.RandomState(5)
     f1, f2 = as_tf(random_feats(rng)), as_tf(random_feats(rng))
@@ -241,8 +241,7 @@ def test_one_component_with_a_zero_last_layer_is_the_base_objective():
 def test_one_component_is_amdim_with_the_component_as_antecedent():
     import tensorflow as tf
 
-    from amdim_tf import losses
-    from amdim_tf.objectives import MixtureAMDIMObjective
+    from amdim_tf.methods import MixtureAMDIMObjective, losses
 
     rng = np.random.RandomState(6)
     f1, f2 = as_tf(random_feats(rng)), as_tf(random_feats(rng))
@@ -258,7 +257,7 @@ def test_one_component_is_amdim_with_the_component_as_antecedent():
 
 
 def test_config_round_trip():
-    from amdim_tf.objectives import MixtureAMDIMObjective
+    from amdim_tf.methods import MixtureAMDIMObjective
 
     obj = MixtureAMDIMObjective(8, 3, hidden=5, alpha=0.25, tclip=10.0, reg_coeff=0.1)
     again = MixtureAMDIMObjective.from_config(obj.get_config())
@@ -267,7 +266,7 @@ def test_config_round_trip():
 
 
 def test_bad_arguments_quote_the_value():
-    from amdim_tf.objectives import MixtureAMDIMObjective
+    from amdim_tf.methods import MixtureAMDIMObjective
 
     with pytest.raises(ValueError, match="n_mix=0"):
         MixtureAMDIMObjective(8, 0)
@@ -279,8 +278,12 @@ def test_bad_arguments_quote_the_value():
 
 
 def test_build_objective_follows_n_mix(tiny_config):
-    from amdim_tf.encoders import build_encoder
-    from amdim_tf.objectives import AMDIMObjective, MixtureAMDIMObjective, build_objective
+    from amdim_tf.methods import (
+        AMDIMObjective,
+        MixtureAMDIMObjective,
+        build_encoder,
+        build_objective,
+    )
 
     encoder = build_encoder(tiny_config)
     assert type(build_objective(tiny_config, encoder)) is AMDIMObjective
@@ -296,7 +299,7 @@ def test_build_objective_follows_n_mix(tiny_config):
 def test_gradients_reach_the_mixture_mlp_and_the_encoder(tiny_config):
     import tensorflow as tf
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     tiny_config.model.n_mix = 3
     model = build_model(tiny_config, steps_per_epoch=3, num_classes=10)
@@ -317,7 +320,7 @@ def test_gradients_reach_the_mixture_mlp_and_the_encoder(tiny_config):
 def test_mixed_bfloat16_keeps_the_mixture_in_float32(tiny_config):
     import tensorflow as tf
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     tiny_config.model.n_mix = 2
     tiny_config.precision = "mixed_bfloat16"
@@ -335,7 +338,7 @@ def test_mixed_bfloat16_keeps_the_mixture_in_float32(tiny_config):
 def test_objective_weights_are_checkpointed_with_the_model(tiny_config, tmp_path):
     import tensorflow as tf
 
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     tiny_config.model.n_mix = 2
     model = build_model(tiny_config, steps_per_epoch=3, num_classes=10)
@@ -380,7 +383,7 @@ def _replicas_main():
     import keras
 
     from amdim_tf import distribute
-    from amdim_tf.objectives import MixtureAMDIMObjective
+    from amdim_tf.methods import MixtureAMDIMObjective
 
     keras.utils.set_random_seed(0)
     n, d = 8, 16

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf.build import build_model
-from amdim_tf.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
-from amdim_tf.encoders import AMDIMEncoder
-from amdim_tf.model import SelfSupervisedModel
-from amdim_tf.objectives import AMDIMObjective
-from amdim_tf.optim import WarmupStepDecay, make_schedule
+from amdim_tf.methods import AMDIMEncoder, AMDIMObjective
+from amdim_tf.run.build import build_model
+from amdim_tf.run.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from amdim_tf.run.model import SelfSupervisedModel
+from amdim_tf.run.optim import WarmupStepDecay, make_schedule
 
 
 def tiny_model(tiny_config, spe=10):

@@ -19,7 +19,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from amdim_tf.plots import read_metrics
+from amdim_tf.use.report import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from amdim_tf import train as train_lib
-from amdim_tf.build import resolve_precision
+from amdim_tf.run import train as train_lib
+from amdim_tf.run.build import resolve_precision
 
 
 def _cpuinfo(tmp_path, flags):

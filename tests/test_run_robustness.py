@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf import callbacks, cli, config_lib
-from amdim_tf import train as train_lib
-from amdim_tf import workdir as workdir_lib
-from amdim_tf.build import build_model
+from amdim_tf import cli, config_lib
+from amdim_tf.run import callbacks
+from amdim_tf.run import train as train_lib
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.build import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"

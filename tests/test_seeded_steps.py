@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from amdim_tf import data as data_lib
-from amdim_tf.build import build_model
+from amdim_tf.run.build import build_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {

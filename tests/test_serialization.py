@@ -6,12 +6,11 @@ import pytest
 import tensorflow as tf
 from keras import saving
 
-from amdim_tf.encoders import AMDIMEncoder, CPCEncoder, DIMEncoder
-from amdim_tf.encoders.amdim import ConvReLU, ResidualBlock, ResidualUnit, RKHSHead
-from amdim_tf.encoders.cpc import CausalConvBlock
-from amdim_tf.nn import NoisyIdentity
-from amdim_tf.objectives import CPCObjective, DIMObjective
-from amdim_tf.optim import WarmupStepDecay
+from amdim_tf.methods import AMDIMEncoder, CPCEncoder, CPCObjective, DIMEncoder, DIMObjective
+from amdim_tf.methods.amdim.encoder import ConvReLU, ResidualBlock, ResidualUnit, RKHSHead
+from amdim_tf.methods.cpc.encoder import CausalConvBlock
+from amdim_tf.methods.nn import NoisyIdentity
+from amdim_tf.run.optim import WarmupStepDecay
 
 LAYERS = [
     (ConvReLU, dict(filters=4, kernel_size=3, strides=2, reflect_pad=1), (2, 9, 9, 3)),

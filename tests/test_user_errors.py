@@ -99,7 +99,7 @@ def test_validate_accepts_every_precision(tiny_config, precision):
 
 
 def test_precisions_are_those_build_resolves():
-    from amdim_tf import build
+    from amdim_tf.run import build
 
     assert set(config_lib.PRECISIONS) == set(build.PRECISIONS)
     for name in config_lib.PRECISIONS:

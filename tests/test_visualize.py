@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_model(config, n_mix):
-    from amdim_tf.build import build_model
+    from amdim_tf.run.build import build_model
 
     config.model.n_mix = n_mix
     return build_model(config, steps_per_epoch=3, num_classes=10)
@@ -26,7 +26,8 @@ def raw_images(n=4, seed=0):
 def test_location_maps_shapes_and_q(tiny_config, n_mix):
     import tensorflow as tf
 
-    from amdim_tf import augment, visualize
+    from amdim_tf.data import augment
+    from amdim_tf.use import visualize
 
     model = tiny_model(tiny_config, n_mix)
     views = tf.stack([augment.eval_view(x, "cifar") for x in raw_images()])
@@ -42,7 +43,7 @@ def test_location_maps_shapes_and_q(tiny_config, n_mix):
 
 
 def test_overlay_tints_each_cell_with_its_component():
-    from amdim_tf import visualize
+    from amdim_tf.use import visualize
 
     q = np.zeros((7, 7, 2))
     q[:, :4, 0] = 1.0  # columns 0-3: component 0
@@ -55,7 +56,7 @@ def test_overlay_tints_each_cell_with_its_component():
 
 
 def test_make_figures_per_n_mix(tiny_config):
-    from amdim_tf import visualize
+    from amdim_tf.use import visualize
 
     figs = visualize.make_figures(tiny_model(tiny_config, 0), raw_images(), "cifar")
     assert set(figs) == {"score_maps"}
@@ -79,7 +80,7 @@ def _image_tags(logdir):
 def test_callback_logs_images_at_its_cadence(tiny_config, tmp_path, every):
     import tensorflow as tf
 
-    from amdim_tf import visualize
+    from amdim_tf.use import visualize
 
     model = tiny_model(tiny_config, 2)
     writer = tf.summary.create_file_writer(str(tmp_path))
@@ -99,7 +100,7 @@ def test_callback_logs_images_at_its_cadence(tiny_config, tmp_path, every):
 
 
 def test_a_training_run_logs_the_pictures_when_asked(tiny_config, tmp_path):
-    from amdim_tf import train as train_lib
+    from amdim_tf.run import train as train_lib
 
     tiny_config.train.verbose = 0
     tiny_config.train.log_view_pairs = 0
@@ -122,8 +123,8 @@ def _image_tags_of(path):
 @pytest.mark.slow
 def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
     """A tiny n_mix = 2 run, then the tool: both PNGs from its latest checkpoint."""
-    from amdim_tf import visualize
-    from amdim_tf.train import train
+    from amdim_tf.run.train import train
+    from amdim_tf.use import visualize
 
     tiny_config.model.n_mix = 2
     tiny_config.train.verbose = 0

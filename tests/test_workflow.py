@@ -12,11 +12,11 @@ import pytest
 import tensorflow as tf
 from conftest import run_tool as tool
 
-from amdim_tf import train as train_lib
-from amdim_tf import workdir as workdir_lib
-from amdim_tf.build import build_model
-from amdim_tf.plots import read_metrics
-from amdim_tf.workdir import load_trained_encoder
+from amdim_tf.run import train as train_lib
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.build import build_model
+from amdim_tf.run.workdir import load_trained_encoder
+from amdim_tf.use.report import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"
@@ -274,7 +274,7 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
     (layers kept in Python lists were once invisible to tf.train.Checkpoint)."""
     import keras
 
-    from amdim_tf.workdir import restore_encoder, untrained_encoder
+    from amdim_tf.run.workdir import restore_encoder, untrained_encoder
 
     model = build_model(tiny_config, 3, 10)
     x = np.random.RandomState(0).rand(8, 32, 32, 3).astype("float32")

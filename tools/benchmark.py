@@ -84,7 +84,7 @@ def _configs(config, benchmark):
 
 
 def run():
-    from amdim_tf import benchmark
+    from amdim_tf.use import benchmark
 
     config = cli.load_config_flag(_CONFIG)
     try:

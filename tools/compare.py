@@ -38,8 +38,8 @@ import sys
 from absl import app, flags, logging
 
 from amdim_tf import cli
-from amdim_tf import compare as compare_lib
-from amdim_tf.train import PREEMPTED_EXIT_CODE
+from amdim_tf.run.train import PREEMPTED_EXIT_CODE
+from amdim_tf.use import compare as compare_lib
 
 # The library's defaults are the command's defaults (one place to change them).
 _D = compare_lib.CompareOptions

@@ -37,10 +37,11 @@ def main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf import augment, evaluate
-        from amdim_tf.export import export_encoder
-        from amdim_tf.train import train
-        from amdim_tf.workdir import untrained_encoder
+        from amdim_tf.data import augment
+        from amdim_tf.run.train import train
+        from amdim_tf.run.workdir import untrained_encoder
+        from amdim_tf.use import evaluate
+        from amdim_tf.use.export import export_encoder
 
         config = cli.load_config_flag(_CONFIG)
         workdir = _WORKDIR.value

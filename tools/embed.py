@@ -13,7 +13,7 @@ the run's config.json for a work directory (else the defaults), with any
 --config.data.* override on top: every source the trainer reads (folder with class
 sub-directories, or flat: unlabelled; npz; tfrecord; tfds). Writes OUT/r1.npy (N x D),
 OUT/index.tsv (id, label, class; one line per row), OUT/neighbours.png, OUT/embed.json and
-the projector files (amdim_tf/embed.py).
+the projector files (amdim_tf/use/embed.py).
 """
 
 import os
@@ -66,8 +66,9 @@ def main(argv):
         cli.fail(f"only --config.data.* overrides apply to embedding; got {other}.", code=1)
 
     def run():
-        from amdim_tf import backbone, embed
-        from amdim_tf import workdir as workdir_lib
+        from amdim_tf.run import loader as backbone
+        from amdim_tf.run import workdir as workdir_lib
+        from amdim_tf.use import embed
 
         encoder = _ENCODER.value
         if os.path.exists(os.path.join(encoder, workdir_lib.CONFIG_FILE)):

@@ -53,8 +53,8 @@ def main(argv):
         cli.fail(f"--max_train={_MAX_TRAIN.value}: use a positive count, or 0 for all.")
 
     def run():
-        from amdim_tf import evaluate
-        from amdim_tf.workdir import load_run_config, load_trained_encoder, untrained_encoder
+        from amdim_tf.run.workdir import load_run_config, load_trained_encoder, untrained_encoder
+        from amdim_tf.use import evaluate
 
         config = load_run_config(_WORKDIR.value)
         encoder, where = load_trained_encoder(config, _WORKDIR.value, _WHICH.value)

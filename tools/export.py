@@ -6,7 +6,7 @@
 --workdir takes the config from DIR/config.json and the weights from the run's latest
 (or --which=best) checkpoint; --config / --weights / --out override each part.
 The export takes raw pixels (uint8 0..255 by default, float [0, 1] via `serve_float`) and
-returns r1, r5, r7 and global = r1 flattened (amdim_tf/export.py). Serve it with
+returns r1, r5, r7 and global = r1 flattened (amdim_tf/use/export.py). Serve it with
 
     docker run -p 8501:8501 -v "$PWD/OUT:/models/amdim" -e MODEL_NAME=amdim \\
         tensorflow/serving --model_base_path=/models/amdim
@@ -70,8 +70,9 @@ def main(argv):
         )
 
     def run():
-        from amdim_tf import augment, export
-        from amdim_tf import workdir as workdir_lib
+        from amdim_tf.data import augment
+        from amdim_tf.run import workdir as workdir_lib
+        from amdim_tf.use import export
 
         if config_given:
             config = cli.load_config_flag(_CONFIG)

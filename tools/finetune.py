@@ -80,7 +80,7 @@ def main(argv):
 
         import tensorflow as tf
 
-        from amdim_tf import finetune
+        from amdim_tf.use import finetune
 
         # Each arm traces its own train step; TF's retracing advice is noise here.
         tf.get_logger().setLevel("ERROR")

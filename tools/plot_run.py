@@ -27,7 +27,7 @@ def main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf import plots
+        from amdim_tf.use import report as plots
 
         metrics = os.path.join(_WORKDIR.value, "metrics.jsonl")
         if not os.path.exists(metrics):

@@ -42,7 +42,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    from amdim_tf.train import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, train
+    from amdim_tf.run.train import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, train
 
     def run():
         config = cli.load_config_flag(_CONFIG)

@@ -35,7 +35,7 @@ def main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf import visualize
+        from amdim_tf.use import visualize
 
         overrides = {"data.path": _DATA_PATH.value} if _DATA_PATH.value else {}
         paths = visualize.visualize_run(

@@ -22,7 +22,7 @@ import math
 import keras
 from keras import ops
 
-from amdim_tf.nn import (
+from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
     attach_in_order,
     build_on_dummy_batch,

@@ -39,7 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf import compat, config_lib
-from amdim_tf.encoders import build_encoder
+from amdim_tf.methods import build_encoder
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

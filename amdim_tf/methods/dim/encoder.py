@@ -16,7 +16,7 @@ official `bias=not batch_norm`); init is PyTorch's default, as in `layers.py`.
 import keras
 from keras import ops
 
-from amdim_tf.nn import (
+from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
     attach_in_order,
     batch_norm,

@@ -62,7 +62,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import augment
+from amdim_tf.data import augment
 
 AUTOTUNE = tf.data.AUTOTUNE
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")

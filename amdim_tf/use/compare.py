@@ -32,9 +32,10 @@ import numpy as np
 import tensorflow as tf
 from ml_collections.config_flags import config_path
 
-from amdim_tf import evaluate, plots
-from amdim_tf import workdir as workdir_lib
-from amdim_tf.train import train
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.train import train
+from amdim_tf.use import evaluate
+from amdim_tf.use import report as plots
 
 # method -> (label in tables and plots, config file in configs/)
 METHODS = {

@@ -12,7 +12,7 @@ protocol of Wu et al. 2018, as monitored online by e.g. DINO).
 import keras
 
 from amdim_tf import data as data_lib
-from amdim_tf import evaluate
+from amdim_tf.use import evaluate
 
 LOG_KEY = "val_probe/knn_acc"  # callbacks.eval_scalars logs it as probe/eval_knn_acc
 

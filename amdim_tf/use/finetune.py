@@ -5,7 +5,7 @@ SimCLR, Chen et al. 2020, Sec. 4.2): draw a class-balanced, seeded subset of the
 train split (1% of CIFAR-10 = 500 images, 50 per class), and at those same labels compare
 
 - "frozen": the frozen encoder's r1 features + logistic regression, exactly the protocol of
-  `amdim_tf.evaluate` (eval views, BatchNorm in inference mode);
+  `amdim_tf.use.evaluate` (eval views, BatchNorm in inference mode);
 - "finetune": the pretrained encoder with a new linear head on r1, trained end to end;
 - "scratch": the same network from a random initialisation, trained on the same labels.
 
@@ -50,9 +50,11 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import augment, compat, evaluate
+from amdim_tf import compat
 from amdim_tf import data as data_lib
-from amdim_tf import workdir as workdir_lib
+from amdim_tf.data import augment
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.use import evaluate
 
 ARMS = ("frozen", "finetune", "scratch")
 ARM_TITLES = {

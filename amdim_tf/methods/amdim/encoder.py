@@ -18,7 +18,7 @@ of every residual branch, so each unit starts as its shortcut).
 import keras
 from keras import ops
 
-from amdim_tf.nn import (
+from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
     NoisyIdentity,
     attach_in_order,

@@ -27,11 +27,14 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import augment, callbacks, config_lib, distribute, visualize
+from amdim_tf import config_lib, distribute
 from amdim_tf import data as data_lib
-from amdim_tf import workdir as workdir_lib
-from amdim_tf.build import build_model, resolve_precision
-from amdim_tf.knn_monitor import KNNMonitor
+from amdim_tf.data import augment
+from amdim_tf.run import callbacks
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.build import build_model, resolve_precision
+from amdim_tf.run.knn_monitor import KNNMonitor
+from amdim_tf.use import visualize
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C

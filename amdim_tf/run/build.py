@@ -10,10 +10,9 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf.config_lib import PRECISIONS
-from amdim_tf.encoders import build_encoder
-from amdim_tf.model import SelfSupervisedModel
-from amdim_tf.objectives import build_objective
-from amdim_tf.optim import make_optimizer
+from amdim_tf.methods import build_encoder, build_objective
+from amdim_tf.run.model import SelfSupervisedModel
+from amdim_tf.run.optim import make_optimizer
 
 # CPU flags (Linux /proc/cpuinfo) of the instructions that make bfloat16 matmuls fast:
 # AVX512_BF16 (measured here: a bf16 matmul ~1.8x float32, the train step ~1.5x) and AMX.

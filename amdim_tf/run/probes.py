@@ -7,7 +7,12 @@ probes measure the representation without ever teaching the encoder.
 
 import keras
 
-from amdim_tf.nn import BN_EPSILON, BN_MOMENTUM, TORCH_DEFAULT_KERNEL_INIT, torch_default_bias_init
+from amdim_tf.methods.nn import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    TORCH_DEFAULT_KERNEL_INIT,
+    torch_default_bias_init,
+)
 
 
 def _dense(units, fan_in, use_bias=True, name=None):

@@ -35,8 +35,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import augment, backbone, evaluate, export
 from amdim_tf import data as data_lib
+from amdim_tf.data import augment
+from amdim_tf.run import loader as backbone
+from amdim_tf.use import evaluate, export
 
 FEATURE_KEYS = ("r1", "r5", "r7")
 INDEX_FILE = "index.tsv"

@@ -10,8 +10,9 @@ cross-entropy in one Adam update, as the official code does. The probes read
 import keras
 import tensorflow as tf
 
-from amdim_tf import compat, distribute, losses
-from amdim_tf.probes import linear_probe, mlp_probe
+from amdim_tf import compat, distribute
+from amdim_tf.methods import losses
+from amdim_tf.run.probes import linear_probe, mlp_probe
 
 
 def flat_r1(feats):
@@ -29,7 +30,7 @@ class SelfSupervisedModel(keras.Model):
     Args:
         encoder: a built model mapping images to a dict with at least "r1".
         objective: callable (feats1, feats2, seed_generator=...) -> dict of float32
-            scalars with "total" and one per `metric_names` (see `amdim_tf.objectives`).
+            scalars with "total" and one per `metric_names` (see `amdim_tf.methods`).
         num_classes: classes of the online probes.
         weight_decay: coupled L2 added to every gradient (PyTorch Adam's
             `weight_decay`, as the official code).

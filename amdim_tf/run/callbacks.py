@@ -22,7 +22,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import workdir as workdir_lib
+from amdim_tf.run import workdir as workdir_lib
 
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"
 

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import augment
+from amdim_tf.data import augment
 
 # A qualitative palette (matplotlib's tab10): component j is always this colour.
 _PALETTE = np.array(
@@ -278,8 +278,8 @@ def load_run_model(workdir, which="latest", overrides=None):
     Every encoder and objective variable is first set to NaN and must be read from
     the checkpoint, so a run of another architecture fails loudly.
     """
-    from amdim_tf import workdir as workdir_lib
-    from amdim_tf.build import build_model
+    from amdim_tf.run import workdir as workdir_lib
+    from amdim_tf.run.build import build_model
 
     config = workdir_lib.load_run_config(workdir)
     for dotted, value in (overrides or {}).items():

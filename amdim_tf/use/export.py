@@ -47,7 +47,7 @@ import tempfile
 import keras
 import tensorflow as tf
 
-from amdim_tf import augment
+from amdim_tf.data import augment
 
 CONFIG_FILENAME = "amdim_encoder.json"
 FEATURES = ("r1", "r5", "r7")  # exported when the encoder returns them; "global" always

@@ -26,8 +26,9 @@ statistics) and batch statistics would let the critic see the negatives.
 import keras
 import tensorflow as tf
 
-from amdim_tf import distribute, losses
-from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, shortcut_init, with_args
+from amdim_tf import distribute
+from amdim_tf.methods import losses
+from amdim_tf.methods.nn import TORCH_DEFAULT_KERNEL_INIT, shortcut_init, with_args
 
 ESTIMATORS = {"jsd": losses.dim_jsd_loss, "nce": losses.dim_nce_loss, "dv": losses.dim_dv_loss}
 

@@ -14,7 +14,7 @@ with "r1" [B, 1, 1, D] (the global feature linear probes read; "r5" [B, 5, 5, D]
 
 Input contract. The bare encoder (the default) takes what training fed it: float32
 [B, S, S, 3] normalised with the preset of its training data,
-`amdim_tf.augment.normalise(pixels01, preset)` (per-channel mean/std of CIFAR or
+`amdim_tf.data.augment.normalise(pixels01, preset)` (per-channel mean/std of CIFAR or
 ImageNet; S = encoder.image_size, 32, 64 or 128; resize or centre-crop first, as
 `augment.eval_view` does). `include_preprocessing=True` wraps it in `PixelEncoder`, which
 normalises inside and so takes raw pixels, the way Keras users expect: uint8 0..255, or
@@ -24,7 +24,7 @@ float in [0, 1]. The dtype says which (as the SavedModel's two signatures do), s
 
 `save_encoder(workdir, "encoder.keras")` writes the `PixelEncoder` (so the file carries its
 preset) as a standard Keras `.keras` file; `load_encoder` reads it back with or without the
-preprocessing, and so does `keras.saving.load_model` once `amdim_tf.backbone` is imported
+preprocessing, and so does `keras.saving.load_model` once `amdim_tf.run.loader` is imported
 (which registers the classes).
 
 Why not a KerasHub preset. `keras_hub.models.Backbone.from_preset(dir)` only loads
@@ -44,9 +44,9 @@ import os
 import keras
 import tensorflow as tf
 
-from amdim_tf import augment
-from amdim_tf import workdir as workdir_lib
-from amdim_tf.encoders import AMDIMEncoder, CPCEncoder, DIMEncoder
+from amdim_tf.data import augment
+from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder
+from amdim_tf.run import workdir as workdir_lib
 
 ENCODER_CLASSES = (AMDIMEncoder, DIMEncoder, CPCEncoder)
 _EXPECTED = (
@@ -154,7 +154,7 @@ def _load(path, which, config):
                 f"{path} is a SavedModel export (for serving), not a Keras model to build "
                 "on; load_encoder takes the run's work directory or a .keras file "
                 "(amdim_tf.save_encoder), or load the export with "
-                "amdim_tf.export.load_exported / keras.layers.TFSMLayer."
+                "amdim_tf.use.export.load_exported / keras.layers.TFSMLayer."
             )
         latest = tf.train.latest_checkpoint(path)
         if latest and config is not None:

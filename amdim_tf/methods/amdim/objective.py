@@ -21,8 +21,9 @@ as before.
 import keras
 import tensorflow as tf
 
-from amdim_tf import distribute, losses
-from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, torch_default_bias_init
+from amdim_tf import distribute
+from amdim_tf.methods import losses
+from amdim_tf.methods.nn import TORCH_DEFAULT_KERNEL_INIT, torch_default_bias_init
 
 N_R5_LOCATIONS = 25  # the 5x5 map
 

@@ -15,8 +15,9 @@ independent of how many rows are predicted.
 
 import keras
 
-from amdim_tf import distribute, losses
-from amdim_tf.nn import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, with_args
+from amdim_tf import distribute
+from amdim_tf.methods import losses
+from amdim_tf.methods.nn import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, with_args
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")

@@ -26,8 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import compat, distribute
-from amdim_tf.build import PRECISIONS, build_model, resolve_precision
-from amdim_tf.encoders import build_encoder
+from amdim_tf.methods import build_encoder
+from amdim_tf.run.build import PRECISIONS, build_model, resolve_precision
 
 # Encoder shapes of the presets, (ndf, n_rkhs, n_depth), at the config's image size.
 MODEL_SHAPES = {
@@ -245,7 +245,7 @@ def measure_isolated(config, batch_size, steps=12, warmup=3, profile_dir=""):
         }
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "amdim_tf.benchmark"],
+        [sys.executable, "-m", "amdim_tf.use.benchmark"],
         input=request,
         text=True,
         capture_output=True,
