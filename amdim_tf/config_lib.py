@@ -66,6 +66,10 @@ def base_config():
     c.data.image_size = 32
     c.data.augment = ""  # '' = preset for image_size
     c.data.strict = False  # fail on a bad image file instead of skipping it
+    # Decoded pixels allowed per image (2**25: an 8K frame, ~100 MB as uint8); a larger
+    # one is skipped and counted from its header, before decoding (JPEGs count at the
+    # reduced DCT scale they decode at). 0 = no bound.
+    c.data.max_pixels = 2**25
     c.data.cache = True
     # A full shuffle of CIFAR: the JPEG copy is sorted by class, and a partial
     # buffer would fill batches with a few classes (weak negatives, biased probes).

@@ -178,7 +178,6 @@ def image_folder(tmp_path):
 
 def test_folder_source_skips_bad_files_and_logs(image_folder, caplog):
     root, unlabeled = image_folder
-    data_lib._VALIDATED.clear()
     data = make_data(source="folder", path=root, unlabeled_path=unlabeled)
     with caplog.at_level(logging.WARNING):
         ds = data_lib.make_pretrain_dataset(data, BATCH, seed=0)

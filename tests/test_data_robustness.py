@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from amdim_tf import config_lib
 from amdim_tf import data as data_lib
+from amdim_tf.data import decode
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_CIFAR = os.path.join(REPO_ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
@@ -85,13 +86,13 @@ def test_large_images_decode_bounded_and_small_ones_exactly(tmp_path):
     _write(str(root / "b" / "mid.jpg"), _jpeg(_smooth_image(480, 512, 3)))
 
     # 4000 px: decoded at 1/4 scale in the DCT (1000x750), then resized to 512 px.
-    assert data_lib._decode_image(tf.constant(big_jpeg)).shape == (384, 512, 3)
-    wide = data_lib._decode_file(tf.constant(str(root / "a" / "wide.png")))
+    assert decode.decode_image(tf.constant(big_jpeg)).shape == (384, 512, 3)
+    wide = decode.decode_file(tf.constant(str(root / "a" / "wide.png")))
     assert wide.shape == (219, 512, 3) and wide.dtype == tf.uint8
     # At or below the bound: exactly the full decode, as before.
     exact = tf.io.decode_jpeg(small, channels=3, dct_method="INTEGER_ACCURATE")
-    np.testing.assert_array_equal(data_lib._decode_image(tf.constant(small)).numpy(), exact)
-    assert data_lib._decode_file(tf.constant(str(root / "b" / "mid.jpg"))).shape == (480, 512, 3)
+    np.testing.assert_array_equal(decode.decode_image(tf.constant(small)).numpy(), exact)
+    assert decode.decode_file(tf.constant(str(root / "b" / "mid.jpg"))).shape == (480, 512, 3)
 
     data = make_data(source="folder", path=str(root), image_size=64)
     assert data_lib.num_examples(data, "train") == 4

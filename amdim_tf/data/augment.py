@@ -100,6 +100,24 @@ def preset_for_size(image_size):
     )
 
 
+def preset_for(preset: str, image_size: int) -> str:
+    """The preset a run uses: `preset` (data.augment) if set, else the one for image_size.
+
+    The one home of this rule (training, evaluation, loading, export and the figures
+    all call it); a known preset whose views are not `image_size` pixels is an error (an
+    unknown name is left to the caller's own check, which lists the presets).
+    """
+    image_size = int(image_size)
+    name = preset or preset_for_size(image_size)
+    if name in _PRESETS and _PRESETS[name].size != image_size:
+        raise ValueError(
+            f"data.augment={name!r} produces {preset_size(name)}-pixel views but "
+            f"data.image_size={image_size}; set data.augment='' to pick the preset for the "
+            "image size, or make the two agree."
+        )
+    return name
+
+
 def preset_size(preset):
     """Returns the output side length of `preset`."""
     return _get_preset(preset).size

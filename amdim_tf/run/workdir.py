@@ -90,6 +90,7 @@ ADDED_KEY_DEFAULTS = {
     "jit_compile": False,
     "train.steps_per_execution": 1,
     "optim.schedule": "step",
+    "data.max_pixels": 2**25,
 }
 
 

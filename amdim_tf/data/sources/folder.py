@@ -1,0 +1,217 @@
+"""The "folder" source, and the one reader of image files every consumer goes through.
+
+`data.path/class_x/*.{jpg,jpeg,png,bmp,gif,webp}` (labels are the sorted class dirs), or
+`data.path/<split>/class_x/...` when such a split dir exists; plus an optional flat
+folder of unlabeled images, `data.unlabeled_path`, used for pretraining only. Training,
+evaluation, embedding, fine-tuning and the figures all read files through
+`FolderSource`, so a file that one of them reads or skips, all of them do.
+
+Listing: every file whose name ends in an extension of `decode.IMAGE_EXTENSIONS` (any
+case, hidden names excluded), in sorted order. The scan of a split part (once per opened
+source) then skips, counts and names what cannot be an image: a name that is not a
+regular file (a FIFO, a device: opening one could hang), a dangling or looping symlink,
+a file that cannot be read, an image the decode gate refuses (more than
+`data.max_pixels`) and one that does not decode; `data.strict=True` fails naming the
+first instead. File names are handled as bytes, so names that are not UTF-8 are read like
+any other.
+"""
+
+import dataclasses
+import os
+import stat
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from amdim_tf.data import decode
+from amdim_tf.data.sources.base import (
+    UNLABELED,
+    UNLABELED_SPLIT,
+    Examples,
+    Source,
+    decodable,
+    is_unlabeled,
+    report_bad,
+    require_path,
+    split_parts,
+    why_undecodable,
+)
+
+
+def list_images(directory: str | bytes) -> list:
+    """Files under `directory` named as images, in sorted order, as bytes paths.
+
+    Bytes, because a name that is not valid UTF-8 (a Latin-1 name from an old archive)
+    cannot become a tf.string from Python's surrogate-escaped str; its bytes can.
+    Symlinked sub-directories are not followed (a `sub -> .` link would list every file
+    again); what each listed name is, is checked by the scan.
+    """
+    files = []
+    # Walked as str (surrogate-escaped), so the sorted order is the one runs had.
+    for dirpath, dirnames, filenames in os.walk(os.fsdecode(directory)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.lower().endswith(decode.IMAGE_EXTENSIONS) and not name.startswith("."):
+                files.append(os.fsencode(os.path.join(dirpath, name)))
+    return files
+
+
+def _unreadable(path, max_pixels):
+    """Why the file at `path` (bytes) cannot be an image, before decoding it; or None."""
+    try:
+        mode = os.stat(path).st_mode  # follows symlinks: a dangling or looping one fails
+        if not stat.S_ISREG(mode):
+            return "not a regular file"
+        head = decode.read_head(path)
+    except OSError as e:
+        return f"cannot be read: {e.strerror or e}"
+    return decode.refusal(head, max_pixels)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scan:
+    """What the scan of one split part found."""
+
+    files: list  # bytes paths that decode, in order
+    labels: np.ndarray  # int32 [len(files)]
+    skipped: list  # str paths that were listed but cannot be read, in order
+    class_names: tuple  # () for the unlabeled part
+
+
+def _valid_files(paths, strict, where, max_pixels):
+    """(paths that decode, paths skipped): each file (bytes path) is checked once."""
+    if not paths:
+        return [], []
+    refused = {}
+    for p in paths:
+        reason = _unreadable(p, max_pixels)
+        if reason:
+            refused[p] = reason
+    rest = [p for p in paths if p not in refused]
+    good = set()
+    if rest:
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(rest), tf.constant(rest)))
+        good = decodable(ds, decode.decode_file)
+    bad = [p for p in paths if p not in good]
+
+    def why():
+        return refused.get(bad[0]) or why_undecodable(decode.decode_file, bad[0])
+
+    names = [repr(os.fsdecode(p)) for p in bad]
+    report_bad(names, len(paths), "image file", f"under {where}", strict, why)
+    return [p for p in paths if p in good], bad
+
+
+class FolderSource(Source):
+    """Image files in class sub-directories, plus an optional unlabeled flat folder."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self._scans = {}  # part -> _Scan
+
+    def class_root(self, part: str) -> str:
+        """The directory whose sub-directories are the classes of split `part`."""
+        root = self.data.path
+        require_path(root, "data.path")
+        split_root = os.path.join(root, part)
+        if os.path.isdir(split_root):
+            return split_root
+        logging.log_first_n(
+            logging.INFO,
+            "No %s/ under %s: split %r reads the class dirs of data.path itself.",
+            1,
+            part,
+            root,
+            part,
+        )
+        return root
+
+    @staticmethod
+    def _classes(class_root):
+        classes = sorted(
+            d
+            for d in os.listdir(class_root)
+            if not d.startswith(".") and os.path.isdir(os.path.join(class_root, d))
+        )
+        if not classes:
+            raise ValueError(
+                f"{class_root!r} has no class sub-directories; the folder source expects "
+                "data.path/class_x/*.jpg (or data.path/<split>/class_x/*.jpg)."
+            )
+        return classes
+
+    def _scan(self, part):
+        if part in self._scans:
+            return self._scans[part]
+        strict, max_pixels = self.data.strict, int(self.data.max_pixels)
+        if is_unlabeled(part):
+            unlabeled = self.data.unlabeled_path
+            require_path(unlabeled, "data.unlabeled_path")
+            where = f"{unlabeled} (data.unlabeled_path)"
+            files, bad = _valid_files(list_images(unlabeled), strict, where, max_pixels)
+            labels, names = [UNLABELED] * len(files), ()
+        else:
+            class_root = self.class_root(part)
+            names = tuple(self._classes(class_root))
+            listed, listed_labels = [], []
+            for label, name in enumerate(names):
+                found = list_images(os.path.join(class_root, name))
+                listed += found
+                listed_labels += [label] * len(found)
+            where = f"{class_root} (data.path)"
+            good, bad = _valid_files(listed, strict, where, max_pixels)
+            good = set(good)
+            keep = [i for i, f in enumerate(listed) if f in good]
+            files, labels = [listed[i] for i in keep], [listed_labels[i] for i in keep]
+        if not files:
+            raise ValueError(f"No decodable image files for split {part!r} of the folder source.")
+        scan = _Scan(files, np.array(labels, np.int32), [os.fsdecode(p) for p in bad], names)
+        self._scans[part] = scan
+        return scan
+
+    def examples(self, part: str) -> Examples:
+        scan = self._scan(part)
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(scan.files), tf.constant(scan.labels)))
+        return Examples(ds, decode.decode_file)
+
+    def labels(self, part: str) -> np.ndarray:
+        return self._scan(part).labels
+
+    def skipped(self, part: str) -> list:
+        """Paths (str) listed as images in `part` that cannot be read or decoded."""
+        return list(self._scan(part).skipped)
+
+    def num_classes(self) -> int:
+        return len(self.class_names())
+
+    def class_names(self, part: str | None = None) -> tuple:
+        """The class sub-directories of `part` (default: of data.train_split), sorted."""
+        part = part or split_parts(self.data.train_split)[0]
+        if is_unlabeled(part):
+            return ()
+        return tuple(self._classes(self.class_root(part)))
+
+    def has_unlabeled(self) -> bool:
+        return bool(self.data.unlabeled_path)
+
+    def pretrain_parts(self, parts: list) -> list:
+        if not self.data.path and self.data.unlabeled_path:
+            # Pretraining from an unlabeled folder alone is allowed; probes need data.path.
+            return [UNLABELED_SPLIT]
+        return super().pretrain_parts(parts)
+
+    def is_flat(self) -> bool:
+        """Whether data.path is a folder of images without class sub-directories."""
+        root = self.data.path
+        if not root or not os.path.isdir(root):
+            return False
+        return not any(
+            not d.startswith(".") and os.path.isdir(os.path.join(root, d)) for d in os.listdir(root)
+        )
+
+    def flat_as_unlabeled(self) -> "FolderSource":
+        """A source reading data.path as a flat folder of unlabeled images (split "unlabeled")."""
+        data = type(self.data)(self.data.to_dict())
+        data.unlabeled_path, data.path = data.path, ""
+        return FolderSource(data)
