@@ -61,7 +61,7 @@ def main(argv):
         print(evaluate.format_table(rows))
         # TF Serving layout: BASE/VERSION; re-running the demo replaces version 1.
         export_path = os.path.join(workdir, "export", "1")
-        preset = config.data.augment or augment.preset_for_size(config.data.image_size)
+        preset = augment.preset_for(config.data.augment, config.data.image_size)
         export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
         with open(os.path.join(workdir, "demo.json"), "w") as f:
             json.dump(

@@ -85,7 +85,7 @@ def main(argv):
             )
         else:
             encoder, source = workdir_lib.load_trained_encoder(config, workdir, _WHICH.value)
-        preset = config.data.augment or augment.preset_for_size(config.model.image_size)
+        preset = augment.preset_for(config.data.augment, config.model.image_size)
         base = _OUT.value or os.path.join(workdir, "export")
         export_dir = os.path.join(base, str(_VERSION.value))
         try:

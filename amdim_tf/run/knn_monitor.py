@@ -26,7 +26,7 @@ class KNNMonitor(keras.callbacks.Callback):
     value appears there as `probe/eval_knn_acc`.
 
     Args:
-        data: the `data` config section.
+        data: the `data` config section, or the `Source` the run opened from it.
         num_examples: size of each balanced sample (queries from `eval_split`,
             references from `train_split`); 0 turns the monitor off.
         k: neighbours of the majority vote.
@@ -53,8 +53,9 @@ class KNNMonitor(keras.callbacks.Callback):
         self.k = int(k)
         self.seed = int(seed)
         self.batch_size = int(batch_size)
-        self.train_split = train_split or data.train_split
-        self.eval_split = eval_split or data.eval_split
+        section = data_lib.data_section(data)
+        self.train_split = train_split or section.train_split
+        self.eval_split = eval_split or section.eval_split
         self.encoder = encoder
         self._datasets = None
         self.last_accuracy = None

@@ -63,7 +63,7 @@ class PixelEncoder(keras.Model):
     Args:
         encoder: one of this project's encoders (a dict with "r1" out, `image_size` set).
         preset: normalisation preset ("cifar", "stl", "imagenet"); default: the one
-            training uses for `encoder.image_size` (`augment.preset_for_size`).
+            training uses for `encoder.image_size` (`augment.preset_for`).
 
     Call: images [B, S, S, 3], uint8 in 0..255 or float in [0, 1] (S =
         encoder.image_size) -> the encoder's feature dict (r1 [B, 1, 1, D], ...).
@@ -71,7 +71,7 @@ class PixelEncoder(keras.Model):
 
     def __init__(self, encoder, preset=None, **kwargs):
         super().__init__(**kwargs)
-        preset = preset or augment.preset_for_size(encoder.image_size)
+        preset = augment.preset_for(preset, encoder.image_size)
         if preset not in augment.PRESETS:
             raise ValueError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS}.")
         self.encoder = encoder
@@ -128,7 +128,7 @@ def _restore_checkpoint(config, checkpoint):
 
 
 def _preset_of(config):
-    return config.data.augment or augment.preset_for_size(config.model.image_size)
+    return augment.preset_for(config.data.augment, config.model.image_size)
 
 
 def _is_saved_model(path):

@@ -40,8 +40,8 @@ PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempte
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
 
 
-def steps_per_epoch(config):
-    n = data_lib.num_pretrain_examples(config.data)
+def steps_per_epoch(config, source=None):
+    n = data_lib.num_pretrain_examples(source or config.data)
     # Also with a set steps_per_epoch: a batch holding an image twice would pair it
     # with itself as a negative.
     if config.train.batch_size > n:
@@ -62,7 +62,7 @@ def log_view_pairs(writer, dataset, preset, n, step):
         tf.summary.image("data/view_pairs", tf.clip_by_value(pairs, 0.0, 1.0), max_outputs=n)
 
 
-def pretrain_dataset(config, strategy, start_step):
+def pretrain_dataset(config, strategy, start_step, source=None):
     """The distributed two-view stream; config.train.batch_size is the global batch.
 
     One input pipeline per worker, each yielding per-replica batches that the
@@ -77,7 +77,7 @@ def pretrain_dataset(config, strategy, start_step):
         replicas_per_pipeline = ctx.num_replicas_in_sync // ctx.num_input_pipelines
         # start_step counts this pipeline's batches, not global steps.
         return data_lib.make_pretrain_dataset(
-            config.data,
+            source or config.data,
             ctx.get_per_replica_batch_size(global_batch),
             config.seed,
             ctx,
@@ -127,16 +127,17 @@ def _segments(step, steps_per_epoch, epochs):
     return segments
 
 
-def eval_dataset(config):
+def eval_dataset(config, source=None):
     """The in-training eval set: the whole eval split, or with train.eval_steps > 0 a
     seeded class-balanced sample of eval_steps batches (files are often sorted by
     class, so the first N images would be a class or two)."""
     batch = int(config.train.eval_batch_size)
     steps = int(config.train.eval_steps)
+    data = source or config.data
     if steps <= 0:
-        return data_lib.make_eval_dataset(config.data, config.data.eval_split, batch)
+        return data_lib.make_eval_dataset(data, config.data.eval_split, batch)
     return data_lib.make_eval_dataset(
-        config.data,
+        data,
         config.data.eval_split,
         batch,
         max_examples=steps * batch,
@@ -188,7 +189,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     if workdir:  # refuse another run's workdir before the (maybe slow) data opens
         workdir_lib.prepare_workdir(config, workdir, overwrite, write=False)
     keras.utils.set_random_seed(config.seed)
-    spe = steps_per_epoch(config)
+    # Opened once: every reader below shares its scan (validation, counts, labels).
+    source = data_lib.open_source(config.data)
+    spe = steps_per_epoch(config, source)
     epochs = int(config.train.epochs)
     batch = int(config.train.batch_size)
     if batch % strategy.num_replicas_in_sync:
@@ -196,9 +199,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
             f"config.train.batch_size={batch} (the global batch) must be a multiple "
             f"of the {strategy.num_replicas_in_sync} replicas; change it."
         )
-    num_classes = data_lib.num_classes(config.data)
+    num_classes = data_lib.num_classes(source)
     # Plain dataset: Keras distributes validation data over the replicas itself.
-    eval_ds = eval_dataset(config)
+    eval_ds = eval_dataset(config, source)
     if workdir:
         # Only now that the data opened: a failed start leaves no config.json behind.
         workdir_lib.prepare_workdir(config, workdir, overwrite, write=chief)
@@ -239,7 +242,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     )
     # Before the logger, which writes the value it adds to the epoch's logs.
     knn = KNNMonitor(
-        config.data,
+        source,
         config.train.knn_examples,
         seed=config.seed,
         batch_size=config.train.eval_batch_size,
@@ -252,19 +255,19 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
             run_ckpt, config.train.checkpoint_every_steps, stopper, best_file
         )
         cbs.append(checkpointer)
-    preset = config.data.augment or augment.preset_for_size(config.data.image_size)
+    preset = augment.preset_for(config.data.augment, config.data.image_size)
     if (
         logger.writer is not None
         and config.train.visualize_every_steps
         and config.method == "amdim"
     ):
         # Score maps (and mixture assignments) of the same eval images, in TensorBoard.
-        images = visualize.sample_images(config.data, config.data.eval_split, 8, seed=config.seed)
+        images = visualize.sample_images(source, config.data.eval_split, 8, seed=config.seed)
         every = config.train.visualize_every_steps
         cbs.append(visualize.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
     if logger.writer is not None and config.train.log_view_pairs and step == 0:
-        views = data_lib.make_pretrain_dataset(config.data, batch, config.seed)
+        views = data_lib.make_pretrain_dataset(source, batch, config.seed)
         log_view_pairs(logger.writer, views, preset, config.train.log_view_pairs, step=0)
 
     try:
@@ -285,7 +288,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
                 if stopper.preempted:
                     break
                 history = model.fit(
-                    pretrain_dataset(config, strategy, run_ckpt.step),
+                    pretrain_dataset(config, strategy, run_ckpt.step, source),
                     initial_epoch=first,
                     epochs=last,
                     steps_per_epoch=steps,

@@ -112,58 +112,17 @@ class _Part:
     skipped_names: list
 
 
-def _is_flat_folder(data):
-    root = data.path
-    if data.source != "folder" or not root or not os.path.isdir(root):
-        return False
-    return not any(
-        os.path.isdir(os.path.join(root, d)) and not d.startswith(".") for d in os.listdir(root)
-    )
-
-
-def _listed_images(directory):
-    files = []
-    for dirpath, dirnames, filenames in os.walk(directory):
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(data_lib.IMAGE_EXTENSIONS) and not name.startswith("."):
-                files.append(os.fsencode(os.path.join(dirpath, name)))
-    return files
-
-
-def _part(data, part, preset, thumb):
+def _part(source, part, preset, thumb):
     """One split part as a stream of (id, pixels, label, thumbnail).
 
-    The per-part examples come from the sources of `data.py` (`open_source(...).examples`,
-    whose payload is the file path for folders): the one place this module reads
-    data.py's internals (see the report of issue 12 for the public function to expose).
+    The opened source reads the part (for folders the payload is the file path, which
+    becomes the id) and names what it skipped, exactly as training reads and skips it.
     """
-    source = data_lib.open_source(data)
     examples = source.examples(part)
     count = source.count(part)
     is_folder = isinstance(source, data_lib.FolderSource)
-    class_names, skipped, skipped_names = (), 0, []
-    if is_folder:
-        unlabeled = part.split("[")[0] == data_lib.UNLABELED_SPLIT
-        root = data.unlabeled_path if unlabeled else data.path
-        if not unlabeled and os.path.isdir(os.path.join(root, part)):
-            root = os.path.join(root, part)
-        if not unlabeled:
-            class_names = tuple(
-                sorted(
-                    d
-                    for d in os.listdir(root)
-                    if not d.startswith(".") and os.path.isdir(os.path.join(root, d))
-                )
-            )
-        kept = {p for p, _ in examples.ds.as_numpy_iterator()}
-        bad = [p for p in _listed_images(root) if p not in kept]
-        skipped = len(bad)
-        skipped_names = [os.fsdecode(p) for p in bad[:5]]
-    elif data.source == "npz":
-        npz = data_lib.load_npz(data.path)
-        class_names = npz.class_names
-        skipped = len(npz.splits[part][1]) - count
+    class_names = source.class_names(part)
+    skipped = source.skipped(part)
 
     def prepare(index, example):
         payload, label = example
@@ -179,27 +138,27 @@ def _part(data, part, preset, thumb):
         return name, pixels, label, small
 
     ds = examples.ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    return _Part(ds, count, class_names, skipped, skipped_names)
+    return _Part(ds, count, tuple(class_names), len(skipped), skipped[:5])
 
 
-def _stream(data, split, preset, thumb):
-    parts = [_part(data, p, preset, thumb) for p in data_lib.split_parts(split)]
+def _stream(source, split, preset, thumb):
+    parts = [_part(source, p, preset, thumb) for p in data_lib.split_parts(split)]
     ds = parts[0].ds
     for extra in parts[1:]:
         ds = ds.concatenate(extra.ds)
     return ds, parts
 
 
-def _data_for(data, image_size, preset, split):
-    """`data` set up for the encoder's input size; a flat folder becomes unlabelled."""
+def _source_for(data, image_size, preset, split):
+    """(opened source, split) for the encoder's input size; a flat folder is unlabelled."""
     data = data_lib.Data(data.to_dict())
     data.image_size = image_size
     data.augment = preset
     data.cache = False  # one pass: a cache would hold every decoded image
-    if _is_flat_folder(data):
-        data.unlabeled_path, data.path = data.path, ""
-        split = data_lib.UNLABELED_SPLIT
-    return data, split
+    source = data_lib.open_source(data)
+    if isinstance(source, data_lib.FolderSource) and source.is_flat():
+        source, split = source.flat_as_unlabeled(), data_lib.UNLABELED_SPLIT
+    return source, split
 
 
 # -- outputs ---------------------------------------------------------------------------
@@ -346,9 +305,10 @@ def embed(
     loading = time.perf_counter()
     model = open_encoder(encoder_path, features, which)
     start = time.perf_counter()
-    data, split = _data_for(data, model.image_size, model.preset, split)
+    source, split = _source_for(data, model.image_size, model.preset, split)
+    data = source.data
     thumb = min(int(thumb_size), model.image_size)
-    ds, parts = _stream(data, split, model.preset, thumb)
+    ds, parts = _stream(source, split, model.preset, thumb)
     total = sum(p.count for p in parts)
     if total == 0:
         raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")

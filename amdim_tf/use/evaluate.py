@@ -161,10 +161,11 @@ def evaluate_encoders(
     for name, enc in encoders.items():
         check_feature_keys(features, tuple(enc.feature_shapes), f"{name} ({type(enc).__name__})")
     train_split = config.data.train_split
+    source = data_lib.open_source(config.data)  # opened once: one scan for both splits
     train_ds = data_lib.make_eval_dataset(
-        config.data, train_split, batch_size, max_examples=max_train, sample_seed=0
+        source, train_split, batch_size, max_examples=max_train, sample_seed=0
     )
-    test_ds = data_lib.make_eval_dataset(config.data, config.data.eval_split, batch_size)
+    test_ds = data_lib.make_eval_dataset(source, config.data.eval_split, batch_size)
     rows = []
     if pixels:
         train, test = pixel_features(train_ds), pixel_features(test_ds)

@@ -94,7 +94,7 @@ def export_encoder(
         export_dir: directory to write; for TensorFlow Serving, a version directory
             such as BASE/1 (see the module docstring).
         preset: normalisation preset ("cifar", "stl", "imagenet"); default: the one
-            training used for this image size (augment.preset_for_size).
+            training used for this image size (augment.preset_for).
         image_size: side S of the accepted images; default and only allowed value:
             encoder.image_size.
         features: encoder outputs to export besides "global"; default: those of
@@ -117,7 +117,7 @@ def export_encoder(
             f"image_size={image_size} differs from the encoder's image_size="
             f"{trained_size}; export at the size the encoder was built for."
         )
-    preset = preset or augment.preset_for_size(image_size)
+    preset = augment.preset_for(preset, image_size)
     if preset not in augment.PRESETS:
         raise ValueError(
             f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "

@@ -144,9 +144,10 @@ def parse_budgets(fractions=(), per_class=()) -> list:
 
 def class_names(data) -> tuple:
     """Names of the classes, index order: the npz file's `class_names`, else '0', '1', ..."""
-    k = data_lib.num_classes(data)
-    if data.source == "npz":
-        names = data_lib.load_npz(data.path).class_names
+    source = data_lib.opened(data)
+    k = source.num_classes()
+    if source.data.source == "npz":
+        names = source.class_names()
         if len(names) == k:
             return tuple(names)
     return tuple(str(i) for i in range(k))
@@ -215,10 +216,11 @@ def labelled_subset(data, per_class, seed, names):
     gives the same images for every arm. A class left without an example is an error
     naming it; an unlabelled split is refused.
     """
+    source, data = data, data_lib.data_section(data)
     split = data.train_split
     try:
         ds = data_lib.make_eval_dataset(
-            data,
+            source,
             split,
             500,
             max_examples=per_class * len(names),
@@ -250,8 +252,9 @@ def labelled_subset(data, per_class, seed, names):
 
 
 def _eval_split(data, max_examples):
+    source, data = data, data_lib.data_section(data)
     ds = data_lib.make_eval_dataset(
-        data,
+        source,
         data.eval_split,
         500,
         max_examples=max_examples,
@@ -523,20 +526,21 @@ def run_few_label_evaluation(
     config = apply_data_overrides(run_config, data_overrides)
     data = config.data
     checkpoint = os.path.basename(workdir_lib.checkpoint_path(workdir, which))
-    preset = data.augment or augment.preset_for_size(int(data.image_size))
-    names = class_names(data)
-    num_train = data_lib.num_examples(data, data.train_split)
+    preset = augment.preset_for(data.augment, data.image_size)
+    source = data_lib.open_source(data)  # opened once: one scan for every budget and seed
+    names = class_names(source)
+    num_train = data_lib.num_examples(source, data.train_split)
     plan = [(b, b.resolve(num_train, names)) for b in budgets]
     plan.sort(key=lambda p: p[1])
     os.makedirs(out_dir, exist_ok=True)
 
-    x_test, y_test = _eval_split(data, max_test)
+    x_test, y_test = _eval_split(source, max_test)
     frozen_encoder, _ = workdir_lib.load_trained_encoder(config, workdir, which)
     test_features = _features(frozen_encoder, x_test, y_test) if "frozen" in arms else None
     rows, saved = [], {}
     for budget, per_class in plan:
         for seed in seeds:
-            x, y = labelled_subset(data, per_class, seed, names)
+            x, y = labelled_subset(source, per_class, seed, names)
             base = {"budget": budget.name, "per_class": per_class, "n_labels": len(x), "seed": seed}
             if "frozen" in arms:
                 start = time.perf_counter()

@@ -238,34 +238,42 @@ def save_figures(model, images, preset, out_prefix, seed=0) -> list:
 
 
 def sample_images(data, split, n, seed=0):
-    """n images of `split` of the `data` config section: float32 [n, S, S, 3] in [0, 1].
+    """n images of `split` of the `data` config section (or the `Source` opened from it):
+    float32 [n, S, S, 3] in [0, 1].
 
     A class-balanced seeded sample (the CIFAR JPEG copy is sorted by class), as the
     evaluation view (CIFAR: the image itself; STL/ImageNet: the centre crop).
     """
     from amdim_tf import data as data_lib
 
-    preset = data.augment or augment.preset_for_size(int(data.image_size))
+    section = data_lib.data_section(data)
+    preset = augment.preset_for(section.augment, section.image_size)
     ds = data_lib.make_eval_dataset(data, split, n, max_examples=n, sample_seed=seed, balanced=True)
     views, _ = next(iter(ds))
     return augment.denormalise(views, preset).numpy()
 
 
-def folder_images(folder, preset, n=16):
-    """Up to n images of `folder` (sorted names) as float32 [n, S, S, 3] in [0, 1]."""
-    exts = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
-    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(exts))[:n]
-    if len(names) < 2:
+def folder_images(folder, preset, n=16, data=None):
+    """The first n images of `folder` (sorted paths) as float32 [n, S, S, 3] in [0, 1].
+
+    Read as a flat folder of unlabeled images by the folder source, as training and
+    embed read it: what cannot be read or decoded is skipped and named; `data` (a `data`
+    config section, default the base one) gives data.strict and data.max_pixels.
+    """
+    from amdim_tf import config_lib
+    from amdim_tf import data as data_lib
+
+    data = data_lib.Data((data or config_lib.base_config().data).to_dict())
+    data.update({"source": "folder", "path": "", "unlabeled_path": folder})
+    examples = data_lib.open_source(data).examples(data_lib.UNLABELED_SPLIT)
+    ds = examples.ds.take(n).map(lambda x, y: augment.eval_pixels(examples.decode(x), preset))
+    images = [image.numpy() for image in ds]
+    if len(images) < 2:
         raise FileNotFoundError(
-            f"{folder} holds {len(names)} images ({', '.join(exts)}); score maps need at "
-            "least 2 (the others are the negatives)."
+            f"{folder} holds {len(images)} readable images ({', '.join(data_lib.IMAGE_EXTENSIONS)}); "
+            "score maps need at least 2 (the others are the negatives)."
         )
-    out = []
-    for name in names:
-        raw = tf.io.read_file(os.path.join(folder, name))
-        image = tf.io.decode_image(raw, channels=3, expand_animations=False)
-        out.append(augment.eval_pixels(image, preset))
-    return tf.stack(out).numpy()
+    return np.stack(images)
 
 
 def load_run_model(workdir, which="latest", overrides=None):
@@ -325,9 +333,9 @@ def visualize_run(
     WORKDIR/viz/<checkpoint name>.
     """
     model, config, path = load_run_model(workdir, which, overrides)
-    preset = config.data.augment or augment.preset_for_size(int(config.data.image_size))
+    preset = augment.preset_for(config.data.augment, config.data.image_size)
     if folder:
-        images = folder_images(folder, preset, n)
+        images = folder_images(folder, preset, n, config.data)
     else:
         images = sample_images(config.data, split or config.data.eval_split, n, seed)
     out_prefix = out_prefix or os.path.join(workdir, "viz", os.path.basename(path))
