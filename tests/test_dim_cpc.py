@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf.methods import AMDIMEncoder, CPCEncoder, losses
+from amdim_tf.methods import AMDIMEncoder, CPCEncoder
+from amdim_tf.methods.cpc.objective import cpc_infonce
+from amdim_tf.methods.dim import objective as dim_objective
 from amdim_tf.methods.dim.encoder import DIMEncoder, dim_local_shape
 from amdim_tf.run.build import build_model
-from amdim_tf.run.model import SelfSupervisedModel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,9 +84,9 @@ def np_cpc(preds, targets, k, pos_offset):
 @pytest.mark.parametrize(
     "name,fn,ref",
     [
-        ("jsd", losses.dim_jsd_loss, np_jsd),
-        ("nce", losses.dim_nce_loss, np_nce),
-        ("dv", losses.dim_dv_loss, np_dv),
+        ("jsd", dim_objective.dim_jsd_loss, np_jsd),
+        ("nce", dim_objective.dim_nce_loss, np_nce),
+        ("dv", dim_objective.dim_dv_loss, np_dv),
     ],
 )
 @pytest.mark.parametrize("pos_offset", [0, 2])
@@ -102,18 +103,20 @@ def test_dim_estimators_match_numpy(name, fn, ref, pos_offset):
 
 def test_dim_dv_is_stable_for_large_scores():
     scores = np.full((2, 4, 3), 200.0, np.float32)
-    assert np.isfinite(losses.dim_dv_loss(tf.constant(scores)).numpy())
-    assert np.isfinite(losses.dim_nce_loss(tf.constant(scores)).numpy())
-    assert np.isfinite(losses.dim_jsd_loss(tf.constant(-scores)).numpy())
+    assert np.isfinite(dim_objective.dim_dv_loss(tf.constant(scores)).numpy())
+    assert np.isfinite(dim_objective.dim_nce_loss(tf.constant(scores)).numpy())
+    assert np.isfinite(dim_objective.dim_jsd_loss(tf.constant(-scores)).numpy())
 
 
 def test_prior_gan_losses_match_numpy():
     rng = np.random.RandomState(2)
     d_p, d_q = rng.randn(5, 1) * 3, rng.randn(5, 1) * 3
     want = np.mean(-np.log(1 / (1 + np.exp(-d_p)))) + np.mean(-np.log(1 - 1 / (1 + np.exp(-d_q))))
-    np.testing.assert_allclose(losses.prior_discriminator_loss(d_p, d_q).numpy(), want, rtol=1e-5)
     np.testing.assert_allclose(
-        losses.nonsaturating_generator_loss(d_q).numpy(),
+        dim_objective.prior_discriminator_loss(d_p, d_q).numpy(), want, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        dim_objective.nonsaturating_generator_loss(d_q).numpy(),
         np.mean(-np.log(1 / (1 + np.exp(-d_q)))),
         rtol=1e-5,
     )
@@ -124,7 +127,7 @@ def test_cpc_infonce_matches_numpy(k, pos_offset):
     rng = np.random.RandomState(3)
     targets = rng.randn(3, 5, 4, 6)  # [B, H, W, D]
     preds = rng.randn(2, 5 - k, 4, 6)  # [b, H-k, W, D]
-    got = losses.cpc_infonce(
+    got = cpc_infonce(
         tf.constant(preds, tf.float32), tf.constant(targets, tf.float32), k, pos_offset
     ).numpy()
     np.testing.assert_allclose(got, np_cpc(preds, targets, k, pos_offset), rtol=1e-5, atol=1e-5)
@@ -138,7 +141,7 @@ def test_cpc_infonce_positive_is_k_rows_below_same_column_same_image():
     wrong_row = targets[:, k - 1 : -1].copy()  # z_{i+k-1, j}
     wrong_col = np.roll(right, 1, axis=2)  # z_{i+k, j-1}
     wrong_img = right[::-1].copy()  # another image
-    loss = lambda p: losses.cpc_infonce(
+    loss = lambda p: cpc_infonce(
         tf.constant(p, tf.float32), tf.constant(targets, tf.float32), k
     ).numpy()
     assert loss(right) < 1e-3
@@ -205,15 +208,11 @@ def _data(n=8, seed=0):
     )
 
 
-@pytest.mark.skipif(
-    not hasattr(SelfSupervisedModel, "adversary_optimizer"),
-    reason="SelfSupervisedModel has no adversary support yet",
-)
 def test_discriminator_update_leaves_the_encoder_unchanged(monkeypatch):
     config = load_config("dim_local", "tiny")
     model = build_model(config, steps_per_epoch=10, num_classes=10)
     objective = model.objective
-    adversary = model.adversary_variables
+    adversary = model.auxiliary_variables
     assert adversary and {id(v) for v in adversary} <= {id(v) for v in model.trainable_variables}
     v1, v2, y = _data()
 
@@ -221,7 +220,7 @@ def test_discriminator_update_leaves_the_encoder_unchanged(monkeypatch):
     feats = model.encoder(v1, training=True)
     others = model.encoder.trainable_variables + objective.local_net.trainable_variables
     with tf.GradientTape() as tape:
-        adv = objective.adversary_loss(feats, model.seed_generator)
+        adv = objective.auxiliary_loss(feats, model.seed_generator)
     assert all(g is None for g in tape.gradient(adv, others))
     # While the generator term in "total" does reach the encoder.
     with tf.GradientTape() as tape:
@@ -303,7 +302,7 @@ def test_dim_critic_shortcut_starts_near_identity_and_cross_view_reads_view2():
     kernel = obj.local_net.get_layer("shortcut").kernel.numpy()[0, 0]  # [6, 16]
     np.testing.assert_array_equal(np.diag(kernel), np.ones(6))
     assert np.abs(kernel - np.eye(6, 16)).max() <= 0.01
-    assert obj.metric_names == ("dim/global", "dim/local") and obj.adversary_variables == []
+    assert obj.metric_names == ("dim/global", "dim/local") and obj.auxiliary_variables == []
     rng = np.random.RandomState(0)
     f1 = {
         "r1": tf.constant(rng.randn(3, 1, 1, 8), tf.float32),
@@ -348,14 +347,14 @@ def test_dim_prior_adversary_is_loss_scaled_under_mixed_float16():
     config = load_config("dim_local", "tiny")
     config.precision = "mixed_float16"
     model = build_model(config, steps_per_epoch=10, num_classes=10)
-    assert isinstance(model.adversary_optimizer, keras.optimizers.LossScaleOptimizer)
-    assert model.adversary_optimizer is not model.optimizer
-    before = [v.numpy().copy() for v in model.adversary_variables]
+    assert isinstance(model.auxiliary_optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.auxiliary_optimizer is not model.optimizer
+    before = [v.numpy().copy() for v in model.auxiliary_variables]
     v1, v2, y = _data()
     ds = tf.data.Dataset.from_tensors(((v1, v2), y)).repeat()
     hist = model.fit(ds, epochs=1, steps_per_epoch=3, verbose=0)
     assert np.isfinite(hist.history["loss/adversary"]).all(), hist.history
-    after = [v.numpy() for v in model.adversary_variables]
+    after = [v.numpy() for v in model.auxiliary_variables]
     assert all(np.isfinite(a).all() for a in after)
     assert any(not np.array_equal(a, b) for a, b in zip(after, before, strict=True)), (
         "the adversary never stepped"

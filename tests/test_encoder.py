@@ -60,7 +60,7 @@ def test_features_depend_on_input():
 
 def test_unsupported_image_size_is_rejected():
     with pytest.raises(ValueError, match="image_size.*48"):
-        AMDIMEncoder(48)
+        AMDIMEncoder(48, 4, 16, 1)
 
 
 def test_wrong_channels_or_size_is_rejected():

@@ -1,4 +1,5 @@
-"""The NCE objective against a NumPy transcription of the formula in the paper / official code."""
+"""The shared InfoNCE maths (methods/infonce.py), AMDIM's objective and the probes' loss against
+NumPy transcriptions of the formulas in the paper / official code."""
 
 from unittest import mock
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf.methods import AMDIMObjective, losses
+from amdim_tf.methods import AMDIMObjective, infonce
+from amdim_tf.run.probes import probe_xent
 
 
 def np_infonce(src, trg, tclip, reg_coeff, pos_offset=0):
@@ -62,7 +64,7 @@ def test_infonce_matches_numpy(scale, tclip):
     rng = np.random.RandomState(0)
     src = rng.randn(4, 16) * scale
     trg = rng.randn(4, 5, 16) * scale
-    loss, reg = losses.infonce(
+    loss, reg = infonce.infonce(
         tf.constant(src, tf.float32), tf.constant(trg, tf.float32), tclip, 0.05
     )
     ref_loss, ref_reg = np_infonce(src, trg, tclip, 0.05)
@@ -75,7 +77,7 @@ def test_infonce_global_targets_with_offset():
     rng = np.random.RandomState(1)
     src = rng.randn(3, 8)
     trg = rng.randn(6, 4, 8)
-    loss, reg = losses.infonce(
+    loss, reg = infonce.infonce(
         tf.constant(src, tf.float32), tf.constant(trg, tf.float32), 20.0, 0.05, pos_offset=3
     )
     ref_loss, ref_reg = np_infonce(src, trg, 20.0, 0.05, pos_offset=3)
@@ -88,8 +90,8 @@ def test_infonce_positive_indexing_matters():
     rng = np.random.RandomState(2)
     src = rng.randn(6, 32).astype("float32")
     trg = np.repeat(src[:, None, :], 3, axis=1) * 3 + 0.1 * rng.randn(6, 3, 32).astype("float32")
-    aligned, _ = losses.infonce(src, trg)
-    shuffled, _ = losses.infonce(src, trg[::-1].copy())
+    aligned, _ = infonce.infonce(src, trg, 20.0, 0.05)
+    shuffled, _ = infonce.infonce(src, trg[::-1].copy(), 20.0, 0.05)
     assert float(aligned) < float(shuffled) - 1.0
 
 
@@ -107,7 +109,7 @@ def test_amdim_objective_matches_numpy_per_term():
     # The objective draws the 5->5 source locations itself: hand it ours.
     draws = lambda shape, *a, **k: tf.constant(np.stack([loc1, loc2]), tf.int32)
     with mock.patch("keras.random.randint", draws):
-        out = AMDIMObjective(tclip=20.0, reg_coeff=0.05)(tf_f(f1), tf_f(f2))
+        out = AMDIMObjective(d, 20.0, 0.05)(tf_f(f1), tf_f(f2))
     ref = np_amdim(f1, f2, loc1, loc2, 20.0, 0.05)
     names = {
         "nce/1t5": "nce_1t5",
@@ -125,14 +127,14 @@ def test_amdim_objective_matches_numpy_per_term():
 def test_infonce_is_float32_for_half_inputs():
     src = tf.random.normal([4, 8], dtype=tf.float16)
     trg = tf.random.normal([4, 3, 8], dtype=tf.float16)
-    loss, reg = losses.infonce(src, trg)
+    loss, reg = infonce.infonce(src, trg, 20.0, 0.05)
     assert loss.dtype == tf.float32 and reg.dtype == tf.float32
 
 
 def test_infonce_is_stable_for_huge_scores():
     src = tf.constant(np.full((3, 4), 1e4), tf.float32)
     trg = tf.constant(np.full((3, 2, 4), 1e4), tf.float32)
-    loss, _ = losses.infonce(src, trg, tclip=None)
+    loss, _ = infonce.infonce(src, trg, None, 0.05)
     assert np.isfinite(loss.numpy())
 
 
@@ -140,7 +142,7 @@ def test_probe_xent_matches_numpy_and_ignores_unlabelled():
     rng = np.random.RandomState(4)
     logits = rng.randn(6, 5) * 15
     labels = np.array([0, 3, -1, 4, -1, 1])
-    got = losses.probe_xent(tf.constant(logits, tf.float32), tf.constant(labels))
+    got = probe_xent(tf.constant(logits, tf.float32), tf.constant(labels))
     clipped = 10 * np.tanh(logits / 10)
     logp = clipped - np.log(np.exp(clipped).sum(1, keepdims=True))
     keep = labels >= 0

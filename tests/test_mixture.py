@@ -106,20 +106,20 @@ def locations(loc1, loc2):
     return lambda *a, **k: tf.constant(np.stack([loc1, loc2]), tf.int32)
 
 
-# -- losses.py ----------------------------------------------------------------------
+# -- the maths (methods/infonce.py, amdim's mixture_nce) --------------------------
 
 
 @pytest.mark.parametrize("k,pos_offset", [(1, 0), (3, 0), (2, 3)])
 def test_component_log_probs_match_numpy(k, pos_offset):
     import tensorflow as tf
 
-    from amdim_tf.methods import losses
+    from amdim_tf.methods import infonce
 
     rng = np.random.RandomState(0)
     b, n_trg = 3, 3 + pos_offset
     src = rng.randn(b, k, 8) * 4
     trg = rng.randn(n_trg, 5, 8) * 4
-    got, reg = losses.infonce_component_log_probs(
+    got, reg = infonce.infonce_component_log_probs(
         tf.constant(src, tf.float32), tf.constant(trg, tf.float32), 5.0, 0.05, pos_offset
     )
     assert got.shape == (b, 5, k) and got.dtype == tf.float32
@@ -129,7 +129,7 @@ def test_component_log_probs_match_numpy(k, pos_offset):
     np.testing.assert_allclose(reg.numpy(), 0.05 * np.mean(raw**2), rtol=1e-5)
     # Its mean is infonce's loss, component by component.
     for j in range(k):
-        loss, _ = losses.infonce(
+        loss, _ = infonce.infonce(
             src[:, j].astype("float32"), trg.astype("float32"), 5.0, 0.05, pos_offset
         )
         np.testing.assert_allclose(-got.numpy()[..., j].mean(), loss.numpy(), rtol=1e-5)
@@ -138,12 +138,12 @@ def test_component_log_probs_match_numpy(k, pos_offset):
 def test_masked_infonce_is_minus_the_mean_of_its_log_probs():
     import tensorflow as tf
 
-    from amdim_tf.methods import losses
+    from amdim_tf.methods import infonce
 
     scores = tf.constant(np.random.RandomState(1).randn(3, 5, 4) * 3, tf.float32)
-    lp = losses.masked_infonce_log_probs(scores, pos_offset=2)
+    lp = infonce.masked_infonce_log_probs(scores, pos_offset=2)
     assert lp.shape == (3, 4)
-    assert float(losses.masked_infonce(scores, pos_offset=2)) == float(-tf.reduce_mean(lp))
+    assert float(infonce.masked_infonce(scores, pos_offset=2)) == float(-tf.reduce_mean(lp))
     assert np.all(lp.numpy() < 0)
 
 
@@ -151,11 +151,11 @@ def test_masked_infonce_is_minus_the_mean_of_its_log_probs():
 def test_mixture_nce_matches_numpy_and_is_the_entropy_regularised_optimum(alpha):
     import tensorflow as tf
 
-    from amdim_tf.methods import losses
+    from amdim_tf.methods.amdim.objective import mixture_nce
 
     rng = np.random.RandomState(2)
     s = -np.abs(rng.randn(6, 5, 4) * 3)  # log-probabilities: <= 0
-    obj, q = losses.mixture_nce(tf.constant(s, tf.float32), alpha)
+    obj, q = mixture_nce(tf.constant(s, tf.float32), alpha)
     ref_obj, ref_q = np_mixture(s, alpha)
     np.testing.assert_allclose(obj.numpy(), ref_obj, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(q.numpy(), ref_q, rtol=1e-5, atol=1e-6)
@@ -177,21 +177,21 @@ def test_mixture_nce_matches_numpy_and_is_the_entropy_regularised_optimum(alpha)
 def test_mixture_nce_limits():
     import tensorflow as tf
 
-    from amdim_tf.methods import losses
+    from amdim_tf.methods.amdim.objective import mixture_nce
 
     s = -np.abs(np.random.RandomState(3).randn(5, 7, 3) * 4)
     # alpha -> 0: the best component per location, q one-hot on it.
-    obj, q = losses.mixture_nce(tf.constant(s, tf.float32), 1e-3)
+    obj, q = mixture_nce(tf.constant(s, tf.float32), 1e-3)
     np.testing.assert_allclose(obj.numpy(), s.max(-1), atol=2e-3)
     np.testing.assert_array_equal(np.argmax(q.numpy(), -1), np.argmax(s, -1))
     # Components that agree score as the base NCE, whatever alpha.
     same = np.repeat(s[..., :1], 3, axis=-1)
     for alpha in (0.01, 1.0, 10.0):
-        obj, q = losses.mixture_nce(tf.constant(same, tf.float32), alpha)
+        obj, q = mixture_nce(tf.constant(same, tf.float32), alpha)
         np.testing.assert_allclose(obj.numpy(), s[..., 0], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(q.numpy(), 1.0 / 3, rtol=1e-5)
     # Half-precision in, float32 out.
-    obj, q = losses.mixture_nce(tf.constant(s, tf.bfloat16), 1.0)
+    obj, q = mixture_nce(tf.constant(s, tf.bfloat16), 1.0)
     assert obj.dtype == tf.float32 and q.dtype == tf.float32
 
 
@@ -203,12 +203,12 @@ def _weights(obj):
 
 
 def test_mixture_objective_matches_numpy_per_term():
-    from amdim_tf.methods import MixtureAMDIMObjective
+    from amdim_tf.methods import AMDIMObjective
 
     rng = np.random.RandomState(4)
     f1, f2 = random_feats(rng), random_feats(rng)
     loc1, loc2 = rng.randint(0, 25, 4), rng.randint(0, 25, 4)
-    obj = MixtureAMDIMObjective(12, 3, hidden=7, alpha=0.5, tclip=20.0, reg_coeff=0.05)
+    obj = AMDIMObjective(12, 20.0, 0.05, n_mix=3, hidden=7, alpha=0.5)
     assert [tuple(v.shape) for v in obj.weights] == [(12, 7), (7,), (7, 36), (36,)]
     with mock.patch("keras.random.randint", locations(loc1, loc2)):
         out = obj(as_tf(f1), as_tf(f2))
@@ -222,56 +222,84 @@ def test_mixture_objective_matches_numpy_per_term():
 def test_one_component_with_a_zero_last_layer_is_the_base_objective():
     """n_mix = 1: the mixture is its one component (logsumexp of one term, minus
     log 1), and with MLP(f1) = 0 the component is f1: every term equals AMDIM's."""
-    from amdim_tf.methods import AMDIMObjective, MixtureAMDIMObjective
+    from amdim_tf.methods import AMDIMObjective
 
     rng = np.random.RandomState(5)
     f1, f2 = as_tf(random_feats(rng)), as_tf(random_feats(rng))
     loc1, loc2 = rng.randint(0, 25, 4), rng.randint(0, 25, 4)
-    mix = MixtureAMDIMObjective(12, 1, alpha=0.7)
+    mix = AMDIMObjective(12, 20.0, 0.05, n_mix=1, alpha=0.7)
     for v in mix.mix_out.weights:
         v.assign(np.zeros(v.shape, "float32"))
     with mock.patch("keras.random.randint", locations(loc1, loc2)):
         got = mix(f1, f2)
-        want = AMDIMObjective()(f1, f2)
+        want = AMDIMObjective(12, 20.0, 0.05)(f1, f2)
     for key in want:
         np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), rtol=1e-6, err_msg=key)
-    assert float(got["mix/entropy"]) == 0.0
+    assert float(got["mix/entropy"]) == 0.0 and "mix/entropy" not in want
 
 
 def test_one_component_is_amdim_with_the_component_as_antecedent():
     import tensorflow as tf
 
-    from amdim_tf.methods import MixtureAMDIMObjective, losses
+    from amdim_tf.methods import AMDIMObjective, infonce
 
     rng = np.random.RandomState(6)
     f1, f2 = as_tf(random_feats(rng)), as_tf(random_feats(rng))
-    mix = MixtureAMDIMObjective(12, 1, alpha=2.0)
+    mix = AMDIMObjective(12, 20.0, 0.05, n_mix=1, alpha=2.0)
     with mock.patch("keras.random.randint", locations(np.zeros(4, int), np.zeros(4, int))):
         got = mix(f1, f2)
     c1 = mix.components(tf.reshape(f1["r1"], [4, -1]))[:, 0]
     c2 = mix.components(tf.reshape(f2["r1"], [4, -1]))[:, 0]
-    flat = losses.flatten_locations
-    want = 0.5 * (losses.infonce(c1, flat(f2["r7"]))[0] + losses.infonce(c2, flat(f1["r7"]))[0])
+    flat = infonce.flatten_locations
+
+    def nce(src, trg):
+        return infonce.infonce(src, flat(trg), 20.0, 0.05)[0]
+
+    want = 0.5 * (nce(c1, f2["r7"]) + nce(c2, f1["r7"]))
     np.testing.assert_allclose(got["nce/1t7"].numpy(), want.numpy(), rtol=1e-6)
     assert float(tf.reduce_max(tf.abs(c1 - tf.reshape(f1["r1"], [4, -1])))) > 1e-3
 
 
-def test_config_round_trip():
-    from amdim_tf.methods import MixtureAMDIMObjective
+@pytest.mark.parametrize("n_mix", [0, 3])
+def test_config_round_trip(n_mix):
+    import keras
 
-    obj = MixtureAMDIMObjective(8, 3, hidden=5, alpha=0.25, tclip=10.0, reg_coeff=0.1)
-    again = MixtureAMDIMObjective.from_config(obj.get_config())
-    assert again.get_config() == obj.get_config()
+    from amdim_tf.methods import AMDIMObjective
+
+    obj = AMDIMObjective(8, 10.0, 0.1, n_mix=n_mix, hidden=5, alpha=0.25)
+    assert keras.saving.get_registered_name(AMDIMObjective) == "amdim_tf>AMDIMObjective"
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+    assert type(again) is AMDIMObjective and again.get_config() == obj.get_config()
     assert [tuple(v.shape) for v in again.weights] == [tuple(v.shape) for v in obj.weights]
+    assert len(obj.weights) == (4 if n_mix else 0)
+
+
+def test_configs_of_the_former_mixture_layer_still_load():
+    """Before the plain and mixture objectives became one layer, the mixture was
+    registered as "amdim_tf>MixtureAMDIMObjective"; its serialised form loads as
+    the mixture path of AMDIMObjective."""
+    import keras
+
+    from amdim_tf.methods import AMDIMObjective
+
+    config = dict(name="objective", trainable=True, dtype="float32")
+    config.update(dim=8, n_mix=3, hidden=5, alpha=0.25, tclip=10.0, reg_coeff=0.1)
+    old = {"module": None, "class_name": "MixtureAMDIMObjective", "config": config,
+           "registered_name": "amdim_tf>MixtureAMDIMObjective"}  # fmt: skip
+    obj = keras.saving.deserialize_keras_object(old)
+    assert type(obj) is AMDIMObjective and (obj.n_mix, obj.hidden, obj.alpha) == (3, 5, 0.25)
+    assert "mix/entropy" in obj.metric_names
 
 
 def test_bad_arguments_quote_the_value():
-    from amdim_tf.methods import MixtureAMDIMObjective
+    from amdim_tf.methods import AMDIMObjective
 
-    with pytest.raises(ValueError, match="n_mix=0"):
-        MixtureAMDIMObjective(8, 0)
-    with pytest.raises(ValueError, match="mix_alpha"):
-        MixtureAMDIMObjective(8, 2, alpha=0.0)
+    with pytest.raises(ValueError, match="-2"):
+        AMDIMObjective(8, 20.0, 0.05, n_mix=-2)
+    with pytest.raises(ValueError, match="mix_alpha.*0.0"):
+        AMDIMObjective(8, 20.0, 0.05, n_mix=2, alpha=0.0)
+    with pytest.raises(ValueError, match="mix_alpha.*None"):
+        AMDIMObjective(8, 20.0, 0.05, n_mix=2)
 
 
 # -- in the model -------------------------------------------------------------------
@@ -280,16 +308,17 @@ def test_bad_arguments_quote_the_value():
 def test_build_objective_follows_n_mix(tiny_config):
     from amdim_tf.methods import (
         AMDIMObjective,
-        MixtureAMDIMObjective,
         build_encoder,
         build_objective,
     )
 
     encoder = build_encoder(tiny_config)
-    assert type(build_objective(tiny_config, encoder)) is AMDIMObjective
+    plain = build_objective(tiny_config, encoder)
+    assert type(plain) is AMDIMObjective and plain.n_mix == 0 and not plain.weights
+    assert "mix/entropy" not in plain.metric_names
     tiny_config.model.n_mix, tiny_config.model.mix_hidden, tiny_config.loss.mix_alpha = 3, 5, 0.2
     obj = build_objective(tiny_config, encoder)
-    assert isinstance(obj, MixtureAMDIMObjective)
+    assert isinstance(obj, AMDIMObjective) and len(obj.weights) == 4
     assert (obj.dim, obj.n_mix, obj.hidden, obj.alpha) == (32, 3, 5, 0.2)
     tiny_config.model.n_mix = -1
     with pytest.raises(ValueError, match="-1"):
@@ -383,7 +412,7 @@ def _replicas_main():
     import keras
 
     from amdim_tf import distribute
-    from amdim_tf.methods import MixtureAMDIMObjective
+    from amdim_tf.methods import AMDIMObjective
 
     keras.utils.set_random_seed(0)
     n, d = 8, 16
@@ -391,9 +420,9 @@ def _replicas_main():
     f1, f2 = random_feats(rng, n, d), random_feats(rng, n, d)
     one = tf.distribute.get_strategy()
     two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    ref = MixtureAMDIMObjective(d, 3, alpha=0.5)
+    ref = AMDIMObjective(d, 20.0, 0.05, n_mix=3, alpha=0.5)
     with two.scope():
-        obj2 = MixtureAMDIMObjective(d, 3, alpha=0.5)
+        obj2 = AMDIMObjective(d, 20.0, 0.05, n_mix=3, alpha=0.5)
     obj2.set_weights(ref.get_weights())
 
     def loss_and_grads(strategy, obj):

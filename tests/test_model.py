@@ -185,8 +185,55 @@ def test_model_rejects_mismatched_image_sizes(tiny_config):
 def test_batch_of_one_is_rejected():
     """NCE needs negatives: one image per batch would silently give a zero loss."""
     enc = AMDIMEncoder(32, 4, 16, 1)
-    model = SelfSupervisedModel(enc, AMDIMObjective(), 10)
+    model = SelfSupervisedModel(enc, AMDIMObjective(16, 20.0, 0.05), 10)
     model.build()
     x = np.random.rand(1, 32, 32, 3).astype("float32")
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least 2 images"):
         model.compute_losses((x, x), tf.constant([0]), training=True)
+
+
+class _ObjectiveWithAuxiliaryState(AMDIMObjective):
+    """AMDIM plus a stand-in for any method's extra trainable state (not DIM's)."""
+
+    auxiliary_metric = "aux/probe"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.aux = keras.layers.Dense(1, name="aux")
+        self.aux.build((None, 16))
+
+    @property
+    def auxiliary_variables(self):
+        return list(self.aux.trainable_variables)
+
+    def auxiliary_loss(self, feats1, seed_generator):
+        r1 = tf.stop_gradient(tf.reshape(feats1["r1"], [-1, 16]))  # [b, D]
+        return tf.reduce_mean(tf.square(self.aux(r1) - 1.0))  # []
+
+
+def test_train_step_updates_any_objectives_auxiliary_state_with_its_own_optimizer(monkeypatch):
+    """The generic hook of amdim_tf.methods: the main update leaves the auxiliary
+    variables alone, the auxiliary optimizer steps them, and the loss is logged under
+    the objective's own metric name."""
+    keras.utils.set_random_seed(0)
+    enc = AMDIMEncoder(32, 4, 16, 1)
+    model = SelfSupervisedModel(enc, _ObjectiveWithAuxiliaryState(16, 20.0, 0.05), 10)
+    model.build()
+    aux = model.auxiliary_variables
+    assert len(aux) == 2 and "aux/probe" in model.loss_names
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.auxiliary_optimizer = keras.optimizers.SGD(0.1)
+    main_vars = {}
+    apply = model.optimizer.apply_gradients
+    monkeypatch.setattr(
+        model.optimizer,
+        "apply_gradients",
+        lambda pairs: apply(list(main_vars.setdefault("pairs", list(pairs)))),
+    )
+    before = [v.numpy().copy() for v in aux]
+    x = np.random.RandomState(0).rand(4, 32, 32, 3).astype("float32")
+    logs = model.train_step(((x, x[::-1].copy()), tf.constant([0, 1, 2, 3])))
+    assert np.isfinite(float(logs["aux/probe"]))
+    assert not {id(v) for v in aux} & {id(v) for _, v in main_vars["pairs"]}
+    assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, aux, strict=True))
+    assert int(model.auxiliary_optimizer.iterations.numpy()) == 1

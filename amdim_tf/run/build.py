@@ -6,6 +6,7 @@ Library code: takes a ConfigDict, reads no flags, touches no data.
 import os
 
 import keras
+import ml_collections
 import tensorflow as tf
 from absl import logging
 
@@ -29,7 +30,7 @@ def _cpu_flags(cpuinfo="/proc/cpuinfo") -> set:
     return set()
 
 
-def resolve_precision(name: str, cpuinfo="/proc/cpuinfo") -> str:
+def resolve_precision(name: str, cpuinfo: str = "/proc/cpuinfo") -> str:
     """The Keras dtype policy for `config.precision`; "auto" picks one for this machine.
 
     "auto" is mixed_bfloat16 where the device computes bfloat16 fast: a TPU, an
@@ -55,7 +56,9 @@ def resolve_precision(name: str, cpuinfo="/proc/cpuinfo") -> str:
     return "float32"
 
 
-def build_model(config, steps_per_epoch: int, num_classes: int) -> SelfSupervisedModel:
+def build_model(
+    config: ml_collections.ConfigDict, steps_per_epoch: int, num_classes: int
+) -> SelfSupervisedModel:
     """The compiled SelfSupervisedModel, with every variable created (call inside a strategy scope).
 
     `config.precision` ("auto" resolved by `resolve_precision`) is the Keras dtype
@@ -105,11 +108,14 @@ def build_model(config, steps_per_epoch: int, num_classes: int) -> SelfSupervise
             jit_compile=bool(config.jit_compile),
             steps_per_execution=int(config.train.steps_per_execution),
         )
-        if model.adversary_variables:
-            model.adversary_optimizer = optimizer_for_precision()
-            model.adversary_optimizer.build(model.adversary_variables)
-        adversary_ids = {id(v) for v in model.adversary_variables}
-        model.optimizer.build([v for v in model.trainable_variables if id(v) not in adversary_ids])
+        # An objective's auxiliary state (see amdim_tf.methods) has its own optimizer,
+        # built before the main one as before, so the order of their slots is unchanged.
+        auxiliary = model.auxiliary_variables
+        if auxiliary:
+            model.auxiliary_optimizer = optimizer_for_precision()
+            model.auxiliary_optimizer.build(auxiliary)
+        auxiliary_ids = {id(v) for v in auxiliary}
+        model.optimizer.build([v for v in model.trainable_variables if id(v) not in auxiliary_ids])
     finally:
         keras.config.set_dtype_policy(previous_policy)
     return model

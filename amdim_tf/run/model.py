@@ -4,20 +4,17 @@ Bachman, Hjelm & Buchwalter (2019) §3 and the official `task_self_supervised.py
 each step encodes two augmented views of the same images, minimises the
 objective (AMDIM's multiscale InfoNCE by default) plus the online probes'
 cross-entropy in one Adam update, as the official code does. The probes read
-`stop_gradient(flatten(r1))`, so they never teach the encoder.
+`stop_gradient(flatten(r1))`, so they never teach the encoder. The step knows no
+method by name: an objective's auxiliary state (the protocol in
+`amdim_tf.methods`) is stepped through one generic hook.
 """
 
 import keras
 import tensorflow as tf
 
 from amdim_tf import compat, distribute
-from amdim_tf.methods import losses
-from amdim_tf.run.probes import linear_probe, mlp_probe
-
-
-def flat_r1(feats):
-    r1 = feats["r1"]
-    return tf.reshape(r1, [tf.shape(r1)[0], -1])  # [B, D]
+from amdim_tf.methods.features import flat_global
+from amdim_tf.run.probes import linear_probe, mlp_probe, probe_xent
 
 
 # Not registered as Keras-serializable: it holds a training objective and two
@@ -28,7 +25,8 @@ class SelfSupervisedModel(keras.Model):
     """Encoder trained by a two-view objective, with linear and MLP online probes.
 
     Args:
-        encoder: a built model mapping images to a dict with at least "r1".
+        encoder: a built model mapping images to a dict with at least
+            `methods.features.GLOBAL` ("r1").
         objective: callable (feats1, feats2, seed_generator=...) -> dict of float32
             scalars with "total" and one per `metric_names` (see `amdim_tf.methods`).
         num_classes: classes of the online probes.
@@ -39,15 +37,23 @@ class SelfSupervisedModel(keras.Model):
     Train data: ((view1, view2), labels) with labels [B] int, -1 = unlabelled.
     Test data: (images, labels): probe accuracy on clean images.
 
-    An objective with an adversary (DIM's prior discriminator) exposes
-    `adversary_variables` and `adversary_loss(feats1, seed_generator)`; those
-    variables are trained by `adversary_optimizer` in the same step and are
-    excluded from the main update.
+    An objective with auxiliary state exposes `auxiliary_variables`,
+    `auxiliary_loss(feats1, seed_generator)` and `auxiliary_metric`; those
+    variables are excluded from the main update and trained in the same step by
+    `auxiliary_optimizer` (set by `run.build.build_model`).
     """
 
-    adversary_optimizer = None
+    auxiliary_optimizer = None
 
-    def __init__(self, encoder, objective, num_classes, weight_decay=0.0, seed=0, **kwargs):
+    def __init__(
+        self,
+        encoder: keras.Model,
+        objective: keras.layers.Layer,
+        num_classes: int,
+        weight_decay: float = 0.0,
+        seed: int = 0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.objective = objective
@@ -58,8 +64,8 @@ class SelfSupervisedModel(keras.Model):
         self.linear_probe = linear_probe(dim, num_classes)
         self.mlp_probe = mlp_probe(dim, num_classes)
         self.loss_names = ("loss/total",) + tuple(objective.metric_names) + ("loss/probe",)
-        if self.adversary_variables:
-            self.loss_names += ("loss/adversary",)
+        if self.auxiliary_variables:
+            self.loss_names += (objective.auxiliary_metric,)
         self._loss_trackers = {
             n: keras.metrics.Mean(name=n.replace("/", "_")) for n in self.loss_names
         }
@@ -69,14 +75,15 @@ class SelfSupervisedModel(keras.Model):
         }
 
     @property
-    def adversary_variables(self):
-        return list(getattr(self.objective, "adversary_variables", None) or [])
+    def auxiliary_variables(self) -> list:
+        """The objective's variables that the main update leaves to `auxiliary_optimizer`."""
+        return list(getattr(self.objective, "auxiliary_variables", None) or [])
 
     @property
     def metrics(self):
         return list(self._loss_trackers.values()) + list(self._acc_trackers.values())
 
-    def build(self, input_shape=None):
+    def build(self, input_shape=None) -> None:
         size = self.encoder.image_size
         self.encoder.build((None, size, size, 3))
         self.linear_probe.build((None, self.encoder.n_rkhs))
@@ -85,31 +92,33 @@ class SelfSupervisedModel(keras.Model):
     def call(self, images, training=False):
         """Encoder features plus the probes' logits for `images`."""
         feats = self.encoder(images, training=training)
-        r1 = tf.stop_gradient(flat_r1(feats))
+        r1 = tf.stop_gradient(flat_global(feats))  # [B, D]
         return dict(
             feats,
             linear_logits=self.linear_probe(r1, training=training),
             mlp_logits=self.mlp_probe(r1, training=training),
         )
 
-    def compute_losses(self, views, labels, training=True) -> dict:
+    def compute_losses(self, views: tuple, labels: tf.Tensor, training: bool = True) -> dict:
         """All loss terms of one step.
 
         Returns a dict: "loss" (what the step minimises: objective + probes),
         "logged" (dict of scalars for the metrics), "labels" [2b] and the probes'
         "linear_logits" / "mlp_logits" [2b, K] on both views, "feats1" (view 1's
-        encoder outputs, for an adversary).
+        encoder outputs, for an objective's `auxiliary_loss`).
         """
         x1, x2 = views
         feats1 = self.encoder(x1, training=training)
         feats2 = self.encoder(x2, training=training)
         terms = self.objective(feats1, feats2, seed_generator=self.seed_generator)
         # Probes never teach the encoder: their input is cut from the graph.
-        r1 = tf.stop_gradient(tf.concat([flat_r1(feats1), flat_r1(feats2)], axis=0))  # [2b, D]
+        r1 = tf.stop_gradient(
+            tf.concat([flat_global(feats1), flat_global(feats2)], axis=0)
+        )  # [2b, D]
         y = tf.concat([labels, labels], axis=0)  # [2b]
         lin = self.linear_probe(r1, training=training)  # [2b, K]
         mlp = self.mlp_probe(r1, training=training)  # [2b, K]
-        probe = losses.probe_xent(lin, y) + losses.probe_xent(mlp, y)
+        probe = probe_xent(lin, y) + probe_xent(mlp, y)  # []
         logged = {"loss/total": terms["total"], "loss/probe": probe}
         logged.update({n: terms[n] for n in self.objective.metric_names})
         return {
@@ -133,9 +142,9 @@ class SelfSupervisedModel(keras.Model):
             # scale_loss is the identity except under LossScaleOptimizer (mixed_float16),
             # whose apply_gradients divides the loss scale back out.
             scaled = self.optimizer.scale_loss(loss * per_replica)
-        adversary = self.adversary_variables
-        adversary_ids = {id(v) for v in adversary}
-        variables = [v for v in self.trainable_variables if id(v) not in adversary_ids]
+        auxiliary = self.auxiliary_variables
+        auxiliary_ids = {id(v) for v in auxiliary}
+        variables = [v for v in self.trainable_variables if id(v) not in auxiliary_ids]
         grads = tape.gradient(scaled, variables)
         if self.weight_decay:
             # Variables an objective leaves unused (e.g. DIM on AMDIM's encoder never
@@ -151,15 +160,16 @@ class SelfSupervisedModel(keras.Model):
         grads, variables = [g for g, _ in pairs], [v for _, v in pairs]
 
         _apply_unless_non_finite(self.optimizer, loss, grads, variables)
-        if adversary:
-            # The adversary reads stop-gradient features, so this update cannot move the encoder.
-            adv_opt = self.adversary_optimizer
-            with tf.GradientTape() as adv_tape:
-                adv_loss = self.objective.adversary_loss(out["feats1"], self.seed_generator)
-                adv_scaled = adv_opt.scale_loss(adv_loss * per_replica)  # same reasons as above
-            adv_grads = adv_tape.gradient(adv_scaled, adversary)
-            _apply_unless_non_finite(adv_opt, adv_loss, adv_grads, adversary)
-            logged["loss/adversary"] = adv_loss
+        if auxiliary:
+            # The auxiliary loss reads stop-gradient features, and only its own variables
+            # are stepped, so this update cannot move the encoder.
+            aux_opt = self.auxiliary_optimizer
+            with tf.GradientTape() as aux_tape:
+                aux_loss = self.objective.auxiliary_loss(out["feats1"], self.seed_generator)
+                aux_scaled = aux_opt.scale_loss(aux_loss * per_replica)  # same reasons as above
+            aux_grads = aux_tape.gradient(aux_scaled, auxiliary)
+            _apply_unless_non_finite(aux_opt, aux_loss, aux_grads, auxiliary)
+            logged[self.objective.auxiliary_metric] = aux_loss
         return self._update_metrics(logged, out["labels"], out["linear_logits"], out["mlp_logits"])
 
     def test_step(self, data):

@@ -524,8 +524,10 @@ class RunCheckpoint:
         # variables by position (the model's structure fixes the order).
         rng = {f"rng_{i}": v.value for i, v in enumerate(compat.seed_generator_states(model))}
         kwargs = dict(model=model, optimizer=model.optimizer, epoch=self.epoch, rng=rng)
-        if model.adversary_optimizer is not None:
-            kwargs["adversary_optimizer"] = model.adversary_optimizer
+        if model.auxiliary_optimizer is not None:
+            # Keep the key "adversary_optimizer" (its name before the auxiliary hook):
+            # checkpoints of existing DIM runs store the discriminator's optimizer there.
+            kwargs["adversary_optimizer"] = model.auxiliary_optimizer
         self.ckpt = tf.train.Checkpoint(**kwargs)
         self.manager = self.best_manager = None
         self.write_manager = self.best_write_manager = None

@@ -18,6 +18,7 @@ of every residual branch, so each unit starts as its shortcut).
 import keras
 from keras import ops
 
+from amdim_tf.methods.amdim import R1, R5, R7
 from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
     NoisyIdentity,
@@ -356,14 +357,16 @@ class AMDIMEncoder(keras.Model):
 
     def __init__(
         self,
-        image_size=32,
-        ndf=128,
-        n_rkhs=1024,
-        n_depth=3,
-        use_bn=False,
-        synchronized_bn=False,
+        image_size: int,
+        ndf: int,
+        n_rkhs: int,
+        n_depth: int,
+        use_bn: bool = False,
+        synchronized_bn: bool = False,
         **kwargs,
     ):
+        # No defaults for the sizes: the run config (config_lib.base_config) is their one
+        # source, through methods.build_encoder.
         super().__init__(**kwargs)
         if image_size not in SUPPORTED_SIZES:
             raise ValueError(
@@ -402,7 +405,7 @@ class AMDIMEncoder(keras.Model):
     def feature_shapes(self) -> dict:
         """(side, side, channels) of every output, known before the encoder is built."""
         w, d = self.width7, self.n_rkhs
-        return {"r1": (1, 1, d), "r5": (5, 5, d), "r7": (7, 7, d), "h5": (5, 5, w), "h7": (7, 7, w)}
+        return {R1: (1, 1, d), R5: (5, 5, d), R7: (7, 7, d), "h5": (5, 5, w), "h7": (7, 7, w)}
 
     @property
     def trunk(self):
@@ -423,9 +426,9 @@ class AMDIMEncoder(keras.Model):
         h3 = self.block3(h5, training=training)  # [B, 3, 3, C]
         r1 = self.bn1(self.to_r1(h3), training=training)  # [B, 1, 1, n_rkhs]
         return {
-            "r1": r1,
-            "r5": self.head5(h5, training=training),  # [B, 5, 5, n_rkhs]
-            "r7": self.head7(h7, training=training),  # [B, 7, 7, n_rkhs]
+            R1: r1,
+            R5: self.head5(h5, training=training),  # [B, 5, 5, n_rkhs]
+            R7: self.head7(h7, training=training),  # [B, 7, 7, n_rkhs]
             "h5": h5,
             "h7": h7,
         }

@@ -22,6 +22,7 @@ import math
 import keras
 from keras import ops
 
+from amdim_tf.methods.cpc import GLOBAL, C, Z
 from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
     attach_in_order,
@@ -122,14 +123,16 @@ class CPCEncoder(keras.Model):
 
     def __init__(
         self,
-        image_size=32,
-        ndf=32,
-        n_rkhs=256,
-        patch_size=0,
-        patch_stride=0,
-        context_blocks=2,
+        image_size: int,
+        ndf: int,
+        n_rkhs: int,
+        patch_size: int = 0,
+        patch_stride: int = 0,
+        context_blocks: int = 2,
         **kwargs,
     ):
+        # No defaults for the sizes: the run config (configs/cpc.py) is their one source,
+        # through methods.build_encoder; 0 patch sizes mean "derived from image_size".
         super().__init__(**kwargs)
         self.image_size = image_size
         self.ndf = ndf
@@ -170,7 +173,7 @@ class CPCEncoder(keras.Model):
     def feature_shapes(self) -> dict:
         """(side, side, channels) of every output, known before the encoder is built."""
         g, d = self.grid, self.n_rkhs
-        return {"r1": (1, 1, d), "z": (g, g, d), "c": (g, g, d)}
+        return {GLOBAL: (1, 1, d), Z: (g, g, d), C: (g, g, d)}
 
     def build(self, input_shape):
         build_on_dummy_batch(self, input_shape)
@@ -189,9 +192,9 @@ class CPCEncoder(keras.Model):
             c = block(c)  # [B, G, G, D]
         c = self.context_ln(c)  # [B, G, G, D]
         return {
-            "r1": ops.mean(z, axis=(1, 2), keepdims=True),  # [B, 1, 1, D]
-            "z": z,
-            "c": c,
+            GLOBAL: ops.mean(z, axis=(1, 2), keepdims=True),  # [B, 1, 1, D]
+            Z: z,  # [B, G, G, D]
+            C: c,  # [B, G, G, D]
         }
 
     def get_config(self):

@@ -16,6 +16,7 @@ official `bias=not batch_norm`); init is PyTorch's default, as in `layers.py`.
 import keras
 from keras import ops
 
+from amdim_tf.methods.dim import GLOBAL, LOCAL
 from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
     attach_in_order,
@@ -83,14 +84,16 @@ class DIMEncoder(keras.Model):
 
     def __init__(
         self,
-        image_size=32,
-        ndf=64,
-        n_rkhs=64,
-        fc_units=1024,
-        local_layer=-1,
-        synchronized_bn=False,
+        image_size: int,
+        ndf: int,
+        n_rkhs: int,
+        fc_units: int,
+        local_layer: int = -1,
+        synchronized_bn: bool = False,
         **kwargs,
     ):
+        # No defaults for the sizes: the run config (configs/dim_*.py) is their one
+        # source, through methods.build_encoder.
         super().__init__(**kwargs)
         widths = dim_conv_widths(image_size, ndf)
         for name, value in (("ndf", ndf), ("n_rkhs", n_rkhs), ("fc_units", fc_units)):
@@ -149,8 +152,8 @@ class DIMEncoder(keras.Model):
         """(side, side, channels) of every output, known before the encoder is built."""
         widths = dim_conv_widths(self.image_size, self.ndf)
         return {
-            "r1": (1, 1, self.n_rkhs),
-            "local": dim_local_shape(self.image_size, self.ndf, self.local_layer),
+            GLOBAL: (1, 1, self.n_rkhs),
+            LOCAL: dim_local_shape(self.image_size, self.ndf, self.local_layer),
             "conv": (4, 4, widths[-1]),
             "fc": (1, 1, self.fc_units),
         }
@@ -169,8 +172,8 @@ class DIMEncoder(keras.Model):
         fc = ops.relu(self.fc_bn(self.fc(flat), training=training))  # [B, fc_units]
         y = self.to_y(fc)  # [B, n_rkhs]
         return {
-            "r1": ops.reshape(y, (-1, 1, 1, self.n_rkhs)),  # [B, 1, 1, n_rkhs]
-            "local": maps[self.local_index],  # [B, M, M, C]
+            GLOBAL: ops.reshape(y, (-1, 1, 1, self.n_rkhs)),  # [B, 1, 1, n_rkhs]
+            LOCAL: maps[self.local_index],  # [B, M, M, C]
             "conv": maps[-1],  # [B, 4, 4, C_last]
             "fc": ops.reshape(fc, (-1, 1, 1, self.fc_units)),  # [B, 1, 1, fc_units]
         }

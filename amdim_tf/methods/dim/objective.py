@@ -12,7 +12,10 @@ through an FC net with a linear shortcut (`MIFCNet`), and the score of a
 (Y, location) pair is their dot product. Global DIM scores Y against a learned
 summary of the whole map M (a strided conv and a Dense over the flattened map,
 like the official GlobalDIM, which re-applies the encoder's later layers to M).
-The MI estimators (JSD, infoNCE, DV) are pure functions in `losses.py`.
+This module owns DIM's maths: the MI estimators (JSD, infoNCE, DV) and the
+prior-matching GAN losses are pure functions of tensors at its top, each checked
+against a NumPy formula; the InfoNCE masking they share with AMDIM is
+`methods.infonce`.
 
 One view: DIM, as in the paper, maximises MI between an image's Y and its own
 local features, so `feats2` is ignored unless `cross_view=True` (Y of view 1
@@ -27,10 +30,103 @@ import keras
 import tensorflow as tf
 
 from amdim_tf import distribute
-from amdim_tf.methods import losses
+from amdim_tf.methods import infonce
+from amdim_tf.methods.dim import LOCAL
+from amdim_tf.methods.features import GLOBAL
 from amdim_tf.methods.nn import TORCH_DEFAULT_KERNEL_INIT, shortcut_init, with_args
 
-ESTIMATORS = {"jsd": losses.dim_jsd_loss, "nce": losses.dim_nce_loss, "dv": losses.dim_dv_loss}
+# -- The estimators ------------------------------------------------------------------------
+# Hjelm et al., ICLR 2019, §3.1 and the official code's `cortex_DIM/functions/dim_losses.py`.
+# They take critic scores scores[i, c, l] = T(global of image i, location l of image c)
+# for the b source images of this replica against the B target images of the global
+# batch; the positive pair of source i is target c = i + pos_offset. Each returns a
+# loss to *minimise* (the negated MI lower bound), in float32.
+
+_LOG2 = 0.6931471805599453
+
+
+def dim_jsd_loss(scores, pos_offset=0):
+    """Negated Jensen-Shannon MI estimator of DIM (the paper's default, eq. 4).
+
+    E_pos = mean over positive (i, l) of log 2 - softplus(-u),
+    E_neg = mean over negative (i, c != i, l) of softplus(u) - log 2,
+    loss = E_neg - E_pos (as the official `fenchel_dual_loss` with 'JSD').
+
+    Args:
+        scores: [b, B, L] critic scores (L = 1 for global DIM).
+        pos_offset: index in the B targets of this replica's first image.
+    Returns:
+        float32 scalar.
+    """
+    scores = tf.cast(scores, tf.float32)  # [b, B, L]
+    is_pos = infonce.positive_mask(scores, pos_offset)  # [b, B]
+    e_pos = tf.reduce_mean(
+        _LOG2 - tf.nn.softplus(-infonce.positive_scores(scores, pos_offset))
+    )  # []
+    neg_terms = tf.nn.softplus(scores) - _LOG2  # [b, B, L]
+    neg_w = tf.cast(~is_pos, tf.float32)[:, :, None] * tf.ones_like(scores)  # [b, B, L]
+    e_neg = tf.reduce_sum(neg_terms * neg_w) / tf.maximum(tf.reduce_sum(neg_w), 1.0)  # []
+    return e_neg - e_pos
+
+
+def dim_dv_loss(scores, pos_offset=0):
+    """Negated Donsker-Varadhan MI bound of DIM (MINE's estimator, eq. 2).
+
+    E_pos = mean over positive (i, l) of u; E_neg = log mean over all negative
+    (i, c != i, l) of exp(u), one log-mean-exp over the whole batch as the
+    official `donsker_varadhan_loss`, but through logsumexp with the positives
+    excluded exactly (the official code subtracts 100 from them instead).
+    loss = E_neg - E_pos. Over several replicas each replica computes its own
+    log-mean-exp, so the averaged loss is not the global-batch DV bound.
+
+    Args / returns: as `dim_jsd_loss`.
+    """
+    scores = tf.cast(scores, tf.float32)  # [b, B, L]
+    is_pos = infonce.positive_mask(scores, pos_offset)  # [b, B]
+    e_pos = tf.reduce_mean(infonce.positive_scores(scores, pos_offset))  # []
+    neg = tf.where(is_pos[:, :, None], tf.constant(-float("inf")), scores)  # [b, B, L]
+    n_neg = tf.reduce_sum(tf.cast(~is_pos, tf.float32)) * tf.cast(tf.shape(scores)[2], tf.float32)
+    tf.debugging.assert_positive(
+        n_neg,
+        message="DIM's DV estimator needs at least 2 images in the (global) batch for negatives.",
+    )
+    e_neg = tf.reduce_logsumexp(neg) - tf.math.log(n_neg)  # []
+    return e_neg - e_pos
+
+
+def dim_nce_loss(scores, pos_offset=0):
+    """Negated infoNCE estimator of DIM (eq. 5, the official `nce_loss`).
+
+    `masked_infonce` on the critic scores as they are: unlike AMDIM's `infonce`,
+    DIM's scores are neither scaled by 1/sqrt(D) nor clipped.
+
+    Args / returns: as `dim_jsd_loss`.
+    """
+    return infonce.masked_infonce(scores, pos_offset)
+
+
+def prior_discriminator_loss(d_prior, d_encoded):
+    """Discriminator side of DIM's prior matching (GAN measure, official `Discriminator`).
+
+    -(E_P[-softplus(-D(p))] - E_Q[softplus(D(q))]) = mean softplus(-D(p)) + mean softplus(D(q)):
+    the binary cross-entropy of telling prior samples (label 1) from encoded ones (label 0).
+    Args: d_prior [N, 1], d_encoded [M, 1] logits. Returns a float32 scalar.
+    """
+    d_prior = tf.cast(d_prior, tf.float32)  # [N, 1]
+    d_encoded = tf.cast(d_encoded, tf.float32)  # [M, 1]
+    return tf.reduce_mean(tf.nn.softplus(-d_prior)) + tf.reduce_mean(tf.nn.softplus(d_encoded))
+
+
+def nonsaturating_generator_loss(d_encoded):
+    """Encoder side of prior matching: -mean log sigmoid(D(q)) = mean softplus(-D(q)).
+
+    The non-saturating GAN generator loss (Goodfellow et al. 2014), as the
+    official `generator_loss(..., 'non-saturating')`. Returns a float32 scalar.
+    """
+    return tf.reduce_mean(tf.nn.softplus(-tf.cast(d_encoded, tf.float32)))
+
+
+ESTIMATORS = {"jsd": dim_jsd_loss, "nce": dim_nce_loss, "dv": dim_dv_loss}
 
 
 def local_critic(channels, units, name="local_critic"):
@@ -117,9 +213,10 @@ class DIMObjective(keras.layers.Layer):
     Call: (feats1, feats2, seed_generator) -> dict of float32 scalars "total"
     plus "dim/global", "dim/local", "dim/prior" for the active terms.
 
-    The prior discriminator is trained by the model's second optimizer on
-    `adversary_loss`; its variables (`adversary_variables`) are excluded from the
-    main update, while the encoder's non-saturating generator term is in "total".
+    The prior discriminator is the objective's auxiliary state (the protocol of
+    `amdim_tf.methods`): `auxiliary_variables` are excluded from the main update and
+    trained by the model's second optimizer on `auxiliary_loss`, logged as
+    `auxiliary_metric`; the encoder's non-saturating generator term is in "total".
     """
 
     def __init__(
@@ -134,8 +231,8 @@ class DIMObjective(keras.layers.Layer):
         summary_width=256,
         disc_hidden=(1000, 200),
         gp_coeff=1.0,
-        global_key="r1",
-        local_key="local",
+        global_key=GLOBAL,
+        local_key=LOCAL,
         cross_view=False,
         **kwargs,
     ):
@@ -172,15 +269,19 @@ class DIMObjective(keras.layers.Layer):
         self.built = True
 
     @property
-    def metric_names(self):
+    def metric_names(self) -> tuple:
         names = [("dim/global", self.alpha), ("dim/local", self.beta), ("dim/prior", self.gamma)]
         return tuple(n for n, w in names if w)
 
+    # The log name of `auxiliary_loss`: the discriminator's loss, as runs have logged it.
+    auxiliary_metric = "loss/adversary"
+
     @property
-    def adversary_variables(self):
+    def auxiliary_variables(self) -> list:
+        """The prior discriminator's variables (none when gamma = 0)."""
         return list(self.discriminator.trainable_variables) if self.gamma else []
 
-    def call(self, feats1, feats2, seed_generator=None):
+    def call(self, feats1: dict, feats2: dict, seed_generator=None) -> dict:
         estimate = ESTIMATORS[self.estimator]
         target_feats = feats2 if self.cross_view else feats1
         y = _flat(feats1[self.global_key])  # [b, G]
@@ -200,19 +301,19 @@ class DIMObjective(keras.layers.Layer):
             total += self.alpha * out["dim/global"]
         if self.beta:
             loc = tf.cast(self.local_net(local_map), tf.float32)  # [b, M, M, U]
-            loc, offset = distribute.gather_global(losses.flatten_locations(loc))  # [B, M*M, U]
+            loc, offset = distribute.gather_global(infonce.flatten_locations(loc))  # [B, M*M, U]
             y_l = tf.cast(self.local_y_net(y), tf.float32)  # [b, U]
             scores = tf.einsum("bu,clu->bcl", y_l, loc)  # [b, B, M*M]
             out["dim/local"] = estimate(scores, offset)
             total += self.beta * out["dim/local"]
         if self.gamma:
             q = tf.sigmoid(tf.cast(y, tf.float32))  # [b, G] in (0, 1)
-            out["dim/prior"] = losses.nonsaturating_generator_loss(self.discriminator(q))
+            out["dim/prior"] = nonsaturating_generator_loss(self.discriminator(q))
             total += self.gamma * out["dim/prior"]
         out["total"] = total
         return out
 
-    def adversary_loss(self, feats1, seed_generator):
+    def auxiliary_loss(self, feats1: dict, seed_generator) -> tf.Tensor:
         """Discriminator loss: prior samples U[0,1]^d vs stop_gradient(sigmoid(Y)), plus the
         official contrastive gradient penalty 0.5 * (E ||dD/dp||^2 + E ||dD/dq||^2)."""
         # stop_gradient: this loss trains the discriminator only, never the encoder.
@@ -222,7 +323,7 @@ class DIMObjective(keras.layers.Layer):
         p = keras.random.uniform(tf.shape(q), 0.0, 1.0, seed=seed_generator)  # [b, G]
         d_p, gp_p = self._logits_and_grad_norm(p)  # [b, 1], []
         d_q, gp_q = self._logits_and_grad_norm(q)  # [b, 1], []
-        return losses.prior_discriminator_loss(d_p, d_q) + self.gp_coeff * 0.5 * (gp_p + gp_q)
+        return prior_discriminator_loss(d_p, d_q) + self.gp_coeff * 0.5 * (gp_p + gp_q)
 
     def _logits_and_grad_norm(self, x):
         with tf.GradientTape() as tape:
@@ -231,7 +332,7 @@ class DIMObjective(keras.layers.Layer):
         grad = tape.gradient(logits, x)  # [b, G]
         return logits, tf.reduce_mean(tf.reduce_sum(tf.square(grad), axis=1))
 
-    def get_config(self):
+    def get_config(self) -> dict:
         names = (
             "global_dim",
             "local_shape",
