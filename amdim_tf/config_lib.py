@@ -33,7 +33,7 @@ def base_config():
     c.model.n_depth = 3  # residual units per block
     c.model.use_bn = False  # BN inside blocks (paper default: off)
     c.model.synchronized_bn = False
-    # Mixture-based representations (§3.7, objectives/amdim.py): k components of r1,
+    # Mixture-based representations (§3.7, methods/amdim/objective.py): k components of r1,
     # each location taken by the component that predicts it best. 0 = plain AMDIM.
     c.model.n_mix = 0
     c.model.mix_hidden = 0  # hidden width of the mixture MLP (0 = n_rkhs)

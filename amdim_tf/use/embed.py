@@ -37,10 +37,12 @@ import tensorflow as tf
 
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
+from amdim_tf.methods import amdim
+from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader as backbone
 from amdim_tf.use import evaluate, export
 
-FEATURE_KEYS = ("r1", "r5", "r7")
+FEATURE_KEYS = amdim.FEATURES
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
 SUMMARY_FILE = "embed.json"
@@ -65,7 +67,7 @@ def _pooled(out, keys):
     return {k: tf.reduce_mean(tf.cast(out[k], tf.float32), axis=[1, 2]) for k in keys}
 
 
-def open_encoder(path, keys=("r1",), which="latest") -> Embedder:
+def open_encoder(path, keys=(GLOBAL,), which="latest") -> Embedder:
     """The encoder at `path` (work directory, SavedModel export, or .keras file)."""
     path = os.fspath(path)
     is_export = os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json"))
@@ -267,7 +269,7 @@ def embed(
     data,
     split,
     out_dir,
-    features=("r1",),
+    features=(GLOBAL,),
     which="latest",
     batch_size=256,
     neighbours=8,

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import data as data_lib
+from amdim_tf.methods.features import GLOBAL
 
 _FEATURE_FNS = weakref.WeakKeyDictionary()
 
@@ -46,7 +47,7 @@ def check_feature_keys(keys, outputs, what):
         )
 
 
-def extract_features(encoder, dataset, keys=("r1",), max_examples=None):
+def extract_features(encoder, dataset, keys=(GLOBAL,), max_examples=None):
     """Encode a finite (images, labels) dataset with the frozen encoder.
 
     Args:
@@ -141,7 +142,7 @@ def evaluate_encoders(
     k=20,
     max_iter=300,
     batch_size=256,
-    features=("r1",),
+    features=(GLOBAL,),
 ):
     """The frozen protocol on the labelled data of `config.data`, for several encoders.
 
@@ -185,7 +186,7 @@ def format_table(rows, k=20):
     lines = [f"| model | linear (logistic regression) | kNN (cosine, k={k}) |", "|---|---|---|"]
     for r in rows:
         name = r["model"]
-        if r.get("features", "r1") not in ("r1", "pixels"):
+        if r.get("features", GLOBAL) not in (GLOBAL, "pixels"):
             name += f", {r['features']}"
         lines.append(f"| {name} | {100 * r['linear_acc']:.1f}% | {100 * r['knn_acc']:.1f}% |")
     return "\n".join(lines)

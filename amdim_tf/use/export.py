@@ -48,9 +48,11 @@ import keras
 import tensorflow as tf
 
 from amdim_tf.data import augment
+from amdim_tf.methods import amdim
+from amdim_tf.methods.features import GLOBAL
 
 CONFIG_FILENAME = "amdim_encoder.json"
-FEATURES = ("r1", "r5", "r7")  # exported when the encoder returns them; "global" always
+FEATURES = amdim.FEATURES  # exported when the encoder returns them; "global" always
 
 # serve_float rejects inputs outside [0, 1] by more than this: it catches clients that
 # send 0..255 floats (which would give garbage features silently) but tolerates the
@@ -137,10 +139,10 @@ def export_encoder(
     if not encoder.built:
         encoder.build(tuple(spec_shape))
     probe = encoder(tf.zeros([1, image_size, image_size, 3]), training=False)
-    if "r1" not in probe:
+    if GLOBAL not in probe:
         raise ValueError(
-            f"{type(encoder).__name__} returns {sorted(probe)}, no 'r1'; "
-            "export_encoder needs the global feature 'r1' [B, 1, 1, D]."
+            f"{type(encoder).__name__} returns {sorted(probe)}, no {GLOBAL!r}; "
+            f"export_encoder needs the global feature {GLOBAL!r} [B, 1, 1, D]."
         )
     if features is None:
         features = [k for k in FEATURES if k in probe]
@@ -151,7 +153,7 @@ def export_encoder(
             f"available: {sorted(probe)}."
         )
     features = list(features)
-    n_rkhs = int(probe["r1"].shape[-1])
+    n_rkhs = int(probe[GLOBAL].shape[-1])
 
     def check_shape(images, endpoint):
         # The signature's [None, S, S, 3] spec is enforced by the Python function of a
@@ -179,14 +181,14 @@ def export_encoder(
     def run_encoder(pixels):  # [B, S, S, 3] float in [0, 1]
         out = encoder(normalise(pixels, preset), training=False)  # BN uses moving stats
         result = {k: out[k] for k in features}
-        result["global"] = tf.reshape(out["r1"], [-1, n_rkhs])  # [B, D]
+        result["global"] = tf.reshape(out[GLOBAL], [-1, n_rkhs])  # [B, D]
         return result
 
     def empty_result():
         # A batch of 0 images gets outputs of 0 rows, as TF Serving clients expect; the
         # convolutions themselves fail on an empty batch (oneDNN, TF 2.21).
         result = {k: tf.zeros([0, *probe[k].shape[1:]], probe[k].dtype) for k in features}
-        result["global"] = tf.zeros([0, n_rkhs], probe["r1"].dtype)  # [0, D]
+        result["global"] = tf.zeros([0, n_rkhs], probe[GLOBAL].dtype)  # [0, D]
         return result
 
     def encode(pixels):  # [B, S, S, 3] float in [0, 1]

@@ -53,6 +53,7 @@ from absl import logging
 from amdim_tf import compat
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
+from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.use import evaluate
 
@@ -281,7 +282,7 @@ def build_classifier(encoder, num_classes, seed=0):
     size = encoder.image_size
     keras.utils.set_random_seed(seed)
     images = keras.Input((size, size, 3), name="images")
-    r1 = encoder(images)["r1"]  # [B, 1, 1, D]
+    r1 = encoder(images)[GLOBAL]  # [B, 1, 1, D]
     flat = keras.layers.Flatten(name="r1_flat")(r1)  # [B, D]
     logits = keras.layers.Dense(num_classes, name="head")(flat)  # [B, K]
     return keras.Model(images, logits, name="classifier")
