@@ -1,6 +1,6 @@
 """AMDIM on the real CIFAR-10 JPEG copy, sized for a 2-core CPU (issue: prove it learns).
 
-Variants (append to the path):
+Variants (append to the preset name):
   (none)     the one-hour CPU run, evaluation included (also :hour): see README
              "Does it learn?" for the measured result and its curves.
   :quarter   the same recipe in 15 minutes.
@@ -12,9 +12,10 @@ Variants (append to the path):
   :small     the CI check on the 2,000/1,000 subset (a few minutes).
   :tiny      seconds, for smoke tests.
 Commands:
-    python tools/train.py --config=configs/amdim_cifar10_cpu.py:parity --workdir=runs/parity
-    python tools/evaluate.py --workdir=runs/parity --baselines
-Data: ../shared/data/cifar10/ (see its README); paths are relative to the repo root.
+    amdim-train --config=amdim_cifar10_cpu:parity --workdir=runs/parity
+    amdim-evaluate --workdir=runs/parity --baselines
+Data: ../shared/data/cifar10/ (see its README); the paths are relative to the working
+directory, the repository root in these commands.
 """
 
 from amdim_tf import config_lib
@@ -50,7 +51,7 @@ def get_config(arg=None):
         # the paper's 2e-4, which was set for 300 epochs. max_seconds keeps the training
         # inside the budget on a slower machine (the schedule then ends early) and
         # leaves ~6 minutes (~2 for 15) for start-up and the evaluation: for the hour,
-        # tools/evaluate.py --max_train=0 --features=r1,r5 (~3 minutes), for 15 the
+        # amdim-evaluate --max_train=0 --features=r1,r5 (~3 minutes), for 15 the
         # quicker default (10,000 train examples, r1).
         c.precision = "auto"
         c.model.ndf = 64

@@ -1,7 +1,7 @@
 """AMDIM's large CIFAR-10 model from the paper (ndf 256, n_rkhs 2048, depth 10, batch 480).
 
 Command:
-    python tools/train.py --config=configs/amdim_cifar10_large.py --workdir=runs/c10_large
+    amdim-train --config=amdim_cifar10_large --workdir=runs/c10_large
 Cost: 127.8 M parameters; several GPUs for days (the paper used 4-8 V100s).
 Expected: the paper reports 91.2% (linear) on CIFAR-10.
 """

@@ -2,7 +2,7 @@
 
 The digits ship inside scikit-learn, so this runs on a machine with no internet.
 8x8 grayscale images are upsampled to 32x32 RGB. Command:
-    python tools/train.py --config=configs/amdim_digits_demo.py --workdir=runs/demo
+    amdim-train --config=amdim_digits_demo --workdir=runs/demo
 Cost: a few minutes on a 2-core CPU. Expected: see README.md (the numbers there
 were measured with this config).
 """

@@ -2,7 +2,7 @@
 
 TFDS needs the ILSVRC2012 tars downloaded by hand into its manual_dir (see the
 TFDS imagenet2012 page). Command:
-    python tools/train.py --config=configs/amdim_imagenet.py --workdir=runs/in128
+    amdim-train --config=amdim_imagenet --workdir=runs/in128
 Cost: 208.4 M parameters; 4 V100s with mixed precision for about a week (official README).
 Expected: ~62-63% online linear accuracy with the official augmentation (68.1% in the paper
 with Fast AutoAugment and a longer schedule).

@@ -1,7 +1,7 @@
 """AMDIM on STL-10 at 64 px (ndf 128, n_rkhs 1024, depth 3), pretraining on train+unlabeled.
 
 Command:
-    python tools/train.py --config=configs/amdim_stl10.py --workdir=runs/stl10
+    amdim-train --config=amdim_stl10 --workdir=runs/stl10
 Cost: 57.7 M parameters; ~1 GPU-day per 100 epochs.
 Expected: the paper reports 94.2% (linear) on STL-10 with its largest model.
 """

@@ -6,12 +6,12 @@ context network reads the grid top to bottom, and one linear map per row
 offset k = 2..5 predicts the embedding k rows below; InfoNCE with every other
 patch of the batch as negatives. Offset 1 is skipped (its patch overlaps).
 The probes read r1 = mean of the patch embeddings. Same optimiser, data and
-probes as configs/amdim_cifar10.py, except batch 64 (the score matrices grow
+probes as amdim_cifar10, except batch 64 (the score matrices grow
 with the square of the patch count: batch 64 -> 2,240 x 3,136 per offset).
 
 Variants: (none) | :tiny (seconds, for tests).
 Command (offline: --config.data.source=npz --config.data.path=../shared/data/cifar10/cifar10-jpeg.npz):
-    python tools/train.py --config=configs/cpc.py --workdir=runs/cpc
+    amdim-train --config=cpc --workdir=runs/cpc
 Cost: 300 epochs of 781 steps; measured 0.63 s/step on the shared 2-core CPU
 (1.9M parameters; ~8 min per epoch, ~41 h in full).
 Expected: no published CIFAR-10 number exists for this small CPC; it is the

@@ -7,13 +7,13 @@ Adam lr 1e-4 at batch 64 (official plugin defaults; betas are PyTorch's
 defaults, an assumption), no warm-up, decay or weight decay. One view: the
 second augmented view is encoded only to train the online probes.
 
-Variants (append to the path):
+Variants (append to the preset name):
   (none)        DIM(L) with DIM's encoder, JSD.  --config.dim.estimator=nce|dv for the others.
   :amdim        DIM(L) on AMDIM's encoder (Y = r1, local map = r7) for a like-for-like
-                comparison with configs/amdim_cifar10.py.
+                comparison with amdim_cifar10.
   :tiny, :amdim_tiny   seconds-long smoke runs.
 Command (offline: --config.data.source=npz --config.data.path=../shared/data/cifar10/cifar10-jpeg.npz):
-    python tools/train.py --config=configs/dim_local.py --workdir=runs/dim_local
+    amdim-train --config=dim_local --workdir=runs/dim_local
 Cost: 1000 epochs of 781 steps (the official default length). Measured on the shared
 2-core CPU: 1.0 s/step (14.5M parameters, mostly the 2048-unit critics), i.e. ~13 min
 per epoch and ~9 days for the full run; shorten with --config.train.epochs.

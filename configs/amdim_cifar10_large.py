@@ -1,0 +1,9 @@
+"""The `amdim_cifar10_large` preset (amdim_tf/presets/amdim_cifar10_large.py, where its command, cost and result are).
+
+Kept so that --config=configs/amdim_cifar10_large.py[:VARIANT] works as before; --config=amdim_cifar10_large[:VARIANT]
+names the same preset from any directory.
+"""
+
+from amdim_tf.presets.amdim_cifar10_large import get_config
+
+__all__ = ["get_config"]

@@ -1,0 +1,9 @@
+"""The `amdim_stl10` preset (amdim_tf/presets/amdim_stl10.py, where its command, cost and result are).
+
+Kept so that --config=configs/amdim_stl10.py[:VARIANT] works as before; --config=amdim_stl10[:VARIANT]
+names the same preset from any directory.
+"""
+
+from amdim_tf.presets.amdim_stl10 import get_config
+
+__all__ = ["get_config"]
