@@ -45,6 +45,7 @@ import keras
 import tensorflow as tf
 
 from amdim_tf.data import augment
+from amdim_tf.errors import first_line
 from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder
 from amdim_tf.run import workdir as workdir_lib
 
@@ -103,8 +104,7 @@ class PixelEncoder(keras.Model):
 
 
 def _one_line(error):
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
+    return first_line(error, limit=300)
 
 
 def _describe(config):

@@ -39,6 +39,7 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf import compat, config_lib
+from amdim_tf.errors import first_line
 from amdim_tf.methods import build_encoder
 
 CONFIG_FILE = "config.json"
@@ -321,7 +322,7 @@ def _read_config_json(path, overwrite):
         if overwrite:
             return None
         raise WorkdirConflictError(
-            f"{path} is not valid JSON ({str(e).splitlines()[0][:100]}); restore it, or pass "
+            f"{path} is not valid JSON ({first_line(e, limit=100)}); restore it, or pass "
             "--overwrite to delete this workdir's run and start again."
         ) from None
 
@@ -614,7 +615,7 @@ def newest_readable(folder, read=_read_every_tensor):
         try:
             read(path)
         except _UNREADABLE as e:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            why = first_line(e, limit=200)
             logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, why)
             continue
         return path
@@ -699,7 +700,7 @@ def load_encoder_weights(config, weights):
         encoder.load_weights(weights)
     except ValueError as e:
         # Keras reports a mismatch over many lines; the first names the layer.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ValueError(
             f"{weights} does not fit the encoder of this config ({first}); pass "
             "the --config (and --config.* overrides) it was trained with."

@@ -25,6 +25,7 @@ from amdim_tf.data.sources.base import (
     split_parts,
     why_undecodable,
 )
+from amdim_tf.errors import first_line
 
 # Class counts for tfrecord copies of well-known datasets, so no full scan is needed.
 _KNOWN_NUM_CLASSES = {
@@ -105,7 +106,7 @@ def _scan_tfrecords(files, strict, max_pixels):
             intact = False
             n = _count_records(tf.data.TFRecordDataset(path).ignore_errors())
             counts.append(n)
-            reason = e.message.splitlines()[0]
+            reason = first_line(e.message)
             if strict:
                 raise ValueError(
                     f"TFRecord file {path!r} is corrupt after record {n} ({reason}); "
@@ -167,7 +168,7 @@ def _scan_tfrecords(files, strict, max_pixels):
         try:
             return why_undecodable(decode.decode_image, _parse_example(record)[0].numpy())
         except tf.errors.OpError as e:
-            return e.message.splitlines()[0]
+            return first_line(e.message)
 
     names = [_record_origin(files, counts, i) for i in bad]
     where = f"in {len(files)} file(s) (data.path)"
