@@ -1,10 +1,15 @@
-"""The shape of a run configuration, shared by every preset in `configs/`.
+"""The shape of a run configuration, shared by every preset (amdim_tf/presets/), its
+checks (`validate`), and the one parser of dotted-key overrides (`apply_overrides`).
 
 Configs hold primary values only (big_vision's lesson): the number of steps
 per epoch, the warm-up end and the decay boundaries in steps are derived in
 code from the data size and batch, so overriding the batch never leaves a
 stale derived value behind.
 """
+
+import ast
+import difflib
+from collections.abc import Iterable, Mapping
 
 import ml_collections
 
@@ -176,4 +181,119 @@ def validate(config):
                 f"config.{key}={value!r} is not allowed; expected {allowed}. Fix the "
                 f"config file or override it with --config.{key}=VALUE."
             )
+    return config
+
+
+def parse_override(item: str) -> tuple[str, str]:
+    """(dotted key, raw value) of "KEY=VALUE"; the value may itself hold "=" signs."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"{item!r} is not KEY=VALUE, e.g. data.path=DIR")
+    return key.strip(), raw
+
+
+def override_keys(overrides: Mapping[str, object] | Iterable[str]) -> list[str]:
+    """The dotted keys of `overrides` (a mapping or "KEY=VALUE" strings), in order."""
+    if isinstance(overrides, Mapping):
+        return list(overrides)
+    return [parse_override(item)[0] for item in overrides]
+
+
+def _typed(raw, current):
+    """The value of a command-line VALUE for a key that now holds `current`: verbatim for
+    a string key (data.path=123 stays a path), else a Python literal (64, 1e-3, (10, 20),
+    True); what does not parse stays text, for the type check to refuse."""
+    if isinstance(current, str):
+        return raw
+    if isinstance(current, bool) and raw.strip().lower() in ("true", "false"):
+        return raw.strip().lower() == "true"  # absl's spelling of booleans, as --config.* takes
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def _no_key(key, section, what):
+    keys = sorted(section) if isinstance(section, ml_collections.ConfigDict) else []
+    last = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(last, keys, n=1)
+    hint = f" (did you mean {key[: -len(last)] + close[0]!r}?)" if close else ""
+    return ValueError(f"no key {key!r} in {what}{hint}; keys there: {', '.join(keys) or 'none'}")
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict,
+    overrides: Mapping[str, object] | Iterable[str],
+    allowed_prefixes: tuple[str, ...] = (),
+    what: str = "the config",
+) -> ml_collections.ConfigDict:
+    """Sets dotted keys of `config` in place, in order, and returns it: the one parser of
+    config overrides (every command's --config.KEY=VALUE that is not config_flags' own,
+    compare's --set, the library's `overrides` arguments).
+
+    Args:
+        config: the config to change (locked or not: a key it lacks is refused either way).
+        overrides: {"data.path": value} with values already typed, or "KEY=VALUE"
+            strings whose VALUE is read by the key's current type (see `_typed`).
+        allowed_prefixes: if given, every key must start with one of them ("data.").
+        what: how errors name `config` ("the cpc config", "a trained run's config").
+
+    Raises a one-line ValueError quoting the override for an unknown key (with the
+    keys there and the closest one), a key outside `allowed_prefixes`, a section
+    given a value, or a value of the wrong type (the ConfigDict's check: an int into a
+    float key is fine, a string into an int key is not). A failed override changes
+    nothing.
+    """
+    if isinstance(overrides, Mapping):
+        pairs = [(key, value, False) for key, value in overrides.items()]
+    else:
+        pairs = [(*parse_override(item), True) for item in overrides]
+    for key, value, from_text in pairs:
+        if allowed_prefixes and not key.startswith(tuple(allowed_prefixes)):
+            only = ", ".join(f"{p}*" for p in allowed_prefixes)
+            raise ValueError(f"cannot override {key!r} of {what}: only {only} keys may change here")
+        *parents, name = key.split(".")
+        section = config
+        for part in parents:
+            if not isinstance(section, ml_collections.ConfigDict) or part not in section:
+                raise _no_key(key, section, what)
+            section = section[part]
+        if not isinstance(section, ml_collections.ConfigDict) or name not in section:
+            raise _no_key(key, section, what)
+        current = section[name]
+        if isinstance(current, ml_collections.ConfigDict):
+            raise ValueError(
+                f"{key!r} is a section of {what}; override one of its keys, e.g. "
+                f"{key}.{sorted(current)[0]}=VALUE"
+            )
+        if from_text:
+            value = _typed(value, current)
+        try:
+            config.update_from_flattened_dict({key: value})
+        except (TypeError, ValueError, KeyError):
+            raise ValueError(
+                f"{key}={value!r} is not allowed: {what} takes a value of type "
+                f"{type(current).__name__} there (now {current!r})"
+            ) from None
+    return config
+
+
+def with_data_overrides(
+    config: ml_collections.ConfigDict, overrides: Mapping[str, object] | Iterable[str]
+) -> ml_collections.ConfigDict:
+    """A copy of a trained run's `config` that reads other data (transfer): only `data.*`
+    keys change, since the encoder and its size are the run's checkpoint's."""
+    config = config.copy_and_resolve_references()
+    apply_overrides(
+        config,
+        overrides or {},
+        allowed_prefixes=("data.",),
+        what="a trained run's config (the encoder is the run's)",
+    )
+    if int(config.data.image_size) != int(config.model.image_size):
+        raise ValueError(
+            f"data.image_size={config.data.image_size} differs from the encoder's "
+            f"{config.model.image_size} px; evaluate at the size the encoder was trained for "
+            "(every source resizes to data.image_size)."
+        )
     return config

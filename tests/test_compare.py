@@ -7,11 +7,11 @@ import os
 import pytest
 from conftest import run_tool as tool
 
+from amdim_tf import presets
 from amdim_tf.use import compare
 from amdim_tf.use import report as plots
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "configs")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -151,18 +151,8 @@ def test_compare_user_errors_are_one_line(tmp_path):
         )
 
 
-def test_load_config_file_with_variant_is_locked():
-    c = compare.load_config_file(os.path.join(CONFIGS, "cpc.py"), "tiny")
-    assert c.method == "cpc" and c.model.ndf == 8 and c.cpc.max_offset == 3
-    assert compare.load_config_file(os.path.join(CONFIGS, "cpc.py")).cpc.max_offset == 5
-    with pytest.raises(AttributeError):
-        c.model.nope = 1  # locked: a typo is an error, not a new key
-    with pytest.raises(FileNotFoundError, match="missing.py does not exist"):
-        compare.load_config_file(os.path.join(CONFIGS, "missing.py"))
-
-
 def test_overrides_parse_literals_type_check_and_address_methods():
-    c = compare.load_config_file(os.path.join(CONFIGS, "cpc.py"), "tiny")
+    c = presets.load("cpc:tiny")
     compare.apply_overrides(
         c,
         "cpc",
@@ -184,7 +174,7 @@ def test_overrides_parse_literals_type_check_and_address_methods():
     for bad, says in [
         ("model.nope=1", "no key 'model.nope' in the cpc config"),
         ("model.ndf.x=1", "no key"),
-        ("model.ndf=wide", "--set='model.ndf=wide': Could not override"),
+        ("model.ndf=wide", "--set='model.ndf=wide': model.ndf='wide' is not allowed"),
         ("model.ndf", "is not KEY=VALUE"),
         ("simclr:seed=1", "'simclr' is not a method"),
     ]:
@@ -195,7 +185,7 @@ def test_overrides_parse_literals_type_check_and_address_methods():
 
 
 def test_compare_options_refuse_bad_values_before_any_work(tmp_path):
-    ok = dict(configs_dir=CONFIGS, workdir=str(tmp_path / "cmp"), variants={"cpc": "tiny"})
+    ok = dict(workdir=str(tmp_path / "cmp"), variants={"cpc": "tiny"})
     for bad, says in [
         (dict(methods=("amdim", "simclr")), r"unknown \['simclr'\]; choose from amdim"),
         (dict(methods=()), "choose from"),

@@ -278,12 +278,12 @@ def test_missing_workdir_says_what_was_expected(tmp_path):
 
 def test_only_data_may_be_overridden_and_at_the_encoders_size():
     config = tiny_run_config()
-    moved = finetune.apply_data_overrides(config, {"data.source": "npz"})
+    moved = config_lib.with_data_overrides(config, {"data.source": "npz"})
     assert moved.data.source == "npz" and config.data.source == "digits"
     with pytest.raises(ValueError, match="only data"):
-        finetune.apply_data_overrides(config, {"model.ndf": 4})
+        config_lib.with_data_overrides(config, {"model.ndf": 4})
     with pytest.raises(ValueError, match="encoder's 32 px"):
-        finetune.apply_data_overrides(config, {"data.image_size": 64})
+        config_lib.with_data_overrides(config, {"data.image_size": 64})
 
 
 def test_tool_reports_a_bad_budget_in_one_line(run_dir):

@@ -1,13 +1,19 @@
-"""What the absl tools in tools/ share: user errors as one line, flag and config-file errors.
+"""The commands installed with the package (`amdim-train`, ...), one module each, and what
+they share: how a command runs, user errors as one line, flag and config-file errors,
+`--config` preset names.
 
-The only module that knows about command lines; the rest of the library never
-reads flags. Importing it (through `amdim_tf`) sets TF's environment before
-TensorFlow loads.
+The only package that knows about command lines; the rest of the library never
+reads flags. Each `amdim_tf/cli/<name>.py` defines its flags at import and a
+`main()` (the `amdim-<name>` entry point of pyproject.toml; `tools/<name>.py` is a
+shim calling it). absl flags are process-global, so a process imports one command.
+Importing this package sets TF's environment before TensorFlow loads.
 """
 
 import os
 import sys
 import traceback
+
+from amdim_tf.errors import first_line
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -30,8 +36,7 @@ def run_main(fn):
     try:
         return fn()
     except user_errors() as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        fail(msg)
+        fail(first_line(e))
 
 
 def _config_file_failure(error):
@@ -58,24 +63,122 @@ def _config_file_failure(error):
         for frame, n in traceback.walk_tb(root.__traceback__)
         if os.path.abspath(frame.f_code.co_filename) == file
     ]
-    message = (str(root).strip().splitlines() or [""])[0]
+    message = first_line(str(root))
     line = f" (line {lines[-1]})" if lines else ""
     return f"{path}: {type(root).__name__}: {message}{line}"
 
 
-def parse_flags(argv):
-    """absl's flag parsing, with config-file and config-override errors as one line
-    instead of a traceback."""
+def run_command(main, module_name: str, argv: list[str] | None = None) -> None:
+    """Runs the absl `main(argv)` of the command module `module_name`.
+
+    absl prints `__main__`'s docstring for --help and the flags of the module named
+    sys.argv[0] for --helpshort; an installed command's `__main__` is the wrapper pip
+    generates, so the command module lends it both.
+    """
+    from absl import app, flags
+
+    main_module = sys.modules["__main__"]
+    module = sys.modules.get(module_name, main_module)
+    if module is not main_module:
+        main_module.__doc__ = module.__doc__
+        for flag in flags.FLAGS.get_key_flags_for_module(module_name):
+            flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    app.run(main, argv=argv, flags_parser=parse_flags)
+
+
+# Commands that read a trained run's config instead of a config file (evaluate, embed,
+# finetune, visualize) take --config.data.KEY=VALUE for other data. absl cannot define
+# one flag per key of a config read at run time, so `parse_flags` takes these arguments
+# out of argv into `_data_overrides` (config_lib.apply_overrides parses them), and
+# a help-only flag of this name lists them under the command's own flags.
+_DATA_FLAG = "config.data.KEY"
+_data_overrides: list[str] = []
+
+
+def define_data_overrides(module_name: str, help_string: str) -> None:
+    """Declares that the command `module_name` takes --config.data.KEY=VALUE (repeatable)."""
     from absl import flags
 
+    flags.DEFINE_string(_DATA_FLAG, None, help_string)
+    # Listed by --helpshort with the command's flags, not this module's.
+    owner = sys.argv[0] if module_name == "__main__" else module_name
+    flags.FLAGS.register_key_flag_for_module(owner, flags.FLAGS[_DATA_FLAG])
+
+
+def data_overrides() -> list[str]:
+    """The --config.data.KEY=VALUE arguments of this command line, as "data.KEY=VALUE"."""
+    return list(_data_overrides)
+
+
+def _take_data_overrides(argv):
+    """`argv` without its --config.* arguments, which go to `_data_overrides`; a key
+    outside config.data is a one-line error (the encoder is the run's)."""
+    out = list(argv[:1])
+    for i, arg in enumerate(argv[1:], 1):
+        if arg == "--":
+            out += argv[i:]
+            break
+        body = arg.lstrip("-")
+        negated = body.startswith("noconfig.")
+        if not arg.startswith("-") or not (body.startswith("config.") or negated):
+            out.append(arg)
+            continue
+        key, eq, value = body.split(".", 1)[1].partition("=")
+        if not key.startswith("data.") or key == "data.KEY":
+            fail(
+                f"{arg}: this command takes --config.data.KEY=VALUE only (other data; the "
+                "encoder is the run's), e.g. --config.data.source=folder --config.data.path=DIR",
+                code=1,
+            )
+        _data_overrides.append(f"{key}={value if eq else str(not negated)}")
+    return out
+
+
+def _with_preset_files(argv):
+    """`argv` with each config-file flag's preset name (`--config=amdim_cifar10_cpu:parity`)
+    replaced by the preset's file, the form config_flags reads (amdim_tf.presets)."""
+    from absl import flags
+    from ml_collections.config_flags.config_flags import ConfigFileFlagParser
+
+    from amdim_tf import presets
+
+    names = {
+        name for name in flags.FLAGS if isinstance(flags.FLAGS[name].parser, ConfigFileFlagParser)
+    }
+    out = list(argv[:1])
+    args = iter(argv[1:])
+    for arg in args:
+        name, eq, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-") and name in names:
+            if not eq:  # --config NAME
+                out.append(arg)
+                arg, value = next(args, ""), None
+            try:
+                resolved = presets.resolve(value if value is not None else arg)
+            except ValueError as e:
+                fail(f"--{name}: {e}", code=1)
+            out.append(f"--{name}={resolved}" if value is not None else resolved)
+            continue
+        out.append(arg)
+    return out
+
+
+def parse_flags(argv):
+    """absl's flag parsing, with --config preset names resolved, and config-file and
+    config-override errors as one line instead of a traceback."""
+    from absl import flags
+
+    argv = _with_preset_files(argv)
+    if _DATA_FLAG in flags.FLAGS:
+        argv = _take_data_overrides(argv)
     try:
         return flags.FLAGS(argv)
     except Exception as e:  # a config file may raise anything; the rest is re-raised
         failure = _config_file_failure(e)
         if failure is not None:
             fail(
-                f"cannot load --config={failure}; fix that file or pass another, such as "
-                "configs/amdim_cifar10.py",
+                f"cannot load --config={failure}; fix that file or pass another: a preset "
+                "name such as amdim_cifar10, or a file such as configs/amdim_cifar10.py",
                 code=1,
             )
         if isinstance(e, flags.Error):
@@ -102,7 +205,8 @@ def load_config_flag(flag):
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         fail(
             f"cannot load --config={flags_value(flag)}: {lines[-1] if lines else e}; "
-            "pass an existing file such as configs/amdim_cifar10.py",
+            "pass a preset name such as amdim_cifar10 or an existing file such as "
+            "configs/amdim_cifar10.py",
             code=1,
         )
     from amdim_tf import config_lib

@@ -15,13 +15,15 @@ measured in one run, since shared machines vary 2-6x between runs.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from amdim_tf import cli
+from amdim_tf import cli, presets
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "configs/amdim_cifar10.py", "Run configuration whose model is benchmarked."
+    "config",
+    presets.resolve("amdim_cifar10"),
+    "Run configuration whose model is benchmarked (a preset name or a config file).",
 )
 _MODELS = flags.DEFINE_list(
     "models",
@@ -58,10 +60,10 @@ _PIPELINE_SECONDS = flags.DEFINE_float(
 )
 
 
-def main(argv):
+def _main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    cli.run_main(lambda: run())
+    cli.run_main(run)
 
 
 def _configs(config, benchmark):
@@ -174,5 +176,10 @@ def run():
         cli.fail("every benchmark row failed (see above)", code=1)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-benchmark` command (also `python -m amdim_tf.cli.benchmark`, `python tools/benchmark.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

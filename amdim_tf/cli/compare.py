@@ -12,11 +12,11 @@ Writes WORKDIR/compare.md (the table), compare.json and compare.png (the online
 eval linear probe against active wall time, from each metrics.jsonl).
 
 Defaults, chosen so the encoders are of one size class (~5M parameters) where the
-configs allow it:
-  amdim       configs/amdim_cifar10_cpu.py:parity  5.0M (ndf 64, n_rkhs 512, depth 3), batch 128
-  dim_local   configs/dim_local.py                 4.9M (DIM's own encoder, Y 64-d), batch 64
-  dim_global  configs/dim_global.py                4.9M (the same encoder), batch 64
-  cpc         configs/cpc.py                       1.4M (its only size), batch 64
+presets allow it:
+  amdim       amdim_cifar10_cpu:parity  5.0M (ndf 64, n_rkhs 512, depth 3), batch 128
+  dim_local   dim_local                 4.9M (DIM's own encoder, Y 64-d), batch 64
+  dim_global  dim_global                4.9M (the same encoder), batch 64
+  cpc         cpc                       1.4M (its only size), batch 64
 Each method keeps its own optimiser and batch (--batch_size=N sets one for all);
 learning-rate decay is switched off for all (a wall-clock budget has no known last
 step to place it); warm-up is kept. An "epoch" here is --eval_every steps, so every
@@ -32,10 +32,9 @@ Cost: about (seconds + 1-2 min of evaluation) per method on CIFAR-10; the defaul
 is ~50 min on a 2-core CPU. Use --variant=tiny --data_source=digits for a smoke run.
 """
 
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from amdim_tf import cli
 from amdim_tf.run.train import PREEMPTED_EXIT_CODE
@@ -44,8 +43,6 @@ from amdim_tf.use import compare as compare_lib
 # The library's defaults are the command's defaults (one place to change them).
 _D = compare_lib.CompareOptions
 _DV = compare_lib.DEFAULT_VARIANTS
-# The repository's configs/, next to tools/ (the installed package does not carry them).
-CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 
 _METHODS = flags.DEFINE_list(
     "methods", list(_D.methods), f"Methods to compare, from {list(compare_lib.METHODS)}."
@@ -53,17 +50,17 @@ _METHODS = flags.DEFINE_list(
 _AMDIM_VARIANT = flags.DEFINE_string(
     "amdim_variant",
     _DV["amdim"],
-    "Variant of configs/amdim_cifar10_cpu.py (parity: 5.0M-parameter "
+    "Variant of the amdim_cifar10_cpu preset (parity: 5.0M-parameter "
     "encoder of the official reference setup; '' the same encoder; small: 1.1M).",
 )
 _DIM_VARIANT = flags.DEFINE_string(
     "dim_variant",
     _DV["dim_local"],
-    "Variant of configs/dim_local.py and dim_global.py ('' DIM's own 4.9M "
+    "Variant of the dim_local and dim_global presets ('' DIM's own 4.9M "
     "encoder; amdim: AMDIM's encoder at ndf 128, 20M, for a same-encoder comparison).",
 )
 _CPC_VARIANT = flags.DEFINE_string(
-    "cpc_variant", _DV["cpc"], "Variant of configs/cpc.py ('' is its only size)."
+    "cpc_variant", _DV["cpc"], "Variant of the cpc preset ('' is its only size)."
 )
 _VARIANT = flags.DEFINE_string(
     "variant", "", "If set, the variant of every method (e.g. tiny for tests)."
@@ -126,7 +123,7 @@ _MAX_TRAIN = flags.DEFINE_integer(
 _K = flags.DEFINE_integer("k", _D.k, "Neighbours of the cosine kNN.")
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -139,7 +136,6 @@ def main(argv):
 
     def run():
         options = compare_lib.CompareOptions(
-            configs_dir=CONFIGS_DIR,
             methods=tuple(_METHODS.value),
             variants={m: _VARIANT.value or f.value for m, f in per_method.items()},
             data_source=_DATA_SOURCE.value,
@@ -168,5 +164,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-compare` command (also `python -m amdim_tf.cli.compare`, `python tools/compare.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

@@ -1,6 +1,6 @@
 """The main job, offline: pretrain AMDIM on scikit-learn's digits, evaluate, export.
 
-    python tools/demo.py [--workdir=runs/demo] [--config=configs/amdim_digits_demo.py]
+    python tools/demo.py [--workdir=runs/demo] [--config=amdim_digits_demo]
 
 Pretrains for a few minutes on CPU, then runs the frozen-encoder evaluation of raw
 pixels, an untrained encoder of the same shape and the AMDIM-trained encoder
@@ -12,16 +12,14 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from amdim_tf import cli
+from amdim_tf import cli, presets
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
-    os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "configs", "amdim_digits_demo.py"
-    ),
+    presets.resolve("amdim_digits_demo"),
     "Run configuration (default: the offline digits demo).",
     lock_config=True,
 )
@@ -31,7 +29,7 @@ _OVERWRITE = flags.DEFINE_bool(
 )
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -84,5 +82,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-demo` command (also `python -m amdim_tf.cli.demo`, `python tools/demo.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

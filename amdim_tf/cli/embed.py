@@ -18,15 +18,13 @@ the projector files (amdim_tf/use/embed.py).
 
 import os
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
 from amdim_tf import cli, config_lib
 
-_CONFIG = config_flags.DEFINE_config_dict(
-    "config",
-    config_lib.base_config(),
-    "Only --config.data.* overrides are read here (the data to embed), e.g. "
+cli.define_data_overrides(
+    __name__,
+    "Data to embed instead of the run's (repeatable): any key of config.data, e.g. "
     "--config.data.source=folder --config.data.path=DIR.",
 )
 _ENCODER = flags.DEFINE_string(
@@ -56,14 +54,10 @@ _SAVE_KERAS = flags.DEFINE_string(
 flags.mark_flags_as_required(["encoder", "out"])
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    overrides = config_flags.get_override_values(flags.FLAGS["config"])
-    other = sorted(k for k in overrides if not k.startswith("data."))
-    if other:
-        cli.fail(f"only --config.data.* overrides apply to embedding; got {other}.", code=1)
 
     def run():
         from amdim_tf.run import loader as backbone
@@ -72,11 +66,12 @@ def main(argv):
 
         encoder = _ENCODER.value
         if os.path.exists(os.path.join(encoder, workdir_lib.CONFIG_FILE)):
-            data = workdir_lib.load_run_config(encoder).data
+            config, what = workdir_lib.load_run_config(encoder), "the run's config"
         else:
-            data = config_lib.base_config().data
-        for key, value in overrides.items():
-            data[key.split(".", 1)[1]] = value
+            config, what = config_lib.base_config(), "the default config"
+        data = config_lib.apply_overrides(
+            config, cli.data_overrides(), allowed_prefixes=("data.",), what=what
+        ).data
         summary = embed.embed(
             encoder,
             data,
@@ -107,5 +102,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-embed` command (also `python -m amdim_tf.cli.embed`, `python tools/embed.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

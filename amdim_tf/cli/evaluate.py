@@ -11,9 +11,9 @@ writes DIR/eval.json. --baselines adds raw pixels and an untrained encoder of th
 import json
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from amdim_tf import cli
+from amdim_tf import cli, config_lib
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
 _WHICH = flags.DEFINE_enum(
@@ -41,10 +41,15 @@ _FEATURES = flags.DEFINE_list(
 _K = flags.DEFINE_integer(
     "k", 20, "Neighbours of the cosine kNN (20 or 200 are common in SSL papers)."
 )
+cli.define_data_overrides(
+    __name__,
+    "Labelled data to evaluate on instead of the run's (transfer; repeatable): any key "
+    "of config.data, e.g. --config.data.source=digits.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -56,7 +61,9 @@ def main(argv):
         from amdim_tf.run.workdir import load_run_config, load_trained_encoder, untrained_encoder
         from amdim_tf.use import evaluate
 
-        config = load_run_config(_WORKDIR.value)
+        config = config_lib.with_data_overrides(
+            load_run_config(_WORKDIR.value), cli.data_overrides()
+        )
         encoder, where = load_trained_encoder(config, _WORKDIR.value, _WHICH.value)
         encoders = {f"trained ({where})": encoder}
         if _BASELINES.value:
@@ -78,5 +85,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-evaluate` command (also `python -m amdim_tf.cli.evaluate`, `python tools/evaluate.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

@@ -14,7 +14,7 @@ returns r1, r5, r7 and global = r1 flattened (amdim_tf/use/export.py). Serve it 
 
 import os
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from amdim_tf import cli
@@ -52,7 +52,7 @@ _VERSION = flags.DEFINE_integer(
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUT/VERSION.")
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -115,5 +115,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-export` command (also `python -m amdim_tf.cli.export`, `python tools/export.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

@@ -11,8 +11,7 @@ class names). Transfer to other labelled data: --config.data.source=digits
 (only --config.data.* keys; the encoder is the run's).
 """
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags, logging
 
 from amdim_tf import cli, config_lib
 
@@ -51,26 +50,15 @@ _BN = flags.DEFINE_enum(
     "pretraining statistics (common practice with few labels), train = batch statistics.",
 )
 _MAX_TEST = flags.DEFINE_integer("max_test", 0, "Score a sample of the eval split (0 = all).")
-_CONFIG = config_flags.DEFINE_config_dict(
-    "config",
-    config_lib.base_config(),
-    "Only for data overrides of the run's config (transfer): --config.data.source=digits.",
-    lock_config=True,
+cli.define_data_overrides(
+    __name__,
+    "Labelled data to evaluate on instead of the run's (transfer; repeatable): any key "
+    "of config.data, e.g. --config.data.source=digits.",
 )
 flags.mark_flags_as_required(["workdir"])
 
 
-def _data_overrides():
-    """The --config.* flags given on the command line, as {"data.source": value}."""
-    prefix = _CONFIG.name + "."
-    out = {}
-    for name in flags.FLAGS:
-        if name.startswith(prefix) and flags.FLAGS[name].present:
-            out[name[len(prefix) :]] = flags.FLAGS[name].value
-    return out
-
-
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -85,10 +73,10 @@ def main(argv):
         # Each arm traces its own train step; TF's retracing advice is noise here.
         tf.get_logger().setLevel("ERROR")
 
-        overrides = _data_overrides()
+        overrides = cli.data_overrides()
         out = _OUT.value
         if not out:
-            source = overrides.get("data.source")
+            source = dict(map(config_lib.parse_override, overrides)).get("data.source")
             out = os.path.join(_WORKDIR.value, f"finetune_{source}" if source else "finetune")
         result = finetune.run_few_label_evaluation(
             _WORKDIR.value,
@@ -115,5 +103,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-finetune` command (also `python -m amdim_tf.cli.finetune`, `python tools/finetune.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

@@ -13,7 +13,7 @@ Needs no TensorFlow.
 import json
 import os
 
-from absl import app, flags
+from absl import flags
 
 from amdim_tf import cli
 
@@ -22,7 +22,7 @@ _OUT = flags.DEFINE_string("out", None, "Output PNG (default WORKDIR/probe_curve
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
+def _main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
@@ -58,5 +58,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-plot-run` command (also `python -m amdim_tf.cli.plot_run`, `python tools/plot_run.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

@@ -1,4 +1,7 @@
-"""Pretrains an encoder: `python tools/train.py --config=configs/<preset>.py --workdir=DIR`.
+"""Pretrains an encoder: `amdim-train --config=<preset>[:variant] --workdir=DIR`.
+
+--config names a preset of amdim_tf/presets (amdim_cifar10_cpu:parity) or a config
+file (configs/amdim_cifar10.py:tiny, as `python tools/train.py` has always taken).
 
 Override any config value with --config.<section>.<key>=VALUE (type-checked; an
 unknown key is an error). Re-running the same command on the same DIR resumes
@@ -11,7 +14,7 @@ Watch it with `tensorboard --logdir DIR`.
 
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from amdim_tf import cli
@@ -19,8 +22,8 @@ from amdim_tf import cli
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
-    "Run configuration file, e.g. configs/amdim_cifar10.py (append ':tiny' "
-    "for a seconds-long smoke run). Override values with --config.train.batch_size=128 etc.",
+    "Run configuration: a preset name (amdim_cifar10, amdim_cifar10_cpu:parity) or a "
+    "config file (configs/amdim_cifar10.py); append ':tiny' for a seconds-long smoke run. Override values with --config.train.batch_size=128 etc.",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
@@ -38,7 +41,7 @@ _OVERWRITE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -64,5 +67,10 @@ def main(argv):
         )
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-train` command (also `python -m amdim_tf.cli.train`, `python tools/train.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

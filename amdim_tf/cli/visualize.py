@@ -10,7 +10,7 @@ assigns it to). Images: a class-balanced sample of the run's eval split (--split
 Scores rank each image against the others shown, so use at least 8.
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from amdim_tf import cli
 
@@ -22,14 +22,19 @@ _N = flags.DEFINE_integer("n", 16, "Images to draw (>= 2: the others are the neg
 _FOLDER = flags.DEFINE_string("folder", "", "A folder of images to draw instead of the run's data.")
 _SPLIT = flags.DEFINE_string("split", "", "Split of the run's data ('' = its eval split).")
 _DATA_PATH = flags.DEFINE_string(
-    "data_path", "", "Override config.data.path of the run (e.g. the data file moved)."
+    "data_path", "", "Same as --config.data.path=PATH (e.g. the run's data file moved)."
+)
+cli.define_data_overrides(
+    __name__,
+    "Data to draw instead of the run's (repeatable): any key of config.data, e.g. "
+    "--config.data.path=PATH.",
 )
 _OUT = flags.DEFINE_string("out", "", "Output path prefix ('' = WORKDIR/viz/<checkpoint>).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the image sample and the augmented views.")
 flags.mark_flags_as_required(["workdir"])
 
 
-def main(argv):
+def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
@@ -37,7 +42,9 @@ def main(argv):
     def run():
         from amdim_tf.use import visualize
 
-        overrides = {"data.path": _DATA_PATH.value} if _DATA_PATH.value else {}
+        overrides = cli.data_overrides()
+        if _DATA_PATH.value:
+            overrides.append(f"data.path={_DATA_PATH.value}")
         paths = visualize.visualize_run(
             _WORKDIR.value,
             out_prefix=_OUT.value,
@@ -54,5 +61,10 @@ def main(argv):
     cli.run_main(run)
 
 
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-visualize` command (also `python -m amdim_tf.cli.visualize`, `python tools/visualize.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
 if __name__ == "__main__":
-    app.run(main, flags_parser=cli.parse_flags)
+    main()

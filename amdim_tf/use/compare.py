@@ -1,7 +1,7 @@
 """Several self-supervised methods under one budget: the library behind tools/compare.py.
 
 Owns what makes the comparison fair and resumable:
-- each method's config, derived from its preset in `configs/` (`METHODS`): the same
+- each method's config, derived from its preset (`METHODS`, amdim_tf.presets): the same
   data, the same eval interval, no learning-rate decay (a wall-clock budget has no
   known last step to place it), then the user's KEY=VALUE overrides;
 - the budget accounting: the pretraining seconds of WORKDIR/<method> are kept in
@@ -17,10 +17,8 @@ Owns what makes the comparison fair and resumable:
 Library code: takes a `CompareOptions`, never absl FLAGS, never exits the process.
 """
 
-import ast
 import dataclasses
 import gc
-import importlib.util
 import json
 import math
 import os
@@ -30,19 +28,19 @@ from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
-from ml_collections.config_flags import config_path
 
+from amdim_tf import config_lib, presets
 from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.run.train import train
 from amdim_tf.use import evaluate
 from amdim_tf.use import report as plots
 
-# method -> (label in tables and plots, config file in configs/)
+# method -> (label in tables and plots, its preset in amdim_tf.presets)
 METHODS = {
-    "amdim": ("AMDIM", "amdim_cifar10_cpu.py"),
-    "dim_local": ("DIM(L)", "dim_local.py"),
-    "dim_global": ("DIM(G)", "dim_global.py"),
-    "cpc": ("CPC", "cpc.py"),
+    "amdim": ("AMDIM", "amdim_cifar10_cpu"),
+    "dim_local": ("DIM(L)", "dim_local"),
+    "dim_global": ("DIM(G)", "dim_global"),
+    "cpc": ("CPC", "cpc"),
 }
 # Encoders of one size class (~5M parameters) where the configs allow it; see
 # tools/compare.py for the sizes.
@@ -57,9 +55,8 @@ class CompareOptions:
     """What to compare, on which data, under which budget; checked when constructed.
 
     Attributes:
-        configs_dir: directory holding the config files named in `METHODS`.
         methods: keys of `METHODS`, in table order.
-        variants: method -> variant of its config file ('' is the config's default);
+        variants: method -> variant of its preset ('' is the preset's default);
             a method not listed gets `DEFAULT_VARIANTS`.
         data_source, data_path, image_size: config.data of every method.
         seconds: pretraining wall-clock budget per method (0 = no time limit).
@@ -76,7 +73,6 @@ class CompareOptions:
         k: neighbours of the cosine kNN.
     """
 
-    configs_dir: str
     methods: tuple[str, ...] = tuple(METHODS)
     variants: Mapping[str, str] = dataclasses.field(default_factory=dict)
     data_source: str = "npz"
@@ -115,24 +111,6 @@ class CompareOptions:
         return self.variants.get(method, DEFAULT_VARIANTS[method])
 
 
-def load_config_file(path, variant=""):
-    """`get_config(variant)` of the config file at `path`, locked.
-
-    What `config_flags` does for --config=path:variant (get_config() without an
-    argument when there is no variant; the result locked, so that an override of a
-    key the config does not have is an error instead of a new key).
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"config file {path} does not exist; pass an existing file.")
-    name = os.path.splitext(os.path.basename(path))[0]
-    spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config(variant) if variant else module.get_config()
-    config.lock()
-    return config
-
-
 def parse_override(item):
     """(method or None, dotted key, raw value) of "KEY=VALUE" or "METHOD:KEY=VALUE"."""
     key, sep, raw = item.partition("=")
@@ -149,40 +127,25 @@ def parse_override(item):
 def apply_overrides(config, method, overrides):
     """Applies the overrides addressed to every method or to `method`, in order.
 
-    VALUE is a Python literal (64, 1e-3, (10, 20), True) for a non-string key and
-    taken verbatim for a string key (so --set=data.path=123 stays a path). The
-    ConfigDict's own assignment does the type check (an int into a float key is
-    fine, a string into an int key is not); a key the config does not have is an
-    error.
+    Each goes through `config_lib.apply_overrides` (literals for non-string keys,
+    the ConfigDict's type check, an unknown key refused); an error names the --set.
     """
     for item in overrides:
         target, key, raw = parse_override(item)
         if target not in (None, method):
             continue
         try:
-            current = config_path.get_value(key, config)
-        except (KeyError, AttributeError, IndexError):
-            raise ValueError(f"--set={item!r}: no key {key!r} in the {method} config") from None
-        if isinstance(current, str):
-            value = raw
-        else:
-            try:
-                value = ast.literal_eval(raw)
-            except (ValueError, SyntaxError):
-                value = raw
-        try:
-            config.update_from_flattened_dict({key: value})
-        except (TypeError, KeyError) as e:
-            reason = str(e).strip("\"'")  # a KeyError's text comes quoted
-            raise ValueError(f"--set={item!r}: {reason}") from None
+            config_lib.apply_overrides(config, [f"{key}={raw}"], what=f"the {method} config")
+        except ValueError as e:
+            raise ValueError(f"--set={item!r}: {e}") from None
     return config
 
 
 def method_config(method, options):
     """(config, its name for the table) of one method under `options`."""
     variant = options.variant(method)
-    filename = METHODS[method][1]
-    c = load_config_file(os.path.join(options.configs_dir, filename), variant)
+    name = METHODS[method][1] + (f":{variant}" if variant else "")
+    c = presets.load(name)
     c.data.source = options.data_source
     c.data.path = options.data_path
     if options.data_source == "digits":
@@ -200,8 +163,7 @@ def method_config(method, options):
         c.train.steps_per_epoch = options.eval_every
         c.train.epochs = FOREVER_EPOCHS
     apply_overrides(c, method, options.overrides)
-    name = f"{os.path.basename(os.path.normpath(options.configs_dir))}/{filename}"
-    return c, name + (f":{variant}" if variant else "")
+    return c, name
 
 
 def _read_json(path, default):

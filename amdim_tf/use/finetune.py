@@ -50,9 +50,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import compat
+from amdim_tf import compat, config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
+from amdim_tf.errors import first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.use import evaluate
@@ -154,34 +155,6 @@ def class_names(data) -> tuple:
     return tuple(str(i) for i in range(k))
 
 
-def apply_data_overrides(config, overrides):
-    """A copy of a run config with `data.*` values replaced (transfer to other data).
-
-    Args:
-        config: the run's resolved config.
-        overrides: {"data.source": "digits", ...}; keys outside `data` are refused,
-            since the encoder's architecture comes from the run's checkpoint.
-    """
-    config = config.copy_and_resolve_references()
-    for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        if section != "data" or not name or "." in name:
-            raise ValueError(
-                f"cannot override {key!r} for evaluation: only data.* keys change (the "
-                "encoder is the run's); e.g. --config.data.source=digits."
-            )
-        if name not in config.data:
-            raise KeyError(f"no key {key!r} in the run config; data keys: {sorted(config.data)}.")
-        config.data[name] = value
-    if int(config.data.image_size) != int(config.model.image_size):
-        raise ValueError(
-            f"data.image_size={config.data.image_size} differs from the encoder's "
-            f"{config.model.image_size} px; evaluate at the size the encoder was trained for "
-            "(every source resizes to data.image_size)."
-        )
-    return config
-
-
 def light_augment(view, seed):
     """A normalised eval view [S, S, 3] -> a flipped / translated view, seeded by [2] ints.
 
@@ -233,7 +206,7 @@ def labelled_subset(data, per_class, seed, names):
         raise ValueError(
             f"few-label evaluation needs labelled images in split {split!r} of "
             f"data.source={data.source!r} (class sub-directories, or labels other than -1): "
-            f"{str(e).strip().splitlines()[0]}"
+            f"{first_line(e)}"
         ) from e
     if x is None:
         raise ValueError(
@@ -513,7 +486,8 @@ def run_few_label_evaluation(
         arms: a subset of ARMS.
         recipe: the fine-tuning / scratch `Recipe`.
         which: "latest" or "best" checkpoint of the run.
-        data_overrides: {"data.KEY": value} for evaluation on other data (transfer).
+        data_overrides: {"data.KEY": value} or ["data.KEY=VALUE", ...] for evaluation on
+            other data (transfer); see `config_lib.with_data_overrides`.
         max_test: score a seeded sample of this many eval images (0 = all of them).
 
     Returns:
@@ -524,7 +498,7 @@ def run_few_label_evaluation(
     if unknown or not arms:
         raise ValueError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
     run_config = workdir_lib.load_run_config(workdir)
-    config = apply_data_overrides(run_config, data_overrides)
+    config = config_lib.with_data_overrides(run_config, data_overrides)
     data = config.data
     checkpoint = os.path.basename(workdir_lib.checkpoint_path(workdir, which))
     preset = augment.preset_for(data.augment, data.image_size)
@@ -601,7 +575,11 @@ def run_few_label_evaluation(
         "checkpoint": checkpoint,
         "pretrained_data": run_config.data.to_dict(),
         "eval_data": data.to_dict(),
-        "data_overrides": dict(data_overrides or {}),
+        # The overridden keys with their typed values (the command line gives text).
+        "data_overrides": {
+            key: config.data[key.split(".", 1)[1]]
+            for key in config_lib.override_keys(data_overrides or {})
+        },
         "class_names": list(names),
         "n_test": len(y_test),
         "recipe": dataclasses.asdict(recipe),

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf import config_lib
 from amdim_tf.data import augment
 
 # A qualitative palette (matplotlib's tab10): component j is always this colour.
@@ -280,8 +281,8 @@ def load_run_model(workdir, which="latest", overrides=None):
     """(model, config, checkpoint path): the run's `SelfSupervisedModel` with its trained
     encoder and objective (the mixture MLP that q needs); the probes are not restored.
 
-    `overrides` ({"data.path": ...}) changes the run's config where it says where
-    things are, not what was trained.
+    `overrides` ({"data.path": ...} or ["data.path=...", ...]) changes where the run's
+    data are, not what was trained (`config_lib.with_data_overrides`).
 
     Every encoder and objective variable is first set to NaN and must be read from
     the checkpoint, so a run of another architecture fails loudly.
@@ -289,17 +290,7 @@ def load_run_model(workdir, which="latest", overrides=None):
     from amdim_tf.run import workdir as workdir_lib
     from amdim_tf.run.build import build_model
 
-    config = workdir_lib.load_run_config(workdir)
-    for dotted, value in (overrides or {}).items():
-        *parents, key = dotted.split(".")
-        section = config
-        for p in parents:
-            section = section[p]
-        if key not in section:
-            raise KeyError(
-                f"no config key {dotted!r} to override; keys of the run: {list(section)}"
-            )
-        section[key] = value
+    config = config_lib.with_data_overrides(workdir_lib.load_run_config(workdir), overrides)
     path = workdir_lib.checkpoint_path(workdir, which)
     # The probes are not needed (nor restored): the run's class count only sizes them.
     model = build_model(config, steps_per_epoch=1, num_classes=int(config.data.num_classes))

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from amdim_tf.errors import first_line
+
 AUTOTUNE = tf.data.AUTOTUNE
 UNLABELED = -1
 UNLABELED_SPLIT = "unlabeled"
@@ -77,7 +79,7 @@ def why_undecodable(decode: Callable, payload) -> str:
         decode(tf.constant(payload)).numpy()
         return "it decodes to an empty image"
     except tf.errors.OpError as e:
-        return e.message.splitlines()[0]
+        return first_line(e.message)
 
 
 def report_bad(bad, total, what, where, strict, why, num_bad=None) -> None:
