@@ -8,12 +8,17 @@ labelled train split and scores every example of the eval split; prints a table 
 writes DIR/eval.json. --baselines adds raw pixels and an untrained encoder of the same shape.
 """
 
+import inspect
 import json
 import os
 
 from absl import flags, logging
 
 from amdim_tf import cli, config_lib
+from amdim_tf.use import evaluate
+
+# The library's defaults are the flags' defaults (one place to change them).
+_DEFAULTS = inspect.signature(evaluate.evaluate_encoders).parameters
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
 _WHICH = flags.DEFINE_enum(
@@ -27,7 +32,7 @@ _BASELINES = flags.DEFINE_bool(
 )
 _MAX_TRAIN = flags.DEFINE_integer(
     "max_train",
-    10000,
+    _DEFAULTS["max_train"].default,
     "Train examples used to fit the classifiers (a seeded sample; 0 = the whole train "
     "split, the usual protocol of papers; 10,000 is quicker).",
 )
@@ -39,7 +44,9 @@ _FEATURES = flags.DEFINE_list(
     "of the run's encoder (an unknown name lists them).",
 )
 _K = flags.DEFINE_integer(
-    "k", 20, "Neighbours of the cosine kNN (20 or 200 are common in SSL papers)."
+    "k",
+    _DEFAULTS["k"].default,
+    "Neighbours of the cosine kNN (20 or 200 are common in SSL papers).",
 )
 cli.define_data_overrides(
     __name__,
@@ -59,7 +66,6 @@ def _main(argv):
 
     def run():
         from amdim_tf.run.workdir import load_run_config, load_trained_encoder, untrained_encoder
-        from amdim_tf.use import evaluate
 
         config = config_lib.with_data_overrides(
             load_run_config(_WORKDIR.value), cli.data_overrides()

@@ -14,9 +14,15 @@ class names). Transfer to other labelled data: --config.data.source=digits
 from absl import flags, logging
 
 from amdim_tf import cli, config_lib
+from amdim_tf.use import finetune as finetune_lib
+
+# The library's recipe defaults are the flags' defaults (one place to change them).
+_RECIPE = finetune_lib.Recipe()
 
 _WORKDIR = flags.DEFINE_string(
-    "workdir", None, "A directory written by tools/train.py (read only)."
+    "workdir",
+    None,
+    "A directory written by amdim-train; its run is not changed (the outputs go to --out).",
 )
 _OUT = flags.DEFINE_string(
     "out", None, "Output directory (default WORKDIR/finetune, or WORKDIR/finetune_<source>)."
@@ -32,20 +38,28 @@ _SEEDS = flags.DEFINE_list(
     "seeds", ["1"], "Seeds of the label subsets and of training; the table shows their spread."
 )
 _ARMS = flags.DEFINE_list("arms", ["frozen", "finetune", "scratch"], "Arms to run.")
-_EPOCHS = flags.DEFINE_integer("epochs", 30, "Fine-tuning epochs over the labelled subset ...")
-_MIN_STEPS = flags.DEFINE_integer("min_steps", 100, "... but at least this many steps ...")
-_MAX_STEPS = flags.DEFINE_integer(
-    "max_steps", 600, "... and at most this many (~200 s per arm on a 2-core CPU at batch 64)."
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", _RECIPE.epochs, "Fine-tuning epochs over the labelled subset ..."
 )
-_BATCH = flags.DEFINE_integer("batch_size", 64, "Fine-tuning batch size.")
-_HEAD_LR = flags.DEFINE_float("head_lr", 1e-3, "Adam learning rate of the new head.")
+_MIN_STEPS = flags.DEFINE_integer(
+    "min_steps", _RECIPE.min_steps, "... but at least this many steps ..."
+)
+_MAX_STEPS = flags.DEFINE_integer(
+    "max_steps",
+    _RECIPE.max_steps,
+    "... and at most this many (~200 s per arm on a 2-core CPU at batch 64).",
+)
+_BATCH = flags.DEFINE_integer("batch_size", _RECIPE.batch_size, "Fine-tuning batch size.")
+_HEAD_LR = flags.DEFINE_float("head_lr", _RECIPE.head_lr, "Adam learning rate of the new head.")
 _BACKBONE_MULT = flags.DEFINE_float(
-    "backbone_lr_multiplier", 0.1, "Encoder learning rate = head_lr * this (fine-tuning arm)."
+    "backbone_lr_multiplier",
+    _RECIPE.backbone_lr_multiplier,
+    "Encoder learning rate = head_lr * this (fine-tuning arm).",
 )
 _BN = flags.DEFINE_enum(
     "bn",
-    "frozen",
-    ["frozen", "train"],
+    _RECIPE.bn,
+    list(finetune_lib.BN_MODES),
     "BatchNorm of the pretrained encoder while fine-tuning: frozen = inference mode with the "
     "pretraining statistics (common practice with few labels), train = batch statistics.",
 )
@@ -68,8 +82,6 @@ def _main(argv):
 
         import tensorflow as tf
 
-        from amdim_tf.use import finetune
-
         # Each arm traces its own train step; TF's retracing advice is noise here.
         tf.get_logger().setLevel("ERROR")
 
@@ -78,13 +90,13 @@ def _main(argv):
         if not out:
             source = dict(map(config_lib.parse_override, overrides)).get("data.source")
             out = os.path.join(_WORKDIR.value, f"finetune_{source}" if source else "finetune")
-        result = finetune.run_few_label_evaluation(
+        result = finetune_lib.run_few_label_evaluation(
             _WORKDIR.value,
             out,
-            finetune.parse_budgets(_FRACTIONS.value, _PER_CLASS.value),
+            finetune_lib.parse_budgets(_FRACTIONS.value, _PER_CLASS.value),
             seeds=tuple(int(s) for s in _SEEDS.value),
             arms=tuple(_ARMS.value),
-            recipe=finetune.Recipe(
+            recipe=finetune_lib.Recipe(
                 epochs=_EPOCHS.value,
                 min_steps=_MIN_STEPS.value,
                 max_steps=_MAX_STEPS.value,
