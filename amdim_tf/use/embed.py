@@ -380,6 +380,11 @@ def embed(
     skipped = sum(p.skipped for p in parts)
     summary = {
         "encoder": model.description,
+        # What use/search.py reopens to embed query images with the same encoder.
+        "encoder_path": os.path.abspath(os.fspath(encoder_path)),
+        "which": which,
+        "preset": model.preset,
+        "image_size": model.image_size,
         "data": {k: data[k] for k in ("source", "name", "path", "unlabeled_path")},
         "split": split,
         "images": total,
