@@ -1,0 +1,433 @@
+"""What is in my data: near-duplicates, train/test leakage, outliers and likely mislabels.
+
+    summary = inspect_embeddings(["emb_train", "emb_test"], "inspection")
+
+reads one or two outputs of `embed` (the first is the reference split, e.g. train; the
+second the one checked against it, e.g. test), both from the same encoder, and finds:
+
+- **near-duplicate pairs** within each split, and across the two (a test image whose
+  nearest training image is a near-duplicate: leakage, as Barz & Denzler 2020, "Do we
+  train on test data? Purging CIFAR of near-duplicates", found for 3.3% of CIFAR-10's test
+  set);
+- **outliers**: the images of lowest kNN density (mean cosine to their k nearest in their
+  split);
+- **likely mislabels** (labelled data only; unlabelled data is skipped and the report says
+  so): images whose k nearest (in the reference split) agree on another label with at
+  least `agreement` of the votes (the kNN-disagreement rule of e.g. cleanlab's kNN
+  variant; Northcutt et al. 2021 found such errors in CIFAR-10's test set too).
+
+The duplicate threshold. Unless given, it is read from the data. Take every image's
+cosine *distance* to its nearest neighbour (1 - cosine; within each split and, for the
+second split, to the first). For ordinary images these distances form one bulk, roughly
+log-normal; exact pixel duplicates sit at distance ~0 (1e-7, float rounding) and re-encoded,
+resized or slightly cropped copies a few orders of magnitude below the bulk, because the
+encoder was trained to map augmented views of one image together. So the threshold is
+the distance `_ROBUST_Z` robust standard deviations (1.4826 x the median absolute deviation)
+below the median of log distance: a pair closer than that is far outside what
+neighbouring distinct images do. The report states the median, the spread, the chosen
+threshold as a cosine, and how many exact (distance < 1e-5) pairs there are; pass
+`threshold=` (a cosine) to override.
+
+Computation is blocked (`search.topk_cosine`: [block, N] similarities at a time, never
+N x N): for N = 60,000 it holds the features (N x D floats) and a 128 MB block. Outputs
+(each staged to a temporary name and renamed into place): report.md, report.json,
+pairs.csv (every near-duplicate pair), outliers.csv, mislabels.csv, and PNG grids of the
+top findings (duplicates.png, leakage.png, outliers.png, mislabels.png) titled with ids.
+"""
+
+import csv
+import io
+import json
+import os
+import time
+
+import numpy as np
+
+from amdim_tf.methods.features import GLOBAL
+from amdim_tf.use import search
+
+_ROBUST_Z = 3.0  # robust standard deviations of log distance below the median: duplicates
+_EXACT_DISTANCE = 1e-5  # cosine distance of pixel-identical images (float rounding only)
+_MAD_TO_STD = 1.4826  # median absolute deviation -> standard deviation of a normal
+
+
+def duplicate_threshold(nearest_cosines, z: float = _ROBUST_Z) -> dict:
+    """The data-driven near-duplicate cosine threshold (rule in the module docstring).
+
+    Args:
+        nearest_cosines: float [M], each image's cosine to its nearest neighbour.
+        z: robust standard deviations below the median log distance.
+
+    Returns:
+        {"cosine": threshold, "median_distance", "log_spread", "z"}.
+    """
+    d = np.maximum(1.0 - np.asarray(nearest_cosines, np.float64), 1e-7)  # [M]
+    log_d = np.log(d)
+    # Exact duplicates are the tail being found; they must not drag the bulk's statistics.
+    bulk = log_d[d > _EXACT_DISTANCE]
+    if len(bulk) == 0:
+        bulk = log_d
+    median = float(np.median(bulk))
+    spread = float(_MAD_TO_STD * np.median(np.abs(bulk - median)))
+    # Never below the exact level: pixel-identical pairs are duplicates whatever the bulk.
+    distance = max(float(np.exp(median - z * spread)), _EXACT_DISTANCE)
+    return {
+        "cosine": 1.0 - distance,
+        "median_distance": float(np.exp(median)),
+        "log_spread": spread,
+        "z": float(z),
+    }
+
+
+def _pairs_within(rows, sims, threshold):
+    """Unique (i, j, cosine), i < j, of the neighbour lists at or above threshold."""
+    i, col = np.nonzero(sims >= threshold)  # [P], [P]
+    j = rows[i, col]
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    cos = sims[i, col]
+    keys, first = np.unique(a * (rows.shape[0] + 1) + b, return_index=True)
+    del keys
+    order = np.argsort(-cos[first], kind="stable")
+    return [(int(a[f]), int(b[f]), float(cos[f])) for f in first[order]]
+
+
+def _pairs_across(rows, sims, threshold):
+    """(query row, reference row, cosine) of neighbours at or above threshold."""
+    i, col = np.nonzero(sims >= threshold)
+    cos = sims[i, col]
+    order = np.argsort(-cos, kind="stable")
+    return [(int(i[o]), int(rows[i[o], col[o]]), float(cos[o])) for o in order]
+
+
+def knn_disagreement(neighbour_labels, labels, num_classes: int, agreement: float):
+    """(flagged rows, predicted label, vote share) of images whose neighbours agree on
+    another label with at least `agreement` of the votes.
+
+    neighbour_labels: int [M, k] (-1 = unlabelled neighbour, no vote); labels: int [M].
+    """
+    m, k = neighbour_labels.shape
+    votes = np.zeros((m, num_classes), np.int64)  # [M, C]
+    for j in range(k):
+        lab = neighbour_labels[:, j]
+        ok = lab >= 0
+        np.add.at(votes, (np.nonzero(ok)[0], lab[ok]), 1)
+    predicted = votes.argmax(1)  # [M]
+    share = votes.max(1) / k  # [M]
+    flagged = np.nonzero((labels >= 0) & (predicted != labels) & (share >= agreement))[0]
+    flagged = flagged[np.argsort(-share[flagged], kind="stable")]
+    return flagged, predicted, share
+
+
+def _write_atomic(path, text):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _csv(header, rows):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def tiles_png(path, thumbs, titles, cols, header="") -> str:
+    """A PNG of uint8 [n, s, s, 3] thumbnails in `cols` columns, each titled."""
+    from matplotlib.figure import Figure
+
+    n = len(thumbs)
+    r = max(1, -(-n // cols))
+    fig = Figure(figsize=(1.05 * cols, 1.2 * r + 0.35), layout="constrained")
+    axes = fig.subplots(r, cols, squeeze=False)
+    for idx, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.axis("on" if idx < n else "off")
+        if idx < n:
+            ax.imshow(thumbs[idx], interpolation="nearest")
+            ax.set_title(titles[idx], fontsize=5)
+    if header:
+        fig.suptitle(header, fontsize=7)
+    tmp = f"{path}.tmp"
+    fig.savefig(tmp, dpi=100, format="png")
+    os.replace(tmp, path)
+    return path
+
+
+def _short(name, width=18):
+    name = os.path.basename(str(name)) or str(name)
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def inspect_embeddings(
+    embed_dirs,
+    out_dir,
+    threshold: float | None = None,
+    k: int = 10,
+    agreement: float = 0.8,
+    top: int = 24,
+    thumb: int = 32,
+    key: str = GLOBAL,
+    verbose: bool = True,
+) -> dict:
+    """Inspects one or two embed outputs and writes the report (module docstring).
+
+    Args:
+        embed_dirs: one embed output directory, or two (reference, e.g. train; then the
+            split checked against it, e.g. test), from the same encoder.
+        out_dir: where the report goes (created).
+        threshold: near-duplicate cosine; None = from the data (`duplicate_threshold`).
+        k: neighbours for density and label votes.
+        agreement: share of the k votes another label needs to flag a mislabel.
+        top: findings per grid (0 = no grids; grids read images back from the source).
+        thumb: thumbnail side in the grids.
+        key: the feature file (r1).
+        verbose: print progress lines.
+
+    Returns:
+        the summary also written to out_dir/report.json.
+    """
+    if isinstance(embed_dirs, (str, os.PathLike)):
+        embed_dirs = [embed_dirs]
+    if not 1 <= len(embed_dirs) <= 2:
+        raise ValueError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
+    if threshold is not None and not -1.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
+    start = time.perf_counter()
+    indexes = [search.Index.load(d, key) for d in embed_dirs]
+    if len(indexes) == 2:
+        a, b = indexes
+        if a.dim != b.dim or a.summary.get("encoder") != b.summary.get("encoder"):
+            raise ValueError(
+                f"{a.directory} ({a.summary.get('encoder')}, {key} size {a.dim}) and "
+                f"{b.directory} ({b.summary.get('encoder')}, size {b.dim}) come from "
+                "different encoders; embed both splits with the same one."
+            )
+    names = [str(ix.summary.get("split", f"split{i}")) for i, ix in enumerate(indexes)]
+    if len(names) == 2 and names[0] == names[1]:
+        names = [f"{names[0]}(a)", f"{names[1]}(b)"]
+    for ix, name in zip(indexes, names, strict=True):
+        if len(ix) < k + 1:
+            raise ValueError(f"{name} holds {len(ix)} images; k={k} needs at least {k + 1}.")
+
+    def say(msg):
+        if verbose:
+            print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
+
+    within = []
+    for ix, name in zip(indexes, names, strict=True):
+        within.append(search.topk_cosine(ix.features, ix.features, k, self_offset=0))
+        say(f"{k} nearest within {name} ({len(ix):,} images)")
+    across = None
+    if len(indexes) == 2:
+        across = search.topk_cosine(indexes[1].features, indexes[0].features, k)
+        say(f"{k} nearest in {names[0]} of each {names[1]} image")
+
+    nearest = [s[:, 0] for _, s in within] + ([across[1][:, 0]] if across else [])
+    rule = duplicate_threshold(np.concatenate(nearest))
+    chosen = float(threshold) if threshold is not None else rule["cosine"]
+
+    pairs = []  # (kind, split_a, row_a, split_b, row_b, cosine)
+    for (rows, sims), name in zip(within, names, strict=True):
+        pairs += [("within", name, i, name, j, c) for i, j, c in _pairs_within(rows, sims, chosen)]
+    leaked = []
+    if across:
+        found = _pairs_across(*across, chosen)
+        pairs += [("across", names[1], i, names[0], j, c) for i, j, c in found]
+        leaked = sorted({i for i, _, _ in found})
+    by_name = dict(zip(names, indexes, strict=True))
+
+    outliers, mislabels, label_note = [], [], []
+    for (_, sims), name in zip(within, names, strict=True):
+        density = sims.mean(1)  # [N]
+        for row in np.argsort(density, kind="stable")[: max(top, 100)]:
+            outliers.append((name, int(row), float(density[row])))
+    for s, (ix, name) in enumerate(zip(indexes, names, strict=True)):
+        # Votes come from the reference split (the first): for the second split its
+        # nearest reference images, as a kNN classifier trained on it would vote.
+        ref = indexes[0]
+        rows = within[0][0] if s == 0 else across[0]
+        if not ix.labelled or not ref.labelled:
+            label_note.append(f"{name}: unlabelled, mislabel check skipped")
+            continue
+        num_classes = int(max(ref.labels.max(), ix.labels.max())) + 1
+        flagged, predicted, share = knn_disagreement(
+            ref.labels[rows], ix.labels, num_classes, agreement
+        )
+        for row in flagged:
+            mislabels.append(
+                (name, int(row), int(ix.labels[row]), int(predicted[row]), float(share[row]))
+            )
+    say("pairs, outliers and label votes")
+
+    os.makedirs(out_dir, exist_ok=True)
+
+    def ident(name, row):
+        return str(by_name[name].ids[row])
+
+    def cls(name, label):
+        classes = by_name[name].class_names
+        return classes[label] if 0 <= label < len(classes) else str(label)
+
+    exact = sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE)
+    _write_atomic(
+        os.path.join(out_dir, "pairs.csv"),
+        _csv(
+            ["kind", "split_a", "row_a", "id_a", "split_b", "row_b", "id_b", "cosine"],
+            [
+                (kind, sa, ra, ident(sa, ra), sb, rb, ident(sb, rb), f"{c:.5f}")
+                for kind, sa, ra, sb, rb, c in pairs
+            ],
+        ),
+    )
+    _write_atomic(
+        os.path.join(out_dir, "outliers.csv"),
+        _csv(
+            ["split", "row", "id", "knn_density"],
+            [(n, r, ident(n, r), f"{d:.5f}") for n, r, d in outliers],
+        ),
+    )
+    _write_atomic(
+        os.path.join(out_dir, "mislabels.csv"),
+        _csv(
+            ["split", "row", "id", "label", "class", "knn_label", "knn_class", "vote_share"],
+            [
+                (n, r, ident(n, r), lab, cls(n, lab), p, cls(n, p), f"{s:.2f}")
+                for n, r, lab, p, s in mislabels
+            ],
+        ),
+    )
+
+    counts = {
+        "images": {n: len(ix) for n, ix in by_name.items()},
+        "near_duplicate_pairs_within": {
+            n: sum(1 for p in pairs if p[0] == "within" and p[1] == n) for n in names
+        },
+        "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
+        "exact_duplicate_pairs": exact,
+        "leaked_images": len(leaked),
+        "likely_mislabels": {
+            n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
+        },
+    }
+    grids = []
+    if top:
+        grids = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
+        say(f"grids {', '.join(grids)}")
+    summary = {
+        "embeddings": {n: ix.directory for n, ix in by_name.items()},
+        "encoder": indexes[0].summary.get("encoder"),
+        "key": key,
+        "k": k,
+        "threshold": {
+            "cosine": chosen,
+            "chosen": "given" if threshold is not None else "from the data",
+            "rule": rule,
+        },
+        "agreement": agreement,
+        "counts": counts,
+        "notes": label_note,
+        "seconds": round(time.perf_counter() - start, 2),
+        "outputs": ["report.md", "report.json", "pairs.csv", "outliers.csv", "mislabels.csv"]
+        + grids,
+    }
+    _write_atomic(os.path.join(out_dir, "report.md"), _markdown(summary, pairs, ident))
+    _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
+    """PNG grids of the top findings; thumbnails read back per split in one pass each."""
+    wanted = {}  # split -> rows
+    dup = [p for p in pairs if p[0] == "within"][: top // 2]
+    leak = [p for p in pairs if p[0] == "across"][: top // 2]
+    out_rows = sorted(outliers, key=lambda o: o[2])[:top]
+    mis = mislabels[:top]
+    for _, sa, ra, sb, rb, _ in dup + leak:
+        wanted.setdefault(sa, set()).add(ra)
+        wanted.setdefault(sb, set()).add(rb)
+    for n, r, *_ in out_rows + mis:
+        wanted.setdefault(n, set()).add(r)
+    thumbs = {}
+    for name, rows in wanted.items():
+        rows = sorted(rows)
+        images = by_name[name].thumbnails(rows, thumb)
+        thumbs.update({(name, r): im for r, im in zip(rows, images, strict=True)})
+
+    def ident(name, row):
+        return _short(by_name[name].ids[row])
+
+    written = []
+    for file, found, what in (
+        ("duplicates.png", dup, "near-duplicate pairs within a split"),
+        ("leakage.png", leak, "test image | its near-duplicate in the reference split"),
+    ):
+        if not found:
+            continue
+        images, titles = [], []
+        for _, sa, ra, sb, rb, c in found:
+            images += [thumbs[(sa, ra)], thumbs[(sb, rb)]]
+            titles += [f"{ident(sa, ra)}", f"{ident(sb, rb)}\ncos {c:.4f}"]
+        tiles_png(os.path.join(out_dir, file), np.stack(images), titles, 8, what)
+        written.append(file)
+    if out_rows:
+        images = np.stack([thumbs[(n, r)] for n, r, _ in out_rows])
+        titles = [f"{ident(n, r)}\nd {d:.3f}" for n, r, d in out_rows]
+        tiles_png(os.path.join(out_dir, "outliers.png"), images, titles, 8, "lowest kNN density")
+        written.append("outliers.png")
+    if mis:
+        images = np.stack([thumbs[(n, r)] for n, r, *_ in mis])
+        titles = [
+            f"{ident(n, r)}\n{cls(n, lab)[:8]}→{cls(n, p)[:8]} {s:.0%}" for n, r, lab, p, s in mis
+        ]
+        tiles_png(
+            os.path.join(out_dir, "mislabels.png"),
+            images,
+            titles,
+            8,
+            "likely mislabels: label → kNN label (vote share)",
+        )
+        written.append("mislabels.png")
+    return written
+
+
+def _markdown(summary, pairs, ident):
+    c = summary["counts"]
+    t = summary["threshold"]
+    rule = t["rule"]
+    lines = [
+        "# Data inspection",
+        "",
+        f"Encoder: {summary['encoder']}; feature `{summary['key']}`; k = {summary['k']}.",
+        "",
+        "| split | images | near-duplicate pairs within | likely mislabels |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, n in c["images"].items():
+        mis = c["likely_mislabels"].get(name, "skipped (unlabelled)")
+        lines.append(f"| {name} | {n:,} | {c['near_duplicate_pairs_within'][name]:,} | {mis} |")
+    if len(c["images"]) == 2:
+        lines += [
+            "",
+            f"Across splits: {c['near_duplicate_pairs_across']:,} near-duplicate pairs; "
+            f"**{c['leaked_images']:,} images of the second split have a near-duplicate "
+            "in the first** (leakage).",
+        ]
+    lines += [
+        "",
+        f"Near-duplicate threshold: cosine >= {t['cosine']:.4f} ({t['chosen']}). Rule: "
+        f"nearest-neighbour cosine distances have median {rule['median_distance']:.4f} and a "
+        f"robust spread of {rule['log_spread']:.3f} in log distance; the threshold is "
+        f"{rule['z']:g} spreads below the median (cosine {rule['cosine']:.4f}). "
+        f"{c['exact_duplicate_pairs']:,} pairs are exact (distance < {_EXACT_DISTANCE:g}).",
+        "",
+    ]
+    lines += [f"Note: {n}." for n in summary["notes"]]
+    if pairs:
+        lines += ["", "Closest pairs:", "", "| kind | a | b | cosine |", "|---|---|---|---:|"]
+        for kind, sa, ra, sb, rb, cos in pairs[:20]:
+            lines.append(f"| {kind} | {ident(sa, ra)} | {ident(sb, rb)} | {cos:.4f} |")
+    lines += ["", "Files: " + ", ".join(summary["outputs"]) + ".", ""]
+    return "\n".join(lines)
