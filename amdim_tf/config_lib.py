@@ -100,6 +100,14 @@ def base_config():
     # Online cosine kNN (k=20) of r1 at every epoch end: this many class-balanced eval
     # images scored against as many train images, logged as probe/eval_knn_acc (0 = off).
     c.train.knn_examples = 1000
+    # Label-free health of r1 at every epoch end (run/health.py): effective rank, alignment,
+    # uniformity, per-dimension spread of this many seeded training images (0 = off), as
+    # health/* in TensorBoard and metrics.jsonl. The collapse alarm fires when the
+    # effective rank falls under max(2, collapse_rank_fraction * n_rkhs); stop_on_collapse
+    # then also stops the run after that epoch's checkpoint.
+    c.train.health_examples = 512
+    c.train.collapse_rank_fraction = 0.01
+    c.train.stop_on_collapse = False
     # TensorBoard images of the NCE score maps (and mixture assignments) every N steps; 0 = off.
     c.train.visualize_every_steps = 0
     return c
@@ -118,6 +126,7 @@ def make_tiny(c):
     c.train.log_every_steps = 1
     c.train.checkpoint_every_steps = 2
     c.train.knn_examples = 0
+    c.train.health_examples = 0
     c.optim.warmup_steps = 2
     c.data.shuffle_buffer = 64
     c.precision = "float32"  # the same numbers on every machine
@@ -148,6 +157,8 @@ _RULES = (
         "an integer >= 1 (train steps per tf.function call)",
     ),
     ("train.max_seconds", lambda v: v >= 0, "seconds >= 0 (0 = no time budget)"),
+    ("train.health_examples", lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2"),
+    ("train.collapse_rank_fraction", lambda v: 0 <= v <= 1, "a fraction of n_rkhs in [0, 1]"),
     ("optim.lr", lambda v: v > 0, "a learning rate > 0"),
     ("optim.warmup_steps", lambda v: v >= 0, "an integer >= 0"),
     ("optim.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),

@@ -33,6 +33,7 @@ from amdim_tf.data import augment
 from amdim_tf.run import callbacks
 from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.run.build import build_model, resolve_precision
+from amdim_tf.run.health import HealthMonitor
 from amdim_tf.run.knn_monitor import KNNMonitor
 from amdim_tf.use import visualize
 
@@ -247,7 +248,18 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         seed=config.seed,
         batch_size=config.train.eval_batch_size,
     )
-    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, knn, logger]
+    # Label-free monitors and the collapse alarm; after the kNN, before the checkpointer
+    # (which then saves the epoch a collapse stop ends at).
+    health = HealthMonitor(
+        source,
+        config.train.health_examples,
+        logger,
+        config.train.collapse_rank_fraction,
+        config.train.stop_on_collapse,
+        seed=config.seed,
+        batch_size=config.train.eval_batch_size,
+    )
+    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, knn, health, logger]
     checkpointer = None
     if workdir:
         best_file = os.path.join(workdir, workdir_lib.BEST_FILE) if chief else None
@@ -280,12 +292,12 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
                 logging.warning(
                     "Epoch %d was checkpointed but not evaluated; evaluating it.", unevaluated
                 )
-                _evaluate_epoch(model, eval_ds, unevaluated, [knn, logger, checkpointer])
+                _evaluate_epoch(model, eval_ds, unevaluated, [knn, health, logger, checkpointer])
             if run_ckpt.step >= spe * epochs:
                 logging.info("Run already complete (%d steps).", run_ckpt.step)
                 return model, result
             for first, last, steps in _segments(run_ckpt.step, spe, epochs):
-                if stopper.preempted:
+                if stopper.preempted or health.stopped:
                     break
                 history = model.fit(
                     pretrain_dataset(config, strategy, run_ckpt.step, source),
@@ -303,7 +315,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         logger.close()
         if write_dir:
             shutil.rmtree(write_dir, ignore_errors=True)
-    if stopper.out_of_time:
+    if health.stopped:
+        result["status"] = "stopped at a representation collapse (train.stop_on_collapse)"
+    elif stopper.out_of_time:
         result["status"] = "stopped at the time budget"
     elif stopper.interrupted:
         result["status"] = "interrupted"

@@ -67,6 +67,9 @@ RESUMABLE_CHANGES = (
     "train.eval_batch_size",
     "train.log_view_pairs",
     "train.knn_examples",
+    "train.health_examples",
+    "train.collapse_rank_fraction",
+    "train.stop_on_collapse",
     "train.visualize_every_steps",
     # How the same global batch is computed: a checkpoint is strategy- and
     # policy-free (variables stay float32 under the mixed policies).
