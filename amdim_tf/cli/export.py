@@ -2,6 +2,7 @@
 
     python tools/export.py --workdir=DIR                        # -> DIR/export/1
     python tools/export.py --config=configs/<preset>.py --weights=encoder.weights.h5 --out=OUT
+    python tools/export.py --workdir=DIR --format=savedmodel,litert,litert_int8,onnx
 
 --workdir takes the config from DIR/config.json and the weights from the run's latest
 (or --which=best) checkpoint; --config / --weights / --out override each part.
@@ -10,6 +11,9 @@ returns r1, r5, r7 and global = r1 flattened (amdim_tf/use/export.py). Serve it 
 
     docker run -p 8501:8501 -v "$PWD/OUT:/models/amdim" -e MODEL_NAME=amdim \\
         tensorflow/serving --model_base_path=/models/amdim
+
+--format adds LiteRT / ONNX files beside the SavedModel (amdim_tf/use/edge.py), each
+checked against it on real images of the run's data before it is kept.
 """
 
 import os
@@ -50,6 +54,24 @@ _VERSION = flags.DEFINE_integer(
     "version", 1, "Version subdirectory; TF Serving serves the highest."
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing OUT/VERSION.")
+_FORMAT = flags.DEFINE_string(
+    "format",
+    "savedmodel",
+    "Comma-separated formats: savedmodel (TF Serving), litert (.tflite), litert_int8 "
+    "(.tflite, int8 post-training quantisation), onnx. The others go beside the "
+    "SavedModel in OUT/VERSION and are checked against it (pip install 'amdim-tf[edge]').",
+)
+_FEATURES = flags.DEFINE_string(
+    "features", "r1", "Outputs of the LiteRT / ONNX files: r1, plus r5 and/or r7."
+)
+_CHECK_IMAGES = flags.DEFINE_integer(
+    "check_images", 64, "Images of the eval split each LiteRT / ONNX file is checked on."
+)
+_REPRESENTATIVE = flags.DEFINE_integer(
+    "representative_images",
+    256,
+    "Images of the train split calibrating the int8 ranges of litert_int8.",
+)
 
 
 def _main(argv):
@@ -72,8 +94,9 @@ def _main(argv):
     def run():
         from amdim_tf.data import augment
         from amdim_tf.run import workdir as workdir_lib
-        from amdim_tf.use import export
+        from amdim_tf.use import edge, export
 
+        formats = edge.parse_formats(_FORMAT.value)
         if config_given:
             config = cli.load_config_flag(_CONFIG)
         else:
@@ -88,6 +111,9 @@ def _main(argv):
         preset = augment.preset_for(config.data.augment, config.model.image_size)
         base = _OUT.value or os.path.join(workdir, "export")
         export_dir = os.path.join(base, str(_VERSION.value))
+        edge_formats = [f for f in formats if f != "savedmodel"]
+        if "savedmodel" not in formats:  # beside an existing SavedModel, checked against it
+            return _export_edge(edge, encoder, export_dir, edge_formats, config)
         try:
             export.export_encoder(
                 encoder,
@@ -111,8 +137,42 @@ def _main(argv):
             f'serve: docker run -p 8501:8501 -v "{os.path.abspath(base)}:/models/amdim" '
             "-e MODEL_NAME=amdim tensorflow/serving --model_base_path=/models/amdim"
         )
+        if edge_formats:
+            _export_edge(edge, encoder, export_dir, edge_formats, config)
 
     cli.run_main(run)
+
+
+def _export_edge(edge, encoder, export_dir, formats, config):
+    images, _ = edge.labelled_pixels(config.data, config.data.eval_split, _CHECK_IMAGES.value)
+    representative = None
+    if "litert_int8" in formats:
+        representative, _ = edge.labelled_pixels(
+            config.data, config.data.train_split, _REPRESENTATIVE.value, seed=1
+        )
+    try:
+        results = edge.export_edge(
+            encoder,
+            export_dir,
+            formats,
+            images,
+            representative=representative,
+            features=[f.strip() for f in _FEATURES.value.split(",") if f.strip()],
+            overwrite=_OVERWRITE.value,
+        )
+    except FileExistsError as e:  # a user error: one line, as for the SavedModel
+        raise ValueError(str(e)) from None
+    for fmt, meta in results.items():
+        check = meta["check"]
+        diffs = ", ".join(
+            f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
+            for k in meta["outputs"]
+        )
+        print(
+            f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
+            f"checked on {check['images']} images against the SavedModel: {diffs} "
+            f"(tolerance max_rel {check['tolerance_max_rel']:g})"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

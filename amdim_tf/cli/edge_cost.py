@@ -1,0 +1,79 @@
+"""What each exported format costs: size, CPU latency and frozen accuracy of its features.
+
+    python tools/export.py --workdir=DIR --format=savedmodel,litert,litert_int8,onnx
+    python tools/edge_cost.py --workdir=DIR                    # reads DIR/export/1
+    python tools/edge_cost.py --export=OUT/1 --config=configs/<preset>.py
+
+Prints a Markdown table (amdim_tf/use/edge_cost.py): one row per file of the export,
+with file size, median latency of one image at 1 and 2 threads, linear and kNN accuracy
+of r1 on the run's data (a seeded sample of --max_train train images, the whole eval
+split) with the delta against the SavedModel, and the max difference its export check
+stored.
+"""
+
+import json
+import os
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from amdim_tf import cli
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    None,
+    "Config whose `data` section gives the labelled data (default with --workdir: "
+    "DIR/config.json).",
+    lock_config=True,
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
+_EXPORT = flags.DEFINE_string(
+    "export",
+    None,
+    "SavedModel version (or base directory) with LiteRT / ONNX files beside it "
+    "(default with --workdir: DIR/export).",
+)
+_MAX_TRAIN = flags.DEFINE_integer(
+    "max_train", 10000, "Train images the classifiers are fitted on (seeded sample; 0 = all)."
+)
+_THREADS = flags.DEFINE_list("threads", ["1", "2"], "Thread counts of the latency columns.")
+_REPEATS = flags.DEFINE_integer("repeats", 50, "Timed calls per latency figure (median).")
+_JSON = flags.DEFINE_string("json_out", None, "Also write the rows to this JSON file.")
+
+
+def _main(argv):
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    workdir = _WORKDIR.value
+    config_given = flags.FLAGS["config"].present
+    if not (workdir or (config_given and _EXPORT.value)):
+        cli.fail("pass --workdir=DIR, or --export=DIR --config=configs/<preset>.py.", code=1)
+
+    def run():
+        from amdim_tf.run import workdir as workdir_lib
+        from amdim_tf.use import edge, edge_cost
+
+        config = cli.load_config_flag(_CONFIG) if config_given else None
+        config = config or workdir_lib.load_run_config(workdir)
+        threads = [int(n) for n in _THREADS.value]
+        export_dir = _EXPORT.value or os.path.join(workdir, "export")
+        data = config.data
+        train = edge.labelled_pixels(data, data.train_split, _MAX_TRAIN.value, seed=0)
+        test = edge.labelled_pixels(data, data.eval_split)
+        rows = edge_cost.cost_report(export_dir, train, test, threads, _REPEATS.value)
+        print(edge_cost.format_table(rows))
+        if _JSON.value:
+            with open(_JSON.value, "w") as f:
+                json.dump(rows, f, indent=1)
+
+    cli.run_main(run)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `amdim-edge-cost` command (also `python tools/edge_cost.py`)."""
+    cli.run_command(_main, __name__, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,389 @@
+"""The encoder for non-TensorFlow runtimes: LiteRT and ONNX files checked against the SavedModel.
+
+Beside a SavedModel version written by `export.export_encoder`, this module writes
+
+    export_dir/encoder.tflite        "litert"       LiteRT flatbuffer, float32 weights
+    export_dir/encoder_int8.tflite   "litert_int8"  LiteRT, int8 post-training quantisation
+    export_dir/encoder.onnx          "onnx"         ONNX (tf2onnx, opset ONNX_OPSET)
+
+each with the input contract of the SavedModel's `serving_default` (`images`: uint8
+[B, S, S, 3], raw pixels 0..255; the training normalisation runs inside) and its named
+outputs: "r1" [B, 1, 1, D], plus "r5" / "r7" on request (Bachman et al. 2019, Sec. 3.5).
+
+Conversion uses the maintained converters only, no graph surgery: the graph is the same
+function the SavedModel serves (minus its shape asserts and empty-batch branch, which
+LiteRT and ONNX express with their own static shapes), written as a SavedModel and given
+to `tf.lite.TFLiteConverter.from_saved_model`, and traced by `tf2onnx.convert.from_function`.
+What works with TensorFlow 2.21 / Keras 3.15 (tf2onnx 1.17, onnxruntime 1.32,
+ai-edge-litert 2.3, measured on this project's encoders):
+- `TFLiteConverter.from_concrete_functions([fn], encoder)` converts without error but
+  keeps Keras 3's variables as resource variables: `ai-edge-litert` then returns NaN
+  everywhere with its default XNNPACK delegate, and without it fails with
+  "READ_VARIABLE failed to invoke". `from_saved_model` freezes them: hence the detour.
+- tf2onnx cannot take a restored SavedModel signature ("'_WrapperFunction' object has
+  no attribute 'get_concrete_function'"), so it traces the in-memory function.
+
+Every file is checked when it is written: the same batch of real images goes through
+the SavedModel on disk (its `serving_default`) and through the new file in its own
+runtime (LiteRT interpreter, onnxruntime); for each output, max_abs = max |new - saved|
+and max_rel = max_abs / max |saved| (relative to the output's scale: an element-wise
+ratio explodes on features near 0). A file whose max_rel exceeds the tolerance of its
+format (TOLERANCES), or with a non-finite value, is refused with the numbers
+(`EdgeCheckError`), and the previous file stays. The numbers, the file's size and sha256
+go into the export's amdim_encoder.json under "edge".
+
+A file appears whole or not at all: it is written and checked in a hidden staging
+directory beside it (the rule of `export._staging_dir`), then renamed into place; the
+metadata is rewritten atomically after the rename, with the sha256 that says which file
+its numbers belong to.
+
+The converters are optional (`pip install 'amdim-tf[edge]'`); a missing one raises
+`MissingConverterError`, one line naming the package.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from amdim_tf.errors import first_line
+from amdim_tf.methods import amdim
+from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.use import export
+
+FORMATS = ("savedmodel", "litert", "litert_int8", "onnx")
+EDGE_FORMATS = FORMATS[1:]
+FILENAMES = {
+    "litert": "encoder.tflite",
+    "litert_int8": "encoder_int8.tflite",
+    "onnx": "encoder.onnx",
+}
+# Largest accepted max_rel (see the module docstring). Float formats reorder float32
+# sums (fused kernels, other BLAS) and land near 1e-6; int8 rounds every activation
+# to 1/255 of its calibrated range, so its features move by a few percent.
+TOLERANCES = {"litert": 1e-4, "onnx": 1e-4, "litert_int8": 0.25}
+ONNX_OPSET = 17  # onnxruntime 1.32 runs 7..23; 17 is what most runtimes in use accept
+FEATURES = amdim.FEATURES
+_PACKAGES = {
+    "tf2onnx": "tf2onnx",
+    "onnxruntime": "onnxruntime",
+    "ai_edge_litert": "ai-edge-litert",
+}
+
+
+class MissingConverterError(ImportError, ValueError):
+    """An optional converter or runtime is not installed (the message names the package)."""
+
+
+class EdgeCheckError(ValueError):
+    """A converted file's outputs differ from the SavedModel's by more than the tolerance."""
+
+
+def require(module: str, fmt: str):
+    """`import module`, or MissingConverterError naming the pip package to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = _PACKAGES.get(module, module)
+        raise MissingConverterError(
+            f"--format={fmt} needs the package {package!r}, which is not installed; "
+            f"install it with: pip install 'amdim-tf[edge]' (or pip install {package})"
+        ) from None
+
+
+def parse_formats(formats: str | Iterable[str]) -> list[str]:
+    """ "savedmodel,litert" (or a list) -> ["savedmodel", "litert"], unknown names refused."""
+    names = [f.strip() for f in formats.split(",")] if isinstance(formats, str) else list(formats)
+    names = [f for f in names if f]
+    bad = [f for f in names if f not in FORMATS]
+    if bad or not names:
+        raise ValueError(
+            f"format {','.join(bad) or repr(formats)} is unknown; use one or more of "
+            f"{','.join(FORMATS)}, comma separated."
+        )
+    return list(dict.fromkeys(names))
+
+
+def interpreter_class():
+    """The LiteRT interpreter: `ai_edge_litert`'s, else TensorFlow's deprecated copy."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = getattr(tf.lite, "Interpreter", None)
+        if Interpreter is None:
+            require("ai_edge_litert", "litert")
+    return Interpreter
+
+
+def _edge_function(encoder, preset, image_size, features):
+    """uint8 [B, S, S, 3] -> {feature: map}: serving_default's graph, without its checks."""
+
+    def encode(images):  # [B, S, S, 3] uint8
+        pixels = tf.cast(images, tf.float32) / 255.0
+        out = encoder(export.normalise(pixels, preset), training=False)
+        return {k: out[k] for k in features}
+
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+    return tf.function(encode, input_signature=[spec]), spec
+
+
+def _to_litert(encoder, fn, spec, work, representative=None):
+    path = os.path.join(work, "savedmodel")
+    archive = keras.export.ExportArchive()
+    archive.track(encoder)
+    archive.add_endpoint("serving_default", fn, [spec])
+    archive.write_out(path, verbose=False)
+    converter = tf.lite.TFLiteConverter.from_saved_model(path)
+    if representative is not None:
+        # Post-training quantisation (weights and activations int8, ranges calibrated on
+        # `representative`); the uint8 input and float32 outputs keep the contract.
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: (
+            {"images": image[None]} for image in representative
+        )
+    try:
+        return converter.convert()
+    except Exception as e:  # ConverterError names the op it could not convert
+        raise ValueError(f"LiteRT conversion failed: {first_line(e)}") from e
+
+
+def _to_onnx(fn, spec, opset):
+    tf2onnx = require("tf2onnx", "onnx")
+    try:
+        proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
+    except Exception as e:
+        raise ValueError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {first_line(e)}") from e
+    return proto.SerializeToString()
+
+
+def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
+    """images uint8 [B, S, S, 3] -> {output: array} for a .tflite or .onnx file."""
+    if path.endswith(".tflite"):
+        interpreter = interpreter_class()(model_path=path, num_threads=num_threads)
+        run = interpreter.get_signature_runner("serving_default")
+        return lambda images: run(images=np.asarray(images, np.uint8))
+    if path.endswith(".onnx"):
+        ort = require("onnxruntime", "onnx")
+        options = ort.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return lambda images: dict(
+            zip(names, session.run(None, {"images": np.asarray(images, np.uint8)}), strict=True)
+        )
+    raise ValueError(f"{path} is neither a .tflite nor an .onnx file.")
+
+
+def run_batched(run: Callable, images: np.ndarray, batch: int = 64) -> dict:
+    parts = [run(images[i : i + batch]) for i in range(0, len(images), batch)]
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+
+def saved_model_outputs(export_dir: str, images: np.ndarray, batch: int = 64) -> dict:
+    """The SavedModel's serving_default on uint8 `images` (the reference of every check)."""
+    serve = export.load_exported(export_dir).signatures["serving_default"]
+    return run_batched(
+        lambda x: {k: v.numpy() for k, v in serve(images=tf.constant(x)).items()}, images, batch
+    )
+
+
+def compare(got: dict, expected: dict) -> dict:
+    """{output: {"max_abs", "max_rel"}} of `got` against `expected`, for got's outputs."""
+    diffs = {}
+    for k in sorted(got):
+        a, b = np.asarray(got[k], np.float64), np.asarray(expected[k], np.float64)
+        if a.shape != b.shape:
+            raise EdgeCheckError(f"output {k} has shape {a.shape}, the SavedModel's {b.shape}.")
+        max_abs = float(np.max(np.abs(a - b))) if np.all(np.isfinite(a)) else float("inf")
+        diffs[k] = {"max_abs": max_abs, "max_rel": max_abs / max(float(np.max(np.abs(b))), 1e-12)}
+    return diffs
+
+
+def check_file(
+    path: str, export_dir: str, images: np.ndarray, tolerance: float, expected: dict | None = None
+) -> dict:
+    """compare() of the file at `path` with the SavedModel at `export_dir` on `images`
+    (`expected`: its outputs, when already computed); EdgeCheckError quoting the numbers
+    when an output's max_rel exceeds `tolerance`."""
+    got = run_batched(runner(path), images)
+    if expected is None:
+        expected = saved_model_outputs(export_dir, images)
+    diffs = compare(got, expected)
+    bad = {k: d for k, d in diffs.items() if not d["max_rel"] <= tolerance}
+    if bad:
+        numbers = "; ".join(
+            f"{k} max_abs {d['max_abs']:.3g} max_rel {d['max_rel']:.3g}" for k, d in bad.items()
+        )
+        raise EdgeCheckError(
+            f"{os.path.basename(path)} differs from the SavedModel on {len(images)} images "
+            f"({numbers}) beyond the tolerance max_rel {tolerance:g}; not written."
+        )
+    return diffs
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_edge(
+    encoder: keras.Model,
+    export_dir: str,
+    formats: Sequence[str],
+    images: np.ndarray,
+    representative: np.ndarray | None = None,
+    features: Sequence[str] = ("r1",),
+    tolerances: dict | None = None,
+    overwrite: bool = False,
+    onnx_opset: int = ONNX_OPSET,
+) -> dict:
+    """Writes and checks the `formats` (of EDGE_FORMATS) of `encoder` beside its SavedModel.
+
+    Args:
+        encoder: the encoder the SavedModel at `export_dir` was exported from.
+        export_dir: a complete SavedModel version (`export.export_encoder`); its
+            amdim_encoder.json gives the preset and image size, and receives the checks.
+        formats: any of "litert", "litert_int8", "onnx".
+        images: uint8 [N, S, S, 3] real images for the check (a few dozen suffice).
+        representative: uint8 [M, S, S, 3] images of the training source, calibrating
+            the int8 ranges; required for "litert_int8".
+        features: outputs to export, "r1" and any of "r5", "r7".
+        tolerances: per-format max_rel overriding TOLERANCES.
+        overwrite: replace an existing file of a format (the default refuses).
+        onnx_opset: ONNX opset of the "onnx" file.
+
+    Returns:
+        {format: metadata} as stored in amdim_encoder.json under "edge".
+    """
+    formats = [f for f in parse_formats(formats) if f != "savedmodel"]
+    config = export.read_export_config(export_dir)
+    export_dir = export.resolve_export_dir(export_dir)
+    features = list(features)
+    if "r1" not in features or any(k not in config["outputs"] for k in features):
+        raise ValueError(
+            f"features {','.join(features)}: use r1 plus any of "
+            f"{','.join(k for k in config['outputs'] if k in FEATURES and k != 'r1')} "
+            "(the SavedModel's outputs)."
+        )
+    images = np.asarray(images)
+    size = config["image_size"]
+    if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or not len(images):
+        raise ValueError(
+            f"check images are {images.dtype} {list(images.shape)}; pass uint8 "
+            f"[N, {size}, {size}, 3] raw pixels with N > 0."
+        )
+    if "litert_int8" in formats and (representative is None or not len(representative)):
+        raise ValueError(
+            "litert_int8 needs representative images (uint8 [M, S, S, 3] from the "
+            "training source) to calibrate its int8 ranges."
+        )
+    # Every converter is looked up before any file is written.
+    if "onnx" in formats:
+        require("tf2onnx", "onnx")
+        require("onnxruntime", "onnx")
+    if {"litert", "litert_int8"} & set(formats):
+        interpreter_class()
+    tolerances = {**TOLERANCES, **(tolerances or {})}
+    for fmt in formats:
+        target = os.path.join(export_dir, FILENAMES[fmt])
+        if os.path.exists(target) and not overwrite:
+            raise FileExistsError(
+                f"{target} already exists; pass overwrite=True (--overwrite) to replace it."
+            )
+
+    fn, spec = _edge_function(encoder, config["preset"], size, features)
+    expected = saved_model_outputs(export_dir, images)
+    results = {}
+    for fmt in formats:
+        target = os.path.join(export_dir, FILENAMES[fmt])
+        # The one staging rule of exports (a killed export leaves a hidden directory only).
+        stage = export._staging_dir(target)
+        try:
+            staged = os.path.join(stage, FILENAMES[fmt])
+            if fmt == "onnx":
+                content = _to_onnx(fn, spec, onnx_opset)
+                converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
+            else:
+                work = tempfile.mkdtemp(dir=stage)
+                quantise = representative if fmt == "litert_int8" else None
+                content = _to_litert(encoder, fn, spec, work, quantise)
+                shutil.rmtree(work)
+                converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
+            with open(staged, "wb") as f:
+                f.write(content)
+                f.flush()
+                os.fsync(f.fileno())
+            diffs = check_file(staged, export_dir, images, tolerances[fmt], expected)
+            results[fmt] = {
+                "file": FILENAMES[fmt],
+                "bytes": os.path.getsize(staged),
+                "sha256": _sha256(staged),
+                "converter": converter,
+                "outputs": features,
+                "input": "images uint8 [B,S,S,3] 0..255",
+                "check": {"images": len(images), "tolerance_max_rel": tolerances[fmt], **diffs},
+            }
+            if fmt == "litert_int8":
+                results[fmt]["representative_images"] = len(representative)
+            os.replace(staged, target)
+            _fsync_dir(export_dir)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        _record(export_dir, {fmt: results[fmt]})
+    return results
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _record(export_dir, entries):
+    """Merges `entries` into amdim_encoder.json's "edge" (atomically rewritten)."""
+    path = os.path.join(export_dir, export.CONFIG_FILENAME)
+    with open(path) as f:
+        config = json.load(f)
+    config.setdefault("edge", {}).update(entries)
+    workdir_lib.write_json_atomic(path, config)
+
+
+def edge_files(export_dir: str) -> dict:
+    """{format: metadata} of the checked files of a SavedModel version, with their paths;
+    a file changed after its check (sha256 differs) is left out."""
+    export_dir = export.resolve_export_dir(export_dir)
+    found = {}
+    for fmt, meta in export.read_export_config(export_dir).get("edge", {}).items():
+        path = os.path.join(export_dir, meta["file"])
+        if os.path.isfile(path) and _sha256(path) == meta["sha256"]:
+            found[fmt] = {**meta, "path": path}
+    return found
+
+
+def labelled_pixels(data, split: str, n: int = 0, seed: int = 0) -> tuple:
+    """(images uint8 [n, S, S, 3], labels int64 [n]): a seeded sample of `n` examples of
+    `split` (0 = all) as raw pixels, in the evaluation view (resized / centre-cropped as
+    the encoder sees it) before normalising, the protocol of `evaluate.evaluate_encoders`."""
+    from amdim_tf import data as data_lib
+    from amdim_tf.data import augment
+
+    source = data_lib.opened(data)
+    preset = augment.preset_for(source.data.augment, source.data.image_size)
+    ds = data_lib.make_eval_dataset(source, split, 256, max_examples=n, sample_seed=seed)
+    views, labels = zip(*((v.numpy(), y.numpy()) for v, y in ds), strict=True)
+    pixels = augment.denormalise(np.concatenate(views), preset).numpy()
+    return np.round(pixels * 255.0).astype(np.uint8), np.concatenate(labels).astype(np.int64)
