@@ -20,6 +20,9 @@ ai-edge-litert 2.3, measured on this project's encoders):
   keeps Keras 3's variables as resource variables: `ai-edge-litert` then returns NaN
   everywhere with its default XNNPACK delegate, and without it fails with
   "READ_VARIABLE failed to invoke". `from_saved_model` freezes them: hence the detour.
+- int8 (`Optimize.DEFAULT` + representative dataset, TF 2.21) breaks the 500-step
+  CIFAR-10 parity encoder: r1 max_rel 0.99-1.08 against the SavedModel, so its check
+  refuses it; the tiny test encoders quantise within 2%.
 - tf2onnx cannot take a restored SavedModel signature ("'_WrapperFunction' object has
   no attribute 'get_concrete_function'"), so it traces the in-memory function.
 
