@@ -16,9 +16,9 @@ def load_encoder(path, include_preprocessing=False, which="latest", config=None)
     See `amdim_tf.run.loader.load_encoder`; imported here on first use so that
     `import amdim_tf` stays light (no TensorFlow until a model is needed).
     """
-    from amdim_tf.run import loader as backbone
+    from amdim_tf.run import loader
 
-    return backbone.load_encoder(path, include_preprocessing, which, config)
+    return loader.load_encoder(path, include_preprocessing, which, config)
 
 
 def save_encoder(source, out, which="latest", config=None, overwrite=False):
@@ -26,6 +26,6 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False):
 
     See `amdim_tf.run.loader.save_encoder`.
     """
-    from amdim_tf.run import loader as backbone
+    from amdim_tf.run import loader
 
-    return backbone.save_encoder(source, out, which, config, overwrite)
+    return loader.save_encoder(source, out, which, config, overwrite)

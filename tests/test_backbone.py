@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -12,8 +13,8 @@ from conftest import tiny_run_config
 
 import amdim_tf
 from amdim_tf.data import augment
+from amdim_tf.run import checkpoints
 from amdim_tf.run import loader as backbone
-from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.use import export
 
 
@@ -28,8 +29,7 @@ def test_importing_the_package_does_not_import_tensorflow():
 
 
 def test_load_from_a_workdir_gives_the_trained_weights(tiny_run):
-    config = workdir_lib.load_run_config(tiny_run)
-    want, _ = workdir_lib.load_trained_encoder(config, tiny_run)
+    want = backbone.open_encoder(tiny_run).encoder
     enc = amdim_tf.load_encoder(tiny_run)
     assert isinstance(enc, keras.Model) and enc.trainable
     x = augment.normalise(_pixels() / 255.0, "cifar")
@@ -44,8 +44,8 @@ def test_pixel_encoder_takes_uint8_or_unit_floats_like_the_export(tiny_run, tmp_
     np.testing.assert_allclose(from_uint8, from_float, atol=1e-5)
     export_dir = str(tmp_path / "export")
     export.export_encoder(amdim_tf.load_encoder(tiny_run), export_dir, preset="cifar")
-    loaded = export.load_exported(export_dir)  # kept alive: its functions hold weak references
-    served = loaded.serving_default(tf.constant(pixels))
+    loaded = backbone.open_encoder(export_dir)  # kept alive: its functions hold weak refs
+    served = loaded.saved_model.serving_default(tf.constant(pixels))
     np.testing.assert_allclose(from_uint8, served["r1"], atol=1e-5)
 
 
@@ -116,7 +116,7 @@ def test_bad_inputs_get_one_line_naming_what_was_expected(tiny_run, tmp_path):
     assert len(_first_line(e)) == 1
     with pytest.raises(ValueError, match="no architecture"):
         amdim_tf.load_encoder(weights)
-    checkpoint = workdir_lib.checkpoint_path(tiny_run)
+    checkpoint = checkpoints.checkpoint_path(tiny_run)
     with pytest.raises(ValueError, match="ndf=16") as e:
         amdim_tf.load_encoder(checkpoint, config=other)
     assert len(_first_line(e)) == 1
@@ -130,3 +130,44 @@ def test_a_keras_file_of_another_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="not an encoder"):
         amdim_tf.load_encoder(path)
     assert os.path.exists(path)
+
+
+def test_damaged_files_and_wrong_images_get_one_line_naming_them(tiny_run, tmp_path):
+    """Issue 21, 15: each said "File not found", a raw KeyError, "does not exist",
+    "Incompatible shapes" or "Could not automatically infer the output shape"."""
+    good = backbone.save_encoder(tiny_run, str(tmp_path / "good.keras"))
+    with open(good, "rb") as f:
+        data = f.read()
+    cases = {
+        "empty.keras": (b"", "empty"),
+        "garbage.keras": (b"this is not a zip archive" * 10, "not a .keras file"),
+        "cut.keras": (data[: len(data) // 2], "not a .keras file"),
+    }
+    for name, (content, why) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=why) as e:
+            amdim_tf.load_encoder(str(path))
+        assert len(_first_line(e)) == 1 and str(path) in str(e.value)
+    no_config = tmp_path / "no_config.keras"
+    with zipfile.ZipFile(no_config, "w") as z:
+        z.writestr("metadata.json", "{}")
+    with pytest.raises(ValueError, match="without config.json") as e:
+        amdim_tf.load_encoder(str(no_config))
+    assert len(_first_line(e)) == 1
+    legacy = tmp_path / "encoder.h5"
+    legacy.write_bytes(b"\x89HDF\r\n\x1a\n")
+    with pytest.raises(ValueError, match=r"kind this loader does not read.*\.weights\.h5"):
+        amdim_tf.load_encoder(str(legacy))
+
+    enc = amdim_tf.load_encoder(good, include_preprocessing=True)
+    for shape in ((2, 32, 32, 4), (2, 64, 64, 3)):
+        with pytest.raises(ValueError, match=r"\[B, 32, 32, 3\]") as e:
+            enc(np.zeros(shape, np.uint8))
+        assert len(_first_line(e)) == 1 and str(list(shape)).replace(" ", "") in str(
+            e.value
+        ).replace(" ", "")
+        with pytest.raises(ValueError, match=r"\[B, 32, 32, 3\]"):
+            enc(keras.Input(shape[1:], dtype="uint8"))  # a functional model's input
+        with pytest.raises(ValueError, match=r"\[B, 32, 32, 3\]"):
+            backbone.open_encoder(good).features(np.zeros(shape, np.uint8))

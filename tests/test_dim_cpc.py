@@ -323,8 +323,8 @@ def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
 
     import keras
 
-    from amdim_tf.run import workdir as workdir_lib
-    from amdim_tf.run.workdir import restore_encoder, untrained_encoder
+    from amdim_tf.run.checkpoints import RunCheckpoint, restore_parts
+    from amdim_tf.run.loader import untrained_encoder
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("c", os.path.join(root, "configs", config_file))
@@ -333,9 +333,10 @@ def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
     config = module.get_config("tiny")
     config.optim.weight_decay = 0.0
     model = build_model(config, 3, 10)
-    path = workdir_lib.RunCheckpoint(model, str(tmp_path), 3).save(0)
+    path = RunCheckpoint(model, str(tmp_path), 3).save(0)
     keras.utils.set_random_seed(5)
-    enc = restore_encoder(untrained_encoder(config, seed=5), path)
+    enc = untrained_encoder(config, seed=5)
+    restore_parts(path, encoder=enc)
     for a, b in zip(model.encoder.variables, enc.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
 

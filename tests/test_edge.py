@@ -10,6 +10,7 @@ import pytest
 from conftest import run_tool
 from test_export import SIZE, reference, tiny_encoder
 
+from amdim_tf.run import loader
 from amdim_tf.use import edge, edge_cost, export
 
 
@@ -64,7 +65,7 @@ def test_each_format_round_trips_within_tolerance(exported, fmt):
         assert d["max_rel"] <= edge.TOLERANCES[fmt], (k, d)
         if fmt != "litert_int8":
             np.testing.assert_allclose(got[k], expected[k], atol=1e-5, err_msg=k)
-    stored = export.read_export_config(exported["export_dir"])["edge"][fmt]
+    stored = loader.read_export_config(exported["export_dir"])["edge"][fmt]
     assert stored["sha256"] == meta["sha256"] and stored["bytes"] == os.path.getsize(meta["path"])
 
 
@@ -122,7 +123,7 @@ def test_a_missing_converter_is_one_line_naming_the_package(tmp_path, monkeypatc
     assert "\n" not in message and "'tf2onnx'" in message and "pip install" in message
     assert isinstance(e.value, ValueError)  # a user error: the commands print one line
     assert sorted(os.listdir(export_dir)) == sorted(
-        ["assets", "fingerprint.pb", "saved_model.pb", "variables", export.CONFIG_FILENAME]
+        ["assets", "fingerprint.pb", "saved_model.pb", "variables", loader.EXPORT_CONFIG_FILE]
     )  # checked before any conversion: no LiteRT file either
 
 
@@ -170,7 +171,7 @@ def test_command_writes_checked_files_beside_the_savedmodel(tiny_run, tmp_path):
     export_dir = tmp_path / "out" / "1"
     for fmt in ("litert", "onnx"):
         assert f"{fmt}: {export_dir / edge.FILENAMES[fmt]}" in proc.stdout
-    with open(export_dir / export.CONFIG_FILENAME) as f:
+    with open(export_dir / loader.EXPORT_CONFIG_FILE) as f:
         checks = {fmt: m["check"] for fmt, m in json.load(f)["edge"].items()}
     assert sorted(checks) == ["litert", "onnx"] and all(c["images"] == 8 for c in checks.values())
     proc = run_tool(

@@ -12,7 +12,7 @@ import tensorflow as tf
 from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.run import loader as backbone
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.run_config import load_run_config
 from amdim_tf.use import embed, evaluate, export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -29,12 +29,12 @@ def _read_index(out):
 def test_features_are_the_frozen_evaluation_features_and_every_output_is_written(
     tiny_run, tmp_path
 ):
-    config = workdir_lib.load_run_config(tiny_run)
+    config = load_run_config(tiny_run)
     out = str(tmp_path / "emb")
     summary = embed.embed(tiny_run, config.data, "test", out, features=("r1", "r5"), verbose=0)
     r1, r5 = np.load(os.path.join(out, "r1.npy")), np.load(os.path.join(out, "r5.npy"))
     assert r1.shape == (357, 32) and r5.shape == (357, 32)
-    encoder, _ = workdir_lib.load_trained_encoder(config, tiny_run)
+    encoder = backbone.open_encoder(tiny_run).encoder
     ds = data_lib.make_eval_dataset(config.data, "test", 64)
     want, labels = evaluate.extract_features(encoder, ds)
     np.testing.assert_allclose(r1, want, atol=1e-4)
@@ -60,7 +60,7 @@ def test_features_are_the_frozen_evaluation_features_and_every_output_is_written
 
 
 def test_export_and_keras_file_give_the_workdir_features(tiny_run, tmp_path):
-    config = workdir_lib.load_run_config(tiny_run)
+    config = load_run_config(tiny_run)
     base = str(tmp_path / "export")
     export.export_encoder(backbone.load_encoder(tiny_run), os.path.join(base, "1"))
     keras_file = backbone.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
@@ -110,9 +110,11 @@ def test_nearest_matches_brute_force_across_chunks():
     np.testing.assert_allclose(sims, np.take_along_axis(full, rows, 1), rtol=1e-5)
 
 
-def test_unknown_features_are_refused(tiny_run):
+def test_unknown_features_are_refused(tiny_run, tmp_path):
+    data = load_run_config(tiny_run).data
     with pytest.raises(ValueError, match="available"):
-        embed.open_encoder(tiny_run, keys=("z",))
+        embed.embed(tiny_run, data, "test", str(tmp_path / "e"), features=("z",), verbose=0)
+    assert not os.path.exists(tmp_path / "e")  # refused before any output
 
 
 @pytest.mark.skipif(not os.path.exists(CIFAR_SMALL), reason="../shared/data CIFAR-10 absent")

@@ -15,6 +15,7 @@ from conftest import run_tool
 
 from amdim_tf.data import augment
 from amdim_tf.methods import AMDIMEncoder
+from amdim_tf.run import loader
 from amdim_tf.use import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -65,7 +66,7 @@ def exported(tmp_path_factory):
         export_dir=export_dir,
         pixels=pixels,
         expected=reference(enc, pixels.astype(np.float32) / 255.0),
-        loaded=export.load_exported(export_dir),
+        loaded=loader.open_encoder(export_dir).saved_model,
     )
 
 
@@ -79,7 +80,7 @@ def test_layout_and_config(exported):
     d = exported["export_dir"]
     assert os.path.exists(os.path.join(d, "saved_model.pb"))
     assert os.path.isdir(os.path.join(d, "variables"))
-    cfg = export.read_export_config(exported["base"])  # base dir resolves to version 1
+    cfg = loader.read_export_config(exported["base"])  # base dir resolves to version 1
     assert {k: cfg[k] for k in ("image_size", "ndf", "n_rkhs", "n_depth", "preset")} == dict(
         image_size=32, ndf=4, n_rkhs=16, n_depth=1, preset="cifar"
     )
@@ -205,10 +206,10 @@ def test_tool_exports_saved_weights(tiny_config, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "tensorflow/serving" in proc.stdout
     export_dir = tmp_path / "out" / "3"
-    with open(export_dir / export.CONFIG_FILENAME) as f:
+    with open(export_dir / loader.EXPORT_CONFIG_FILE) as f:
         assert json.load(f)["ndf"] == config.model.ndf
     pixels = np.random.default_rng(4).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
-    got = export.load_exported(str(tmp_path / "out")).signatures["serving_default"](
+    got = loader.open_encoder(str(tmp_path / "out")).saved_model.signatures["serving_default"](
         images=tf.constant(pixels)
     )
     assert_features_equal(got, reference(enc, pixels.astype(np.float32) / 255.0))
@@ -274,7 +275,7 @@ def kill_after_savedmodel(monkeypatch):
     dump = json.dump
 
     def dump_or_die(obj, f, **kwargs):
-        if getattr(f, "name", "").endswith(export.CONFIG_FILENAME):
+        if getattr(f, "name", "").endswith(loader.EXPORT_CONFIG_FILE):
             raise Killed
         dump(obj, f, **kwargs)
 
@@ -290,13 +291,13 @@ def test_interrupted_export_leaves_nothing_and_a_rerun_succeeds(tmp_path, monkey
     assert not target.exists()
     assert os.listdir(tmp_path / "base") == []  # no staging directory left behind
     export.export_encoder(tiny_encoder(), str(target))
-    assert export.read_export_config(str(tmp_path / "base"))["ndf"] == 4
+    assert loader.read_export_config(str(tmp_path / "base"))["ndf"] == 4
 
 
 def test_interrupted_overwrite_keeps_the_old_version(exported, tmp_path, monkeypatch):
     target = tmp_path / "1"
     shutil.copytree(exported["export_dir"], target)
-    before = {p: (target / p).read_bytes() for p in ("saved_model.pb", export.CONFIG_FILENAME)}
+    before = {p: (target / p).read_bytes() for p in ("saved_model.pb", loader.EXPORT_CONFIG_FILE)}
     keras.utils.set_random_seed(0)
     wider = AMDIMEncoder(SIZE, ndf=8, n_rkhs=16, n_depth=1)
     with monkeypatch.context() as m:
@@ -306,7 +307,7 @@ def test_interrupted_overwrite_keeps_the_old_version(exported, tmp_path, monkeyp
     assert {p: (target / p).read_bytes() for p in before} == before
     assert os.listdir(tmp_path) == ["1"]
     export.export_encoder(wider, str(target), overwrite=True)
-    assert export.read_export_config(str(target))["ndf"] == 8
+    assert loader.read_export_config(str(target))["ndf"] == 8
     assert os.listdir(tmp_path) == ["1"]
 
 
@@ -330,10 +331,10 @@ def test_sigkilled_export_leftover_is_ignored_then_cleaned(exported, tmp_path):
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not (base / "2").exists()
     # The leftover is no version: readers (and TF Serving) still see version 1.
-    assert export.resolve_export_dir(str(base)) == str(base / "1")
+    assert loader.resolve_export_dir(str(base)) == str(base / "1")
     export.export_encoder(tiny_encoder(), str(base / "2"))
     assert sorted(os.listdir(base)) == ["1", "2"]
-    assert export.resolve_export_dir(str(base)) == str(base / "2")
+    assert loader.resolve_export_dir(str(base)) == str(base / "2")
 
 
 @pytest.mark.parametrize(
@@ -350,10 +351,10 @@ def test_incomplete_version_is_refused_naming_what_is_missing(exported, tmp_path
         removed.unlink()
     name = part + "/" if part == "variables" else part
     for path in (base, base / "2"):
-        for load in (export.read_export_config, export.load_exported):
+        for load in (loader.read_export_config, loader.open_encoder):
             with pytest.raises(ValueError, match=rf"incomplete.*missing {name}.*--overwrite"):
                 load(str(path))
     with pytest.raises(FileExistsError, match=rf"incomplete export \(missing {name}\)"):
         export.export_encoder(exported["enc"], str(base / "2"))
     export.export_encoder(exported["enc"], str(base / "2"), overwrite=True)
-    assert export.read_export_config(str(base))["ndf"] == 4
+    assert loader.read_export_config(str(base))["ndf"] == 4

@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from amdim_tf import config_lib
 from amdim_tf.data import augment
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.loader import untrained_encoder
+from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.use import finetune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,8 +35,8 @@ def run_dir(tmp_path_factory):
     statistics so that BN modes are told apart."""
     config = tiny_run_config()
     workdir = str(tmp_path_factory.mktemp("run"))
-    workdir_lib.prepare_workdir(config, workdir)
-    encoder = workdir_lib.untrained_encoder(config)
+    prepare_workdir(config, workdir)
+    encoder = untrained_encoder(config)
     rng = np.random.default_rng(0)
     for v in encoder.non_trainable_variables:
         if "moving_mean" in v.path:
@@ -164,7 +165,7 @@ def test_light_augment_is_seeded_eagerly_and_in_tf_data():
 
 
 def classifier(seed=0):
-    encoder = workdir_lib.untrained_encoder(tiny_run_config(), seed=seed)
+    encoder = untrained_encoder(tiny_run_config(), seed=seed)
     return finetune.build_classifier(encoder, 10, seed), encoder
 
 
@@ -266,7 +267,7 @@ def test_evaluation_writes_table_plot_and_a_servable_classifier(run_dir, tmp_pat
 
 
 def test_missing_checkpoint_says_what_was_expected(tmp_path):
-    workdir_lib.prepare_workdir(tiny_run_config(), str(tmp_path))
+    prepare_workdir(tiny_run_config(), str(tmp_path))
     with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints; train first"):
         finetune.run_few_label_evaluation(str(tmp_path), str(tmp_path / "o"), [])
 

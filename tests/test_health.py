@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf.run import health
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.loader import open_encoder
 from amdim_tf.run.train import train
+from amdim_tf.run.workdir import METRICS_FILE
 
 
 def _unit(z):
@@ -71,7 +72,7 @@ def test_a_collapsed_encoder_trips_the_alarm_and_a_trained_one_does_not(
     assert monitor.last["health/uniformity"] > -0.05  # every pair at distance ~0
     assert not monitor.stopped  # stop_on_collapse is off
 
-    encoder, _ = workdir_lib.load_trained_encoder(workdir_lib.load_run_config(tiny_run), tiny_run)
+    encoder = open_encoder(tiny_run).encoder
     trained = health.HealthMonitor(tiny_config.data, 64, encoder=encoder)
     trained.on_epoch_end(0)
     # Observed: rank 2.61 of D=32 after the tiny run's 2 steps (uncentred features: the
@@ -94,7 +95,7 @@ def test_stop_on_collapse_stops_after_the_epoch_checkpoint(tiny_config, tmp_path
     _, result = train(c, workdir)
     assert result["status"].startswith("stopped at a representation collapse")
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("-2")
-    with open(os.path.join(workdir, workdir_lib.METRICS_FILE)) as f:
+    with open(os.path.join(workdir, METRICS_FILE)) as f:
         records = [json.loads(line) for line in f]
     health_records = [r for r in records if "health/rank" in r]
     assert len(health_records) == 1 and health_records[0]["step"] == 2

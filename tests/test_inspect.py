@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf import config_lib
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.run_config import load_run_config
 from amdim_tf.use import embed, inspect
 
 KINDS = ("exact", "jpeg", "resized", "crop", "colour")
@@ -105,7 +105,7 @@ def test_threshold_rule_and_label_vote_equal_numpy():
 
 
 def test_train_against_test_reports_leakage_and_mislabels(tiny_run, tmp_path):
-    config = workdir_lib.load_run_config(tiny_run)
+    config = load_run_config(tiny_run)
     dirs = []
     for split in ("train", "test"):
         out = str(tmp_path / split)

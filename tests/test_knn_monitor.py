@@ -12,7 +12,8 @@ import tensorflow as tf
 from amdim_tf import config_lib
 from amdim_tf.run import callbacks
 from amdim_tf.run.knn_monitor import LOG_KEY, KNNMonitor
-from amdim_tf.run.workdir import METRICS_FILE, untrained_encoder
+from amdim_tf.run.loader import untrained_encoder
+from amdim_tf.run.workdir import METRICS_FILE
 
 N = 200  # 20 per digit class, from each split
 

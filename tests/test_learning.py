@@ -19,7 +19,7 @@ import tensorflow as tf
 from amdim_tf import data as data_lib
 from amdim_tf.run import train as train_lib
 from amdim_tf.run.build import build_model
-from amdim_tf.run.workdir import untrained_encoder
+from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.use import evaluate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -27,10 +27,11 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf import cli, config_lib
-from amdim_tf.run import callbacks
+from amdim_tf.run import callbacks, checkpoints, loader
 from amdim_tf.run import train as train_lib
-from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.run.build import build_model
+from amdim_tf.run.run_config import load_run_config, prepare_workdir
+from amdim_tf.run.storage import storage_error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = "configs/amdim_digits_demo.py:tiny"
@@ -100,7 +101,7 @@ def test_damaged_state_file_resumes_from_the_checkpoints_on_disk(run_copy, damag
         Path(state).write_bytes(b"\x00\xff\xfe\x80garbage")
     on_disk = ckpt_numbers(run_copy)
     model = build_model(tiny(), 3, 10)
-    start = workdir_lib.RunCheckpoint(model, run_copy, 3).restore()
+    start = checkpoints.RunCheckpoint(model, run_copy, 3).restore()
     assert start.endswith(f"ckpt-{on_disk[-1]} at step {on_disk[-1]}"), start
     assert int(model.optimizer.iterations) == on_disk[-1]
     assert ckpt_numbers(run_copy) == on_disk  # nothing deleted or overwritten
@@ -210,7 +211,7 @@ def test_lower_lr_after_a_non_finite_loss_resumes(tmp_path):
     assert "at step 2" in res["start"] and res["status"] == "completed"
     # Past the 2 warm-up steps the schedule gives the base lr: the new one.
     assert float(model.optimizer.learning_rate) == pytest.approx(c.optim.lr)
-    assert workdir_lib.load_run_config(wd).optim.lr == pytest.approx(c.optim.lr)
+    assert load_run_config(wd).optim.lr == pytest.approx(c.optim.lr)
     history = [
         json.loads(line) for line in Path(wd, "config_history.jsonl").read_text().splitlines()
     ]
@@ -225,9 +226,8 @@ def test_export_and_evaluate_fall_back_from_a_truncated_checkpoint(run_copy, cap
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
     previous = f"ckpt-{ckpt_numbers(run_copy)[-2]}"
-    assert workdir_lib.checkpoint_path(run_copy).endswith(previous)
-    _, name = workdir_lib.load_trained_encoder(tiny(), run_copy)
-    assert name == previous
+    assert checkpoints.checkpoint_path(run_copy).endswith(previous)
+    assert loader.open_encoder(run_copy).source == previous
     assert os.path.basename(latest) in caplog.text and "unreadable" in caplog.text
 
 
@@ -239,7 +239,7 @@ def test_overwrite_deletes_the_old_event_files(run_copy):
     assert glob.glob(os.path.join(run_copy, "events.out.tfevents.*"))
     c = tiny()
     c.model.ndf = 16
-    workdir_lib.prepare_workdir(c, run_copy, overwrite=True)
+    prepare_workdir(c, run_copy, overwrite=True)
     assert not glob.glob(os.path.join(run_copy, "**", "events.out.tfevents.*"), recursive=True)
     assert not os.path.exists(os.path.join(run_copy, "checkpoints"))
 
@@ -281,11 +281,11 @@ def test_failed_start_does_not_lock_the_workdir_to_its_config(tmp_path):
     with pytest.raises(FileNotFoundError):
         train_lib.train(bad, wd)
     assert not os.path.exists(os.path.join(wd, "config.json"))
-    workdir_lib.prepare_workdir(tiny(), wd)  # the corrected rerun is this workdir's run
+    prepare_workdir(tiny(), wd)  # the corrected rerun is this workdir's run
     # A run that never reached a checkpoint holds nothing to resume: a new config is taken.
     other = tiny()
     other.model.ndf = 16
-    workdir_lib.prepare_workdir(other, wd)
+    prepare_workdir(other, wd)
     assert json.loads(Path(wd, "config.json").read_text())["model"]["ndf"] == 16
 
 
@@ -320,10 +320,8 @@ def test_disk_full_is_one_line_naming_the_path(tmp_path, capsys, monkeypatch):
     # TensorFlow's own writes (checkpoints) report the same condition as an OpError.
     ckpt = os.path.join(wd, "checkpoints", "ckpt-2_temp", "part-00000-of-00001.data")
     e = tf.errors.ResourceExhaustedError(None, None, f"{ckpt}; No space left on device")
-    assert f"cannot write {ckpt} (" in str(workdir_lib.storage_error(e, wd))
-    assert (
-        workdir_lib.storage_error(tf.errors.ResourceExhaustedError(None, None, "OOM"), wd) is None
-    )
+    assert f"cannot write {ckpt} (" in str(storage_error(e, wd))
+    assert storage_error(tf.errors.ResourceExhaustedError(None, None, "OOM"), wd) is None
 
 
 # 15. Ctrl-C wrote no checkpoint.

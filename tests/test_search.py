@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf.run import loader as backbone
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.run_config import load_run_config
 from amdim_tf.use import embed, search
 
 
 @pytest.fixture(scope="module")
 def index_dir(tiny_run, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("search") / "emb")
-    config = workdir_lib.load_run_config(tiny_run)
+    config = load_run_config(tiny_run)
     embed.embed(tiny_run, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
     return out
 
@@ -90,11 +90,9 @@ def test_truncated_index_and_foreign_sizes_are_refused(index_dir, tmp_path, tiny
     index = search.Index.load(index_dir)
     with pytest.raises(ValueError, match="query features have size 33 but .* size 32"):
         index.search(np.zeros((1, 33), np.float32))
-    config = workdir_lib.load_run_config(tiny_run)
+    config = load_run_config(tiny_run)
     config.model.n_rkhs = 16
-    other = backbone.save_encoder(
-        workdir_lib.untrained_encoder(config), str(tmp_path / "other.keras")
-    )
+    other = backbone.save_encoder(backbone.untrained_encoder(config), str(tmp_path / "other.keras"))
     image = np.zeros((8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="gives r1 of size 16 but the index .* size 32"):
         index.search([image], encoder=other)

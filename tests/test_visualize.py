@@ -27,11 +27,11 @@ def test_location_maps_shapes_and_q(tiny_config, n_mix):
     import tensorflow as tf
 
     from amdim_tf.data import augment
-    from amdim_tf.use import visualize
+    from amdim_tf.run import score_maps
 
     model = tiny_model(tiny_config, n_mix)
     views = tf.stack([augment.eval_view(x, "cifar") for x in raw_images()])
-    maps = visualize.location_maps(model, views, views[::-1])
+    maps = score_maps.location_maps(model, views, views[::-1])
     k = max(n_mix, 1)
     assert maps["n_mix"] == n_mix
     assert maps["score7"].shape == (4, 7, 7) and maps["score5"].shape == (4, 5, 5)
@@ -39,30 +39,30 @@ def test_location_maps_shapes_and_q(tiny_config, n_mix):
     np.testing.assert_allclose(maps["q7"].sum(-1), 1.0, rtol=1e-5)
     assert np.all(maps["score7"] <= 0) and np.all(np.isfinite(maps["score7"]))
     with pytest.raises(ValueError, match="at least 2"):
-        visualize.location_maps(model, views[:1], views[:1])
+        score_maps.location_maps(model, views[:1], views[:1])
 
 
 def test_overlay_tints_each_cell_with_its_component():
-    from amdim_tf.use import visualize
+    from amdim_tf.run import score_maps
 
     q = np.zeros((7, 7, 2))
     q[:, :4, 0] = 1.0  # columns 0-3: component 0
     q[:, 4:, 1] = 1.0  # columns 4-6: component 1
     image = np.zeros((28, 28, 3))  # 4 pixels per cell
-    out = visualize.overlay_assignments(image, q, opacity=1.0)
-    colours = visualize.component_colours(2)
+    out = score_maps.overlay_assignments(image, q, opacity=1.0)
+    colours = score_maps.component_colours(2)
     np.testing.assert_allclose(out[5, 15], colours[0])  # cell column 3
     np.testing.assert_allclose(out[5, 16], colours[1])  # cell column 4
 
 
 def test_make_figures_per_n_mix(tiny_config):
-    from amdim_tf.use import visualize
+    from amdim_tf.run import score_maps
 
-    figs = visualize.make_figures(tiny_model(tiny_config, 0), raw_images(), "cifar")
+    figs = score_maps.make_figures(tiny_model(tiny_config, 0), raw_images(), "cifar")
     assert set(figs) == {"score_maps"}
-    figs = visualize.make_figures(tiny_model(tiny_config, 2), raw_images(), "cifar")
+    figs = score_maps.make_figures(tiny_model(tiny_config, 2), raw_images(), "cifar")
     assert set(figs) == {"score_maps", "assignments"}
-    pixels = visualize.figure_to_array(figs["assignments"])
+    pixels = score_maps.figure_to_array(figs["assignments"])
     assert pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[-1] == 3
 
 
@@ -80,11 +80,11 @@ def _image_tags(logdir):
 def test_callback_logs_images_at_its_cadence(tiny_config, tmp_path, every):
     import tensorflow as tf
 
-    from amdim_tf.use import visualize
+    from amdim_tf.run import score_maps
 
     model = tiny_model(tiny_config, 2)
     writer = tf.summary.create_file_writer(str(tmp_path))
-    callback = visualize.VisualizeCallback(raw_images(), "cifar", every, writer)
+    callback = score_maps.VisualizeCallback(raw_images(), "cifar", every, writer)
     rng = np.random.RandomState(1)
     v1, v2 = rng.rand(2, 4, 32, 32, 3).astype("float32")
     ds = tf.data.Dataset.from_tensors(((v1, v2), np.arange(4, dtype="int32"))).repeat()

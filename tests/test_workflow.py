@@ -13,9 +13,11 @@ import tensorflow as tf
 from conftest import run_tool as tool
 
 from amdim_tf.run import train as train_lib
-from amdim_tf.run import workdir as workdir_lib
 from amdim_tf.run.build import build_model
-from amdim_tf.run.workdir import load_trained_encoder
+from amdim_tf.run.checkpoints import RunCheckpoint
+from amdim_tf.run.loader import open_encoder
+from amdim_tf.run.run_config import load_run_config, prepare_workdir
+from amdim_tf.run.workdir import WorkdirConflictError
 from amdim_tf.use.report import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,25 +98,25 @@ def test_steps_per_execution_keeps_the_log_and_checkpoint_schedule(tiny_config, 
 
 def test_workdir_of_another_run_is_refused_unless_overwrite(tiny_config, tmp_path):
     wd = str(tmp_path / "run")
-    workdir_lib.prepare_workdir(tiny_config, wd)
+    prepare_workdir(tiny_config, wd)
     # A run with a checkpoint (one without holds nothing to resume, so it is not guarded).
     os.makedirs(os.path.join(wd, "checkpoints"))
     Path(wd, "checkpoints", "ckpt-1.index").write_bytes(b"")
     tiny_config.model.ndf = 16
-    with pytest.raises(workdir_lib.WorkdirConflictError, match="model.ndf: 8 -> 16.*--overwrite"):
-        workdir_lib.prepare_workdir(tiny_config, wd)
-    workdir_lib.prepare_workdir(tiny_config, wd, overwrite=True)
+    with pytest.raises(WorkdirConflictError, match="model.ndf: 8 -> 16.*--overwrite"):
+        prepare_workdir(tiny_config, wd)
+    prepare_workdir(tiny_config, wd, overwrite=True)
     assert json.loads(Path(wd, "config.json").read_text())["model"]["ndf"] == 16
     assert not os.path.exists(os.path.join(wd, "checkpoints"))
     tiny_config.train.epochs = 7  # training longer is the same run
-    workdir_lib.prepare_workdir(tiny_config, wd)
+    prepare_workdir(tiny_config, wd)
 
 
 def test_a_run_written_before_keys_were_added_is_the_same_run(tiny_config, tmp_path):
     """Keys added to the code later (their defaults keep the old behaviour) must not make
     an older workdir 'another run'."""
     wd = str(tmp_path / "run")
-    workdir_lib.prepare_workdir(tiny_config, wd)
+    prepare_workdir(tiny_config, wd)
     os.makedirs(os.path.join(wd, "checkpoints"))
     Path(wd, "checkpoints", "ckpt-1.index").write_bytes(b"")
     old = json.loads(Path(wd, "config.json").read_text())
@@ -122,10 +124,10 @@ def test_a_run_written_before_keys_were_added_is_the_same_run(tiny_config, tmp_p
         del old[section][key]
     del old["precision"]  # added when the default was float32, which the tiny config pins
     Path(wd, "config.json").write_text(json.dumps(old))
-    workdir_lib.prepare_workdir(tiny_config, wd)
+    prepare_workdir(tiny_config, wd)
     tiny_config.model.n_mix = 2  # but a real change still is another run
-    with pytest.raises(workdir_lib.WorkdirConflictError, match="model.n_mix: 0 -> 2"):
-        workdir_lib.prepare_workdir(tiny_config, wd)
+    with pytest.raises(WorkdirConflictError, match="model.n_mix: 0 -> 2"):
+        prepare_workdir(tiny_config, wd)
 
 
 def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
@@ -141,7 +143,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
     with open(data_file, "r+b") as f:
         f.truncate(os.path.getsize(data_file) // 2)
     model = build_model(tiny_config, 3, 10)
-    start = workdir_lib.RunCheckpoint(model, wd, 3).restore()
+    start = RunCheckpoint(model, wd, 3).restore()
     assert start == f"resumed from {ckpts[-2]} at step {int(ckpts[-2].rsplit('-', 1)[1])}"
 
 
@@ -165,9 +167,9 @@ def test_sigkill_mid_training_then_rerun_continues(tmp_path):
     killed_at = latest_step(wd)
     assert killed_at >= 4
     # The checkpoint holds the step, the optimizer's iterations and trained weights.
-    config = workdir_lib.load_run_config(wd)
+    config = load_run_config(wd)
     model = build_model(config, 3, 10)
-    start = workdir_lib.RunCheckpoint(model, wd, 3).restore()
+    start = RunCheckpoint(model, wd, 3).restore()
     assert f"at step {killed_at}" in start
     assert int(model.optimizer.iterations) == killed_at
     fresh = build_model(config, 3, 10)
@@ -226,8 +228,7 @@ def test_evaluate_tool_writes_eval_json(tmp_path):
     (row,) = json.loads(Path(wd, "eval.json").read_text())["rows"]
     assert row["features"] == "r1+r5" and ", r1+r5 |" in r.stdout
     assert row["n_train"] > 300  # 0 = the whole train split
-    enc, name = load_trained_encoder(workdir_lib.load_run_config(wd), wd)
-    assert name == "ckpt-3"
+    assert open_encoder(wd).source == "ckpt-3"
 
 
 @pytest.mark.parametrize(
@@ -274,7 +275,8 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
     (layers kept in Python lists were once invisible to tf.train.Checkpoint)."""
     import keras
 
-    from amdim_tf.run.workdir import restore_encoder, untrained_encoder
+    from amdim_tf.run.checkpoints import restore_parts
+    from amdim_tf.run.loader import untrained_encoder
 
     model = build_model(tiny_config, 3, 10)
     x = np.random.RandomState(0).rand(8, 32, 32, 3).astype("float32")
@@ -284,9 +286,10 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
         steps_per_epoch=2,
         verbose=0,
     )
-    path = workdir_lib.RunCheckpoint(model, str(tmp_path), 3).save(0)
+    path = RunCheckpoint(model, str(tmp_path), 3).save(0)
     keras.utils.set_random_seed(99)
-    enc = restore_encoder(untrained_encoder(tiny_config, seed=99), path)
+    enc = untrained_encoder(tiny_config, seed=99)
+    restore_parts(path, encoder=enc)
     assert len(enc.variables) == len(model.encoder.variables)
     for a, b in zip(model.encoder.variables, enc.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

@@ -36,8 +36,8 @@ def _main(argv):
 
     def run():
         from amdim_tf.data import augment
+        from amdim_tf.run.loader import untrained_encoder
         from amdim_tf.run.train import train
-        from amdim_tf.run.workdir import untrained_encoder
         from amdim_tf.use import evaluate
         from amdim_tf.use.export import export_encoder
 

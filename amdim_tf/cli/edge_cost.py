@@ -51,11 +51,11 @@ def _main(argv):
         cli.fail("pass --workdir=DIR, or --export=DIR --config=configs/<preset>.py.", code=1)
 
     def run():
-        from amdim_tf.run import workdir as workdir_lib
+        from amdim_tf.run.run_config import load_run_config
         from amdim_tf.use import edge, edge_cost
 
         config = cli.load_config_flag(_CONFIG) if config_given else None
-        config = config or workdir_lib.load_run_config(workdir)
+        config = config or load_run_config(workdir)
         threads = [int(n) for n in _THREADS.value]
         export_dir = _EXPORT.value or os.path.join(workdir, "export")
         data = config.data

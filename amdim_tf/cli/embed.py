@@ -60,13 +60,14 @@ def _main(argv):
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
     def run():
-        from amdim_tf.run import loader as backbone
-        from amdim_tf.run import workdir as workdir_lib
+        from amdim_tf.run import loader
+        from amdim_tf.run.run_config import load_run_config
+        from amdim_tf.run.workdir import CONFIG_FILE
         from amdim_tf.use import embed
 
         encoder = _ENCODER.value
-        if os.path.exists(os.path.join(encoder, workdir_lib.CONFIG_FILE)):
-            config, what = workdir_lib.load_run_config(encoder), "the run's config"
+        if os.path.exists(os.path.join(encoder, CONFIG_FILE)):
+            config, what = load_run_config(encoder), "the run's config"
         else:
             config, what = config_lib.base_config(), "the default config"
         data = config_lib.apply_overrides(
@@ -96,7 +97,7 @@ def _main(argv):
         if _PROJECTOR.value:
             print(f"view: tensorboard --logdir {_OUT.value}  (tab PROJECTOR)")
         if _SAVE_KERAS.value:
-            backbone.save_encoder(encoder, _SAVE_KERAS.value, which=_WHICH.value)
+            loader.save_encoder(encoder, _SAVE_KERAS.value, which=_WHICH.value)
             print(f"wrote {_SAVE_KERAS.value}: amdim_tf.load_encoder({_SAVE_KERAS.value!r})")
 
     cli.run_main(run)

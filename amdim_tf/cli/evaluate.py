@@ -65,15 +65,16 @@ def _main(argv):
         cli.fail(f"--max_train={_MAX_TRAIN.value}: use a positive count, or 0 for all.")
 
     def run():
-        from amdim_tf.run.workdir import load_run_config, load_trained_encoder, untrained_encoder
+        from amdim_tf.run import loader
+        from amdim_tf.run.run_config import load_run_config
 
         config = config_lib.with_data_overrides(
             load_run_config(_WORKDIR.value), cli.data_overrides()
         )
-        encoder, where = load_trained_encoder(config, _WORKDIR.value, _WHICH.value)
-        encoders = {f"trained ({where})": encoder}
+        trained = loader.open_encoder(_WORKDIR.value, _WHICH.value)
+        encoders = {f"trained ({trained.source})": trained.encoder}
         if _BASELINES.value:
-            encoders["untrained, same shape"] = untrained_encoder(config)
+            encoders["untrained, same shape"] = loader.untrained_encoder(config)
         rows = evaluate.evaluate_encoders(
             config,
             encoders,

@@ -92,23 +92,20 @@ def _main(argv):
         )
 
     def run():
-        from amdim_tf.data import augment
-        from amdim_tf.run import workdir as workdir_lib
+        from amdim_tf.run import checkpoints, loader
+        from amdim_tf.run.run_config import load_run_config
         from amdim_tf.use import edge, export
 
         formats = edge.parse_formats(_FORMAT.value)
-        if config_given:
-            config = cli.load_config_flag(_CONFIG)
-        else:
-            config = workdir_lib.load_run_config(workdir)
+        config = cli.load_config_flag(_CONFIG) if config_given else load_run_config(workdir)
         if _WEIGHTS.value:
-            encoder, source = (
-                workdir_lib.load_encoder_weights(config, _WEIGHTS.value),
-                _WEIGHTS.value,
-            )
+            loaded = loader.open_encoder(_WEIGHTS.value, config=config)
+        elif config_given:  # the run's checkpoint read with another config
+            checkpoint = checkpoints.checkpoint_path(workdir, _WHICH.value)
+            loaded = loader.open_encoder(checkpoint, config=config)
         else:
-            encoder, source = workdir_lib.load_trained_encoder(config, workdir, _WHICH.value)
-        preset = augment.preset_for(config.data.augment, config.model.image_size)
+            loaded = loader.open_encoder(workdir, _WHICH.value)
+        encoder, source, preset = loaded.encoder, loaded.source, loaded.preset
         base = _OUT.value or os.path.join(workdir, "export")
         export_dir = os.path.join(base, str(_VERSION.value))
         edge_formats = [f for f in formats if f != "savedmodel"]
@@ -119,12 +116,12 @@ def _main(argv):
                 encoder,
                 export_dir,
                 preset=preset,
-                image_size=config.model.image_size,
+                image_size=loaded.image_size,
                 overwrite=_OVERWRITE.value,
             )
         except FileExistsError as e:
             raise ValueError(str(e)) from None
-        info = export.read_export_config(export_dir)
+        info = loader.read_export_config(export_dir)
         shape = ", ".join(
             f"{k} {info[k]}" for k in ("image_size", "ndf", "n_rkhs", "n_depth") if k in info
         )

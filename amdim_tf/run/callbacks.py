@@ -22,7 +22,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run.storage import write_json_atomic
+from amdim_tf.run.workdir import METRICS_FILE, read_best
 
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"
 
@@ -169,7 +170,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self.writer.flush()
         record = {"step": step, "epoch": self.epoch, "time": time.time()}
         record.update({k: float(v) for k, v in scalars.items()})
-        with open(os.path.join(self.workdir, workdir_lib.METRICS_FILE), "a") as f:
+        with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
             f.write(json.dumps(record) + "\n")
 
     def on_train_batch_end(self, batch, logs=None):
@@ -204,7 +205,7 @@ class Checkpointer(keras.callbacks.Callback):
     After each epoch's eval, best.json gets "evaluated_epoch" (written last, atomically):
     a checkpoint at an epoch end whose best.json says less was killed before its eval.
 
-    `run_ckpt` is a `workdir.RunCheckpoint`; on a non-chief worker its saves go to a
+    `run_ckpt` is a `checkpoints.RunCheckpoint`; on a non-chief worker its saves go to a
     scratch directory (saving may run collectives, so every worker saves) and
     `best_file` is None.
     """
@@ -215,7 +216,7 @@ class Checkpointer(keras.callbacks.Callback):
         self.every = int(every)
         self.stopper = stopper
         self.best_file = best_file
-        self.best = workdir_lib.read_best(best_file)
+        self.best = read_best(best_file)
         self.epoch = 0
         self._last_step = None
 
@@ -244,4 +245,4 @@ class Checkpointer(keras.callbacks.Callback):
             self.run_ckpt.save(epoch + 1, self.run_ckpt.best_write_manager)
         self.best["evaluated_epoch"] = epoch + 1
         if self.best_file:
-            workdir_lib.write_json_atomic(self.best_file, self.best)
+            write_json_atomic(self.best_file, self.best)

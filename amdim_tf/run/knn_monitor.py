@@ -2,7 +2,7 @@
 
 At every epoch end (the cadence of Keras validation), the frozen r1 features of a seeded,
 class-balanced sample of the eval split are classified by a cosine kNN (k=20, majority
-vote: `evaluate.knn_accuracy`, the frozen protocol's kNN) against a seeded,
+vote: `features.knn_accuracy`, the frozen protocol's kNN) against a seeded,
 class-balanced sample of the train split. Unlike the online linear probe, it trains
 nothing, so it cannot hide a collapsed encoder behind a head that learned anyway: constant
 features score chance (1 / classes), a useful encoder scores well above (the kNN
@@ -12,7 +12,7 @@ protocol of Wu et al. 2018, as monitored online by e.g. DINO).
 import keras
 
 from amdim_tf import data as data_lib
-from amdim_tf.use import evaluate
+from amdim_tf.run import features
 
 LOG_KEY = "val_probe/knn_acc"  # callbacks.eval_scalars logs it as probe/eval_knn_acc
 
@@ -79,9 +79,9 @@ class KNNMonitor(keras.callbacks.Callback):
     def accuracy(self, encoder) -> float:
         """kNN accuracy of `encoder`'s r1 on the two samples."""
         references, queries = self._samples()
-        train_x, train_y = evaluate.extract_features(encoder, references)
-        test_x, test_y = evaluate.extract_features(encoder, queries)
-        return evaluate.knn_accuracy(train_x, train_y, test_x, test_y, k=self.k)
+        train_x, train_y = features.extract_features(encoder, references)
+        test_x, test_y = features.extract_features(encoder, queries)
+        return features.knn_accuracy(train_x, train_y, test_x, test_y, k=self.k)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.num_examples <= 0 or logs is None:

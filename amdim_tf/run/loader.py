@@ -1,4 +1,19 @@
-"""A trained encoder as a Keras model to build on: `load_encoder` and `save_encoder`.
+"""The one loader: any path that holds a trained encoder -> the encoder with its preset.
+
+    loaded = open_encoder("runs/c10")                 # a work directory (latest / best)
+    loaded = open_encoder("encoder.keras")            # a file save_encoder wrote
+    loaded = open_encoder("runs/c10/export")          # a SavedModel export (or one version)
+    loaded = open_encoder("enc.weights.h5", config=config)    # weights, or a checkpoint
+    loaded.features(pixels)                           # uint8 0..255 or float [0, 1] -> maps
+    loaded.pooled(pixels, ("r1", "r5"))               # -> {key: float32 [B, D]}
+    loaded.encoder / loaded.keras_model               # Keras models where there are ones
+
+Every tool and library function that needs an encoder (evaluate, embed, export,
+visualize, finetune, compare) comes through `open_encoder`; the run-checkpoint restore
+beneath it is `checkpoints.restore_parts`.
+
+The Keras side, `load_encoder` and `save_encoder` (also `amdim_tf.load_encoder` /
+`amdim_tf.save_encoder`):
 
     encoder = amdim_tf.load_encoder("runs/c10")                     # a work directory
     encoder = amdim_tf.load_encoder("encoder.keras")                # a file save_encoder wrote
@@ -35,26 +50,56 @@ huggingface_hub, kagglehub, ...) for a feature this library does not need. A `.k
 file is the format that KerasHub presets themselves wrap (config + weights), loads with
 Keras alone, and keeps the pins (keras 3.15.1, tensorflow 2.21.0) untouched.
 
-A SavedModel export (tools/export.py) is for serving; it is not a Keras model to
-fine-tune: load it with `export.load_exported`, or `keras.layers.TFSMLayer`.
+A SavedModel export (`use/export.py`) is for serving; it is not a Keras model to
+fine-tune: `open_encoder` gives its features, `keras.layers.TFSMLayer` a layer. Reading
+an export (`resolve_export_dir`, `read_export_config`, `missing_parts`) lives here, its
+writing in `use/export.py`.
 """
 
+import dataclasses
+import json
 import os
+import zipfile
 
 import keras
+import ml_collections
 import tensorflow as tf
 
 from amdim_tf.data import augment
 from amdim_tf.errors import first_line
-from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder, build_encoder
+from amdim_tf.methods.features import GLOBAL
+from amdim_tf.run import checkpoints
+from amdim_tf.run.features import check_feature_keys, pool
+from amdim_tf.run.run_config import load_run_config
+from amdim_tf.run.workdir import CONFIG_FILE
 
 ENCODER_CLASSES = (AMDIMEncoder, DIMEncoder, CPCEncoder)
+# An export's description of itself, written beside its SavedModel (use/export.py).
+EXPORT_CONFIG_FILE = "amdim_encoder.json"
+# A version directory is complete when it has all of these (see missing_parts).
+_EXPORT_PARTS = ("saved_model.pb", "variables/", EXPORT_CONFIG_FILE)
 _EXPECTED = (
     "a work directory written by tools/train.py (holding config.json), a .keras file "
-    "written by amdim_tf.save_encoder, or, with config=, an encoder .weights.h5 file or a "
-    "run checkpoint"
+    "written by amdim_tf.save_encoder, a SavedModel export of tools/export.py, or, with "
+    "config=, an encoder .weights.h5 file or a run checkpoint"
 )
+
+
+def check_pixels_shape(shape, image_size: int, what: str) -> None:
+    """One-line ValueError unless a batch of `shape` is [B, S, S, 3] (dims that are None pass)."""
+    shape = tuple(shape)
+    want = (image_size, image_size, 3)
+    fits = len(shape) == 4 and all(
+        d is None or d == w for d, w in zip(shape[1:], want, strict=True)
+    )
+    if not fits:
+        shown = "[" + ", ".join("B" if d is None else str(int(d)) for d in shape) + "]"
+        raise ValueError(
+            f"{what} takes images of shape [B, {image_size}, {image_size}, 3] (RGB, "
+            f"{image_size} px), received {shown}; resize or centre-crop to {image_size} px "
+            "(augment.eval_view) and drop an alpha channel (or convert grey to RGB) first."
+        )
 
 
 @keras.saving.register_keras_serializable(package="amdim_tf")
@@ -81,8 +126,18 @@ class PixelEncoder(keras.Model):
         self.n_rkhs = encoder.n_rkhs
 
     def build(self, input_shape):
+        check_pixels_shape(input_shape, self.image_size, type(self.encoder).__name__)
         if not self.encoder.built:
             self.encoder.build(input_shape)
+
+    def __call__(self, images, *args, **kwargs):
+        # Checked before Keras's own __call__, which would bury a wrong size or channel
+        # count under "Incompatible shapes" / "Could not automatically infer the output
+        # shape" from deep in the convolutions.
+        shape = getattr(images, "shape", None)
+        if shape is not None:
+            check_pixels_shape(shape, self.image_size, type(self.encoder).__name__)
+        return super().__call__(images, *args, **kwargs)
 
     def call(self, images, training=None):
         if images.dtype == "uint8":
@@ -107,6 +162,11 @@ def _one_line(error):
     return first_line(error, limit=300)
 
 
+def preset_of(config: ml_collections.ConfigDict) -> str:
+    """The normalisation preset a run config trained with."""
+    return augment.preset_for(config.data.augment, config.model.image_size)
+
+
 def _describe(config):
     m = config.model
     return (
@@ -115,10 +175,19 @@ def _describe(config):
     )
 
 
-def _restore_checkpoint(config, checkpoint):
-    encoder = workdir_lib.untrained_encoder(config)
+def untrained_encoder(config: ml_collections.ConfigDict, seed: int = None) -> keras.Model:
+    """The encoder of `config`, built, with the initial weights of `seed` (default config.seed)."""
+    keras.utils.set_random_seed(config.seed if seed is None else seed)
+    enc = build_encoder(config)
+    size = config.model.image_size
+    enc.build((None, size, size, 3))
+    return enc
+
+
+def _from_checkpoint(config, checkpoint):
+    encoder = untrained_encoder(config)
     try:
-        workdir_lib.restore_encoder(encoder, checkpoint)
+        checkpoints.restore_parts(checkpoint, encoder=encoder)
     except (ValueError, AssertionError, tf.errors.OpError) as e:
         raise ValueError(
             f"checkpoint {checkpoint} does not fit the encoder of {_describe(config)} "
@@ -127,75 +196,289 @@ def _restore_checkpoint(config, checkpoint):
     return encoder
 
 
-def _preset_of(config):
-    return augment.preset_for(config.data.augment, config.model.image_size)
+def _from_weights(config, weights):
+    """The encoder of `config`, built, with the weights of a Keras .weights.h5 file."""
+    encoder = build_encoder(config)
+    size = config.model.image_size
+    encoder.build((None, size, size, 3))
+    try:
+        encoder.load_weights(weights)
+    except ValueError as e:
+        # Keras reports a mismatch over many lines; the first names the layer.
+        raise ValueError(
+            f"{weights} does not fit the encoder of this config ({_one_line(e)}); pass "
+            "the --config (and --config.* overrides) it was trained with."
+        ) from None
+    return encoder
 
 
-def _is_saved_model(path):
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return True
-    return any(
-        os.path.exists(os.path.join(path, d, "saved_model.pb"))
-        for d in os.listdir(path)
-        if d.isdigit()
+def _from_keras_file(path):
+    """(bare encoder, preset or None) of a `.keras` file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist; expected {_EXPECTED}.")
+    # Keras reports a damaged file as "File not found" or a KeyError: say what it is.
+    fix = "write it again with amdim_tf.save_encoder (or encoder.save)"
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a Keras model; {fix}.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a .keras file (not a zip archive: damaged, cut short or another "
+            f"format); {fix}."
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f"{path} is a damaged zip archive ({_one_line(e)}); {fix}.") from None
+    if bad is not None:
+        raise ValueError(f"{path} is a damaged zip archive (member {bad} is corrupt); {fix}.")
+    missing = [n for n in ("config.json", "model.weights.h5") if n not in names]
+    if missing:
+        raise ValueError(
+            f"{path} is a zip archive without {' and '.join(missing)}, not a Keras .keras "
+            f"file; {fix}."
+        )
+    try:
+        model = keras.saving.load_model(path)
+    except (ValueError, TypeError, OSError, KeyError) as e:
+        raise ValueError(f"cannot load {path} as a Keras model ({_one_line(e)}).") from None
+    if isinstance(model, PixelEncoder):
+        return model.encoder, model.preset
+    if isinstance(model, ENCODER_CLASSES):
+        return model, None
+    raise ValueError(
+        f"{path} holds a {type(model).__name__}, not an encoder of amdim_tf "
+        f"({', '.join(c.__name__ for c in ENCODER_CLASSES)}); save one with "
+        "amdim_tf.save_encoder."
     )
 
 
-def _load(path, which, config):
-    """(bare encoder, preset or None) of any source `load_encoder` accepts."""
+# -- reading a SavedModel export --------------------------------------------------------
+
+
+def missing_parts(export_dir: str) -> list:
+    """The parts of a complete export ("saved_model.pb", "variables/", EXPORT_CONFIG_FILE)
+    that `export_dir` lacks; empty when it is complete."""
+    return [
+        part
+        for part in _EXPORT_PARTS
+        if not (os.path.isdir if part.endswith("/") else os.path.isfile)(
+            os.path.join(export_dir, part.rstrip("/"))
+        )
+    ]
+
+
+def _is_export(path):
+    if len(missing_parts(path)) < len(_EXPORT_PARTS):
+        return True
+    return any(d.isdigit() and os.path.isdir(os.path.join(path, d)) for d in os.listdir(path))
+
+
+def resolve_export_dir(path: str) -> str:
+    """`path` if it is a version directory, else its highest numbered version (the one
+    TF Serving serves); refuses an incomplete version, naming what it lacks."""
+    if len(missing_parts(path)) == len(_EXPORT_PARTS):  # not a version: a base directory
+        versions = sorted(
+            int(d)
+            for d in (os.listdir(path) if os.path.isdir(path) else [])
+            if d.isdigit() and os.path.isdir(os.path.join(path, d))
+        )
+        if not versions:
+            raise FileNotFoundError(
+                f"no SavedModel at {path} (no saved_model.pb there nor in a "
+                "numbered version directory); write one with tools/export.py."
+            )
+        path = os.path.join(path, str(versions[-1]))
+    missing = missing_parts(path)
+    if missing:  # ValueError: found, but unusable (callers probing paths catch FileNotFound)
+        raise ValueError(
+            f"{path} is an incomplete export (missing {', '.join(missing)}); re-run "
+            "tools/export.py for that version with --overwrite."
+        )
+    return path
+
+
+def read_export_config(path: str) -> dict:
+    """The amdim_encoder.json of a complete export (version or TF Serving base directory)."""
+    with open(os.path.join(resolve_export_dir(path), EXPORT_CONFIG_FILE)) as f:
+        return json.load(f)
+
+
+# -- the one loader ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Loaded:
+    """A trained encoder, whatever held it.
+
+    Attributes:
+        kind: "workdir", "checkpoint", "weights", "keras" or "savedmodel".
+        path: what was opened.
+        image_size: side S of the images it takes.
+        preset: the normalisation preset of its training data.
+        feature_names: its outputs ("r1", and "r5" / "r7" for AMDIM's encoder).
+        description: one line for reports ("AMDIMEncoder from runs/c10 (preset cifar)").
+        source: the checkpoint name (work directory), else the file or export directory.
+        run_config: the run's config (work directory, or the config= given), else None.
+        encoder: the bare Keras encoder (normalised input); None for a SavedModel.
+        saved_model: the `tf.saved_model.load` object of an export (its `.signatures`,
+            `.serving_default`, `.serve_float`); None for the other kinds.
+    """
+
+    kind: str
+    path: str
+    image_size: int
+    preset: str
+    feature_names: tuple
+    description: str
+    source: str
+    run_config: ml_collections.ConfigDict = None
+    encoder: keras.Model = None
+    saved_model: object = None
+    _pixel_model: keras.Model = None
+    _pooled_fns: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def keras_model(self):
+        """The `PixelEncoder` (raw pixels in, features out); None for a SavedModel."""
+        if self._pixel_model is None and self.encoder is not None:
+            model = PixelEncoder(self.encoder, self.preset, name="pixel_encoder")
+            model.build((None, self.image_size, self.image_size, 3))
+            self._pixel_model = model
+        return self._pixel_model
+
+    def features(self, pixels) -> dict:
+        """Feature maps of images [B, S, S, 3], uint8 0..255 or float in [0, 1] (inference)."""
+        pixels = tf.convert_to_tensor(pixels)
+        check_pixels_shape(pixels.shape, self.image_size, f"the encoder at {self.path}")
+        if self.saved_model is None:
+            return self.keras_model(pixels, training=False)
+        if pixels.dtype == tf.uint8:
+            out = self.saved_model.serving_default(pixels)
+        else:
+            out = self.saved_model.serve_float(tf.cast(pixels, tf.float32))
+        return {k: out[k] for k in self.feature_names}
+
+    def pooled(self, pixels, keys=(GLOBAL,)) -> dict:
+        """{key: float32 [B, D]} of float pixels [B, S, S, 3] in [0, 1] (`features.pool`)."""
+        keys = tuple(keys)
+        if keys not in self._pooled_fns:
+            check_feature_keys(keys, self.feature_names, f"the encoder at {self.path}")
+            size = self.image_size
+
+            @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+            def encode(pixels):
+                return pool(self.features(pixels), keys)
+
+            self._pooled_fns[keys] = encode
+        return self._pooled_fns[keys](pixels)
+
+
+def _opened(kind, path, source, encoder, preset, run_config=None):
+    preset = augment.preset_for(preset, encoder.image_size)
+    return Loaded(
+        kind=kind,
+        path=path,
+        image_size=int(encoder.image_size),
+        preset=preset,
+        feature_names=tuple(encoder.feature_shapes),
+        description=f"{type(encoder).__name__} from {path} (preset {preset})",
+        source=source,
+        run_config=run_config,
+        encoder=encoder,
+    )
+
+
+def _needs_config(path, what, config):
+    if config is None:
+        raise ValueError(
+            f"{path} is {what}, which holds no architecture; pass config= (the run config it "
+            "was trained with; --config for the tools), or load the run's work directory "
+            "or a .keras file instead."
+        )
+
+
+def open_encoder(path, which: str = "latest", config: ml_collections.ConfigDict = None) -> Loaded:
+    """The trained encoder at `path`, with its preset, image size and feature names.
+
+    Args:
+        path: a work directory (config.json and the checkpoint chosen by `which`), a
+            `.keras` file written by `save_encoder` (or `encoder.save`), a SavedModel
+            export (a version directory or its base), or, with `config`, a `.weights.h5`
+            file or a run checkpoint (prefix, or a directory holding one).
+        which: "latest" or "best" checkpoint of a work directory.
+        config: the run config for sources that hold none.
+
+    Returns:
+        a `Loaded`.
+    """
+    if which not in ("latest", "best"):
+        raise ValueError(f"which={which!r}; expected 'latest' or 'best'.")
     path = os.fspath(path)
     if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, workdir_lib.CONFIG_FILE)):
-            run_config = workdir_lib.load_run_config(path)
-            checkpoint = workdir_lib.checkpoint_path(path, which)
-            return _restore_checkpoint(run_config, checkpoint), _preset_of(run_config)
-        if _is_saved_model(path):
-            raise ValueError(
-                f"{path} is a SavedModel export (for serving), not a Keras model to build "
-                "on; load_encoder takes the run's work directory or a .keras file "
-                "(amdim_tf.save_encoder), or load the export with "
-                "amdim_tf.use.export.load_exported / keras.layers.TFSMLayer."
-            )
+        if os.path.exists(os.path.join(path, CONFIG_FILE)):
+            run_config = load_run_config(path)
+            checkpoint = checkpoints.checkpoint_path(path, which)
+            encoder = _from_checkpoint(run_config, checkpoint)
+            return _opened(
+                "workdir", path, os.path.basename(checkpoint), encoder, preset_of(run_config),
+                run_config,
+            )  # fmt: skip
+        if _is_export(path):
+            return _open_export(path)
         latest = tf.train.latest_checkpoint(path)
-        if latest and config is not None:
-            return _restore_checkpoint(config, latest), _preset_of(config)
+        if latest:
+            _needs_config(path, "a folder of checkpoints", config)
+            encoder = _from_checkpoint(config, latest)
+            return _opened("checkpoint", path, latest, encoder, preset_of(config), config)
         raise FileNotFoundError(
             f"{path} holds no config.json, SavedModel or checkpoint; expected {_EXPECTED}."
         )
     if path.endswith(".keras"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"{path} does not exist; expected {_EXPECTED}.")
-        try:
-            model = keras.saving.load_model(path)
-        except (ValueError, TypeError, OSError) as e:
-            raise ValueError(f"cannot load {path} as a Keras model ({_one_line(e)}).") from None
-        if isinstance(model, PixelEncoder):
-            return model.encoder, model.preset
-        if isinstance(model, ENCODER_CLASSES):
-            return model, None
-        raise ValueError(
-            f"{path} holds a {type(model).__name__}, not an encoder of amdim_tf "
-            f"({', '.join(c.__name__ for c in ENCODER_CLASSES)}); save one with "
-            "amdim_tf.save_encoder."
-        )
+        encoder, preset = _from_keras_file(path)
+        return _opened("keras", path, path, encoder, preset)
     if path.endswith(".weights.h5"):
-        if config is None:
-            raise ValueError(
-                f"{path} holds weights but no architecture; pass config= (the run config "
-                "they were trained with) or load a .keras file instead."
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} does not exist; pass the .weights.h5 file written by "
+                "encoder.save_weights()."
             )
-        return workdir_lib.load_encoder_weights(config, path), _preset_of(config)
+        _needs_config(path, "a weights file", config)
+        encoder = _from_weights(config, path)
+        return _opened("weights", path, path, encoder, preset_of(config), config)
     if tf.io.gfile.exists(path + ".index"):
-        if config is None:
-            raise ValueError(
-                f"{path} is a checkpoint without its config; pass config= or the work "
-                "directory that holds it."
-            )
-        return _restore_checkpoint(config, path), _preset_of(config)
+        _needs_config(path, "a checkpoint", config)
+        encoder = _from_checkpoint(config, path)
+        return _opened(
+            "checkpoint", path, os.path.basename(path), encoder, preset_of(config), config
+        )
+    if os.path.isfile(path):
+        raise ValueError(
+            f"{path} is a file of a kind this loader does not read (by its name); expected "
+            f"{_EXPECTED}. Keras weights must end in '.weights.h5', models in '.keras'."
+        )
     raise FileNotFoundError(f"{path} does not exist; expected {_EXPECTED}.")
 
 
-def load_encoder(path, include_preprocessing=False, which="latest", config=None):
+def _open_export(path):
+    export_dir = resolve_export_dir(path)
+    info = read_export_config(export_dir)
+    saved = tf.saved_model.load(export_dir)
+    outputs = tuple(k for k in info["outputs"] if k != "global")
+    return Loaded(
+        kind="savedmodel",
+        path=path,
+        image_size=int(info["image_size"]),
+        preset=info["preset"],
+        feature_names=outputs,
+        description=f"SavedModel {export_dir} ({info['class']}, preset {info['preset']})",
+        source=export_dir,
+        saved_model=saved,
+    )
+
+
+def load_encoder(path, include_preprocessing=False, which="latest", config=None) -> keras.Model:
     """The pretrained encoder at `path` as a trainable `keras.Model` (see the module docstring).
 
     Args:
@@ -210,17 +493,18 @@ def load_encoder(path, include_preprocessing=False, which="latest", config=None)
     Returns:
         a built keras.Model returning the dict of named features ("r1" [B, 1, 1, D], ...).
     """
-    if which not in ("latest", "best"):
-        raise ValueError(f"which={which!r}; expected 'latest' or 'best'.")
-    encoder, preset = _load(path, which, config)
-    if not include_preprocessing:
-        return encoder
-    model = PixelEncoder(encoder, preset, name="pixel_encoder")
-    model.build((None, encoder.image_size, encoder.image_size, 3))
-    return model
+    loaded = open_encoder(path, which, config)
+    if loaded.encoder is None:
+        raise ValueError(
+            f"{path} is a SavedModel export (for serving), not a Keras model to build "
+            "on; load_encoder takes the run's work directory or a .keras file "
+            "(amdim_tf.save_encoder); read the export's features with "
+            "amdim_tf.run.loader.open_encoder, or wrap it in keras.layers.TFSMLayer."
+        )
+    return loaded.keras_model if include_preprocessing else loaded.encoder
 
 
-def save_encoder(source, out, which="latest", config=None, overwrite=False):
+def save_encoder(source, out, which="latest", config=None, overwrite=False) -> str:
     """Writes the encoder of `source` as a `.keras` file, normalisation included.
 
     Args:

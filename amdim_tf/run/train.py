@@ -1,8 +1,8 @@
 """The story of a pretraining run: strategy, data, model, resume, then Keras `fit`.
 
-The work directory (`workdir.py`) says where a run starts from; callbacks
-(`callbacks.py`) log, checkpoint and stop it; the model (`model.py`) holds the
-train step. The data stream is a pure function of (seed, step), so a resumed
+The work directory (`run_config.py`, `checkpoints.py`) says where a run starts
+from; callbacks (`callbacks.py`, `knn_monitor.py`, `score_maps.py`) log, checkpoint
+and stop it; the model (`model.py`) holds the train step. The data stream is a pure function of (seed, step), so a resumed
 run sees exactly the batches the uninterrupted run would have, and a run killed
 at any moment (kill -9 included) ends, once rerun, at the same final checkpoint.
 
@@ -10,7 +10,7 @@ The chief holds the work directory's lock for the whole run, mends what a kill
 left (`workdir.repair_after_kill`), and writes config.json only once the data
 has opened. SIGTERM and a first Ctrl-C checkpoint and stop (exit codes 143 and
 130 in tools/train.py); a second Ctrl-C aborts at once. Disk full, a read-only
-or misplaced work directory become one-line `workdir.WorkdirError`s.
+or misplaced work directory become one-line `storage.WorkdirError`s.
 
 Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
 """
@@ -30,12 +30,15 @@ from absl import logging
 from amdim_tf import config_lib, distribute
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
-from amdim_tf.run import callbacks
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run import callbacks, score_maps
 from amdim_tf.run.build import build_model, resolve_precision
+from amdim_tf.run.checkpoints import RunCheckpoint
 from amdim_tf.run.health import HealthMonitor
 from amdim_tf.run.knn_monitor import KNNMonitor
-from amdim_tf.use import visualize
+from amdim_tf.run.lock import WorkdirLock
+from amdim_tf.run.run_config import prepare_workdir
+from amdim_tf.run.storage import make_workdir, storage_error
+from amdim_tf.run.workdir import BEST_FILE, read_best, repair_after_kill, trim_metrics
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
@@ -172,12 +175,12 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     lock = None
     try:
         if workdir and chief:
-            workdir_lib.make_workdir(workdir)
+            make_workdir(workdir)
             # Before anything is written or deleted (--overwrite): one run per workdir.
-            lock = workdir_lib.WorkdirLock(workdir).acquire()
+            lock = WorkdirLock(workdir).acquire()
         return _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
     except (OSError, tf.errors.OpError) as e:
-        error = workdir_lib.storage_error(e, workdir) if workdir else None
+        error = storage_error(e, workdir) if workdir else None
         if error is None:
             raise
         raise error from e
@@ -188,7 +191,7 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
 
 def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     if workdir:  # refuse another run's workdir before the (maybe slow) data opens
-        workdir_lib.prepare_workdir(config, workdir, overwrite, write=False)
+        prepare_workdir(config, workdir, overwrite, write=False)
     keras.utils.set_random_seed(config.seed)
     # Opened once: every reader below shares its scan (validation, counts, labels).
     source = data_lib.open_source(config.data)
@@ -205,28 +208,26 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     eval_ds = eval_dataset(config, source)
     if workdir:
         # Only now that the data opened: a failed start leaves no config.json behind.
-        workdir_lib.prepare_workdir(config, workdir, overwrite, write=chief)
+        prepare_workdir(config, workdir, overwrite, write=chief)
         if chief:
-            workdir_lib.repair_after_kill(workdir)
+            repair_after_kill(workdir)
     write_dir = None  # non-chief workers save checkpoints to a scratch directory
     if workdir and not chief:
         write_dir = distribute.worker_temp_dir(strategy.cluster_resolver.task_id)
     with strategy.scope():
         model = build_model(config, spe, num_classes)
-        run_ckpt = workdir_lib.RunCheckpoint(
-            model, workdir, config.train.keep_checkpoints, write_dir
-        )
+        run_ckpt = RunCheckpoint(model, workdir, config.train.keep_checkpoints, write_dir)
     start = run_ckpt.restore(config.train.init_checkpoint)
     step = run_ckpt.step
     # A checkpoint at an epoch end whose eval (and best/ update) a kill prevented.
     unevaluated = 0
     if workdir and start.startswith("resumed") and step and step % spe == 0:
-        best = workdir_lib.read_best(os.path.join(workdir, workdir_lib.BEST_FILE))
+        best = read_best(os.path.join(workdir, BEST_FILE))
         if best.get("evaluated_epoch", step // spe) < step // spe:
             unevaluated = step // spe
     if workdir and chief:
         # Records past the checkpoint are logged again by the steps that redo them.
-        workdir_lib.trim_metrics(workdir, step, drop_eval_at=step if unevaluated else None)
+        trim_metrics(workdir, step, drop_eval_at=step if unevaluated else None)
     n_params = sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables)
     print(
         f"encoder: {n_params:,} trainable parameters; {spe} steps per epoch of {batch} pairs over "
@@ -262,7 +263,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     cbs = [callbacks.StopOnNonFiniteLoss(), stopper, knn, health, logger]
     checkpointer = None
     if workdir:
-        best_file = os.path.join(workdir, workdir_lib.BEST_FILE) if chief else None
+        best_file = os.path.join(workdir, BEST_FILE) if chief else None
         checkpointer = callbacks.Checkpointer(
             run_ckpt, config.train.checkpoint_every_steps, stopper, best_file
         )
@@ -274,9 +275,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         and config.method == "amdim"
     ):
         # Score maps (and mixture assignments) of the same eval images, in TensorBoard.
-        images = visualize.sample_images(source, config.data.eval_split, 8, seed=config.seed)
+        images = score_maps.sample_images(source, config.data.eval_split, 8, seed=config.seed)
         every = config.train.visualize_every_steps
-        cbs.append(visualize.VisualizeCallback(images, preset, every, logger.writer, config.seed))
+        cbs.append(score_maps.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
     if logger.writer is not None and config.train.log_view_pairs and step == 0:
         views = data_lib.make_pretrain_dataset(source, batch, config.seed)

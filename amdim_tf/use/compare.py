@@ -30,8 +30,11 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import config_lib, presets
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run import loader
+from amdim_tf.run.run_config import prepare_workdir
+from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.run.train import train
+from amdim_tf.run.workdir import METRICS_FILE
 from amdim_tf.use import evaluate
 from amdim_tf.use import report as plots
 
@@ -202,10 +205,10 @@ def _run_method(method, config, config_name, options):
     budget = options.seconds
     target = config.train.steps_per_epoch * config.train.epochs
     # Refuse another run's workdir before deciding that its budget is spent.
-    workdir_lib.prepare_workdir(config, wd, options.overwrite)
+    prepare_workdir(config, wd, options.overwrite)
     if not os.path.exists(os.path.join(wd, "checkpoints")):
         state = {"pretrain_seconds": 0.0}  # new or overwritten run
-    metrics = os.path.join(wd, workdir_lib.METRICS_FILE)
+    metrics = os.path.join(wd, METRICS_FILE)
     logged = plots.active_seconds(_metrics_values(metrics, "time"))
     # The metrics' active time also counts an invocation killed before it saved the state.
     spent = max(state["pretrain_seconds"], logged[-1] if logged else 0.0)
@@ -224,7 +227,7 @@ def _run_method(method, config, config_name, options):
         model, result = train(config, wd, overwrite=options.overwrite)
         state["pretrain_seconds"] = spent + time.time() - t0
         state["encoder_params"] = _count(model.encoder.trainable_variables)
-        workdir_lib.write_json_atomic(state_path, state)
+        write_json_atomic(state_path, state)
         if result["status"] == "preempted":
             return None
         encoder, step = model.encoder, int(model.optimizer.iterations.numpy())
@@ -237,14 +240,14 @@ def _run_method(method, config, config_name, options):
     cached = state.get("eval")
     if not cached or {k: cached.get(k) for k in key} != key or "encoder_params" not in state:
         if encoder is None:
-            encoder, _ = workdir_lib.load_trained_encoder(config, wd)
+            encoder = loader.open_encoder(wd).encoder
         rows = evaluate.evaluate_encoders(
             config, {label: encoder}, pixels=False, max_train=options.max_train, k=options.k
         )
         scores = {k: rows[0][k] for k in ("linear_acc", "knn_acc", "n_train", "n_test")}
         state["eval"] = {**key, **scores}
         state["encoder_params"] = _count(encoder.trainable_variables)
-        workdir_lib.write_json_atomic(state_path, state)
+        write_json_atomic(state_path, state)
     speeds = _metrics_values(metrics, "perf/images_per_sec")
     return {
         "method": method,
@@ -275,7 +278,7 @@ def _pixel_row(config, options):
             config, {}, pixels=True, max_train=options.max_train, k=options.k
         )
         cached = {"key": key, "row": rows[0]}
-        workdir_lib.write_json_atomic(path, cached)
+        write_json_atomic(path, cached)
     return {"method": "pixels", **cached["row"]}
 
 
@@ -342,7 +345,7 @@ def compare(options):
     paths = {ext: os.path.join(options.workdir, f"compare.{ext}") for ext in ("md", "json", "png")}
     with open(paths["md"], "w") as f:
         f.write("# Self-supervised methods under one budget\n\n" + table)
-    workdir_lib.write_json_atomic(
+    write_json_atomic(
         paths["json"],
         {
             "budget": {
@@ -362,7 +365,7 @@ def compare(options):
     )
     series = {}
     for r in rows[:-1]:
-        metrics = os.path.join(options.workdir, r["method"], workdir_lib.METRICS_FILE)
+        metrics = os.path.join(options.workdir, r["method"], METRICS_FILE)
         series[r["model"]] = plots.curves_from_metrics(metrics) if os.path.exists(metrics) else []
     plots.plot_probe_curves(series, paths["png"], f"Online linear probe on the eval split, {data}")
     return {"status": "completed", "rows": rows, "table": table, "paths": paths}

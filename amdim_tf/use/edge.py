@@ -57,7 +57,8 @@ import tensorflow as tf
 
 from amdim_tf.errors import first_line
 from amdim_tf.methods import amdim
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run import loader
+from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.use import export
 
 FORMATS = ("savedmodel", "litert", "litert_int8", "onnx")
@@ -193,7 +194,7 @@ def run_batched(run: Callable, images: np.ndarray, batch: int = 64) -> dict:
 
 def saved_model_outputs(export_dir: str, images: np.ndarray, batch: int = 64) -> dict:
     """The SavedModel's serving_default on uint8 `images` (the reference of every check)."""
-    serve = export.load_exported(export_dir).signatures["serving_default"]
+    serve = loader.open_encoder(export_dir).saved_model.signatures["serving_default"]
     return run_batched(
         lambda x: {k: v.numpy() for k, v in serve(images=tf.constant(x)).items()}, images, batch
     )
@@ -271,8 +272,8 @@ def export_edge(
         {format: metadata} as stored in amdim_encoder.json under "edge".
     """
     formats = [f for f in parse_formats(formats) if f != "savedmodel"]
-    config = export.read_export_config(export_dir)
-    export_dir = export.resolve_export_dir(export_dir)
+    config = loader.read_export_config(export_dir)
+    export_dir = loader.resolve_export_dir(export_dir)
     features = list(features)
     if "r1" not in features or any(k not in config["outputs"] for k in features):
         raise ValueError(
@@ -358,19 +359,19 @@ def _fsync_dir(path):
 
 def _record(export_dir, entries):
     """Merges `entries` into amdim_encoder.json's "edge" (atomically rewritten)."""
-    path = os.path.join(export_dir, export.CONFIG_FILENAME)
+    path = os.path.join(export_dir, loader.EXPORT_CONFIG_FILE)
     with open(path) as f:
         config = json.load(f)
     config.setdefault("edge", {}).update(entries)
-    workdir_lib.write_json_atomic(path, config)
+    write_json_atomic(path, config)
 
 
 def edge_files(export_dir: str) -> dict:
     """{format: metadata} of the checked files of a SavedModel version, with their paths;
     a file changed after its check (sha256 differs) is left out."""
-    export_dir = export.resolve_export_dir(export_dir)
+    export_dir = loader.resolve_export_dir(export_dir)
     found = {}
-    for fmt, meta in export.read_export_config(export_dir).get("edge", {}).items():
+    for fmt, meta in loader.read_export_config(export_dir).get("edge", {}).items():
         path = os.path.join(export_dir, meta["file"])
         if os.path.isfile(path) and _sha256(path) == meta["sha256"]:
             found[fmt] = {**meta, "path": path}

@@ -19,7 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from amdim_tf.use import edge, evaluate, export
+from amdim_tf.run import loader
+from amdim_tf.use import edge, evaluate
 
 SAVEDMODEL = "savedmodel"
 
@@ -72,7 +73,7 @@ def cost_report(
         ms} (LiteRT / ONNX only), "max_abs", "max_rel" (r1, from the export check),
         "n_train", "n_test"}; accuracies of the SavedModel row are the reference.
     """
-    export_dir = export.resolve_export_dir(export_dir)
+    export_dir = loader.resolve_export_dir(export_dir)
     files = edge.edge_files(export_dir)
     rows = []
 

@@ -4,9 +4,9 @@
 
 reads the images of `split` from any source the trainer reads (`data` is a config's
 `data` section: an image folder with class sub-directories or a flat one, npz, TFRecord,
-TFDS), encodes them with a trained encoder (a work directory, a SavedModel export of
-tools/export.py, or a `.keras` file of `backbone.save_encoder`) in inference mode, and
-writes to `out_dir`:
+TFDS), encodes them with a trained encoder (anything `loader.open_encoder` opens: a work
+directory, a SavedModel export of tools/export.py, or a `.keras` file of
+`loader.save_encoder`) in inference mode, and writes to `out_dir`:
 
     r1.npy            float32 [N, D] (and r5.npy / r7.npy, average-pooled, on request)
     index.tsv         header, then one line per row of the .npy: id (file path, or
@@ -37,69 +37,15 @@ import tensorflow as tf
 
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
-from amdim_tf.methods import amdim
 from amdim_tf.methods.features import GLOBAL
-from amdim_tf.run import loader as backbone
-from amdim_tf.use import evaluate, export
+from amdim_tf.run import loader
+from amdim_tf.run.features import check_feature_keys, l2_normalise
 
-FEATURE_KEYS = amdim.FEATURES
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
 SUMMARY_FILE = "embed.json"
 _SPRITE_MAX_SIDE = 8192  # the TensorBoard projector's limit on the sprite image
 _THUMBS_FILE = ".thumbnails.npy"  # scratch, removed at the end
-
-
-@dataclasses.dataclass
-class Embedder:
-    """A loaded encoder: `encode(pixels float32 [B, S, S, 3] in [0, 1])` -> {key: [B, D]}."""
-
-    encode: object
-    image_size: int
-    preset: str
-    outputs: tuple
-    description: str
-    encoder: object = None  # keeps a loaded SavedModel alive (its functions hold weak refs)
-
-
-def _pooled(out, keys):
-    # r1 is [B, 1, 1, D]: its mean is the flat vector; r5/r7 are average-pooled.
-    return {k: tf.reduce_mean(tf.cast(out[k], tf.float32), axis=[1, 2]) for k in keys}
-
-
-def open_encoder(path, keys=(GLOBAL,), which="latest") -> Embedder:
-    """The encoder at `path` (work directory, SavedModel export, or .keras file)."""
-    path = os.fspath(path)
-    is_export = os.path.isdir(path) and not os.path.exists(os.path.join(path, "config.json"))
-    if is_export:
-        try:
-            export_dir = export.resolve_export_dir(path)
-        except FileNotFoundError:
-            is_export = False
-    if is_export:
-        info = export.read_export_config(export_dir)
-        loaded = export.load_exported(export_dir)
-        outputs = tuple(k for k in info["outputs"] if k in FEATURE_KEYS)
-        evaluate.check_feature_keys(keys, outputs, f"the encoder at {path}")
-        size = int(info["image_size"])
-
-        @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-        def encode_export(pixels):
-            return _pooled(loaded.serve_float(pixels), keys)
-
-        what = f"SavedModel {export_dir} ({info['class']}, preset {info['preset']})"
-        return Embedder(encode_export, size, info["preset"], outputs, what, loaded)
-    model = backbone.load_encoder(path, include_preprocessing=True, which=which)
-    size = model.image_size
-    outputs = tuple(k for k in FEATURE_KEYS if k in model.encoder.feature_shapes)
-    evaluate.check_feature_keys(keys, outputs, f"the encoder at {path}")
-
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-    def encode(pixels):
-        return _pooled(model(pixels, training=False), keys)
-
-    what = f"{type(model.encoder).__name__} from {path} (preset {model.preset})"
-    return Embedder(encode, size, model.preset, outputs, what, model)
 
 
 # -- the image stream ------------------------------------------------------------------
@@ -184,11 +130,11 @@ def nearest(features, query_rows, k, chunk=65536):
 
     Reads `features` ([N, D], e.g. a memmap) in chunks, so N is not held in memory.
     """
-    queries = evaluate.l2_normalise(features[query_rows])  # [Q, D]
+    queries = l2_normalise(features[query_rows])  # [Q, D]
     best_rows = np.zeros((len(queries), 0), np.int64)
     best_sims = np.zeros((len(queries), 0), np.float32)
     for start in range(0, len(features), chunk):
-        block = evaluate.l2_normalise(features[start : start + chunk])  # [C, D]
+        block = l2_normalise(features[start : start + chunk])  # [C, D]
         sims = queries @ block.T  # [Q, C]
         rows = np.arange(start, start + len(block))
         sims[rows[None, :] == np.asarray(query_rows)[:, None]] = -np.inf  # not itself
@@ -283,7 +229,7 @@ def embed(
 
     Args:
         encoder_path: a work directory, a SavedModel export (or its base directory), or
-            a `.keras` file written by `backbone.save_encoder`.
+            a `.keras` file written by `loader.save_encoder`.
         data: a config's `data` section (source, path, ...); its image size and
             preset are set to the encoder's. A folder source whose `path` holds no
             class sub-directories is read as a flat folder of unlabelled images.
@@ -305,7 +251,8 @@ def embed(
     """
     features = tuple(features)
     loading = time.perf_counter()
-    model = open_encoder(encoder_path, features, which)
+    model = loader.open_encoder(encoder_path, which)
+    check_feature_keys(features, model.feature_names, f"the encoder at {encoder_path}")
     start = time.perf_counter()
     source, split = _source_for(data, model.image_size, model.preset, split)
     data = source.data
@@ -316,7 +263,7 @@ def embed(
         raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
     os.makedirs(out_dir, exist_ok=True)
-    probe = model.encode(tf.zeros([1, model.image_size, model.image_size, 3]))
+    probe = model.pooled(tf.zeros([1, model.image_size, model.image_size, 3]), features)
     arrays = {
         k: np.lib.format.open_memmap(
             os.path.join(out_dir, f"{k}.npy"), "w+", np.float32, (total, int(probe[k].shape[-1]))
@@ -335,7 +282,7 @@ def embed(
         index.write("id\tlabel\tclass\n")
         batches = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         for names, pixels, batch_labels, small in batches.as_numpy_iterator():
-            out = model.encode(pixels)
+            out = model.pooled(pixels, features)
             end = row + len(names)
             if end > total:
                 raise RuntimeError(f"the data yielded more than the {total} images counted.")

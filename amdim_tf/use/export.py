@@ -51,16 +51,15 @@ from amdim_tf.data import augment
 from amdim_tf.methods import amdim
 from amdim_tf.methods.features import GLOBAL
 
-CONFIG_FILENAME = "amdim_encoder.json"
+# Reading an export (the layout below) belongs to the one loader; writing it, here.
+from amdim_tf.run.loader import EXPORT_CONFIG_FILE, missing_parts
+
 FEATURES = amdim.FEATURES  # exported when the encoder returns them; "global" always
 
 # serve_float rejects inputs outside [0, 1] by more than this: it catches clients that
 # send 0..255 floats (which would give garbage features silently) but tolerates the
 # small overshoot of a bicubic resize.
 _FLOAT_RANGE_SLACK = 0.01
-
-# A version directory is complete when it has all of these (see missing_parts).
-_PARTS = ("saved_model.pb", "variables/", CONFIG_FILENAME)
 
 
 def normalise(pixels, preset):
@@ -232,7 +231,7 @@ def export_encoder(
     stage = _staging_dir(export_dir)
     try:
         archive.write_out(stage, verbose=False)
-        with open(os.path.join(stage, CONFIG_FILENAME), "w") as f:
+        with open(os.path.join(stage, EXPORT_CONFIG_FILE), "w") as f:
             json.dump(config, f, indent=1)
         _fsync_tree(stage)
         _move_into_place(stage, export_dir)
@@ -240,18 +239,6 @@ def export_encoder(
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return export_dir
-
-
-def missing_parts(export_dir):
-    """The parts of a complete export ("saved_model.pb", "variables/", CONFIG_FILENAME)
-    that `export_dir` lacks; empty when it is complete."""
-    return [
-        part
-        for part in _PARTS
-        if not (os.path.isdir if part.endswith("/") else os.path.isfile)(
-            os.path.join(export_dir, part.rstrip("/"))
-        )
-    ]
 
 
 def _non_empty(path):
@@ -321,42 +308,3 @@ def _move_into_place(stage, export_dir):
         os.fsync(parent)  # the rename itself survives a crash
     finally:
         os.close(parent)
-
-
-def resolve_export_dir(path):
-    """`path` if it is a version directory, else its highest numbered version (the one
-    TF Serving serves); refuses an incomplete version, naming what it lacks."""
-    if len(missing_parts(path)) == len(_PARTS):  # not a version: a base directory
-        versions = sorted(
-            int(d)
-            for d in (os.listdir(path) if os.path.isdir(path) else [])
-            if d.isdigit() and os.path.isdir(os.path.join(path, d))
-        )
-        if not versions:
-            raise FileNotFoundError(
-                f"no SavedModel at {path} (no saved_model.pb there nor in a "
-                "numbered version directory); write one with tools/export.py."
-            )
-        path = os.path.join(path, str(versions[-1]))
-    missing = missing_parts(path)
-    if missing:  # ValueError: found, but unusable (callers probing paths catch FileNotFound)
-        raise ValueError(
-            f"{path} is an incomplete export (missing {', '.join(missing)}); re-run "
-            "tools/export.py for that version with --overwrite."
-        )
-    return path
-
-
-def read_export_config(path):
-    """The amdim_encoder.json of a complete export (version or TF Serving base directory)."""
-    with open(os.path.join(resolve_export_dir(path), CONFIG_FILENAME)) as f:
-        return json.load(f)
-
-
-def load_exported(path):
-    """tf.saved_model.load of a complete export (version or TF Serving base directory).
-
-    The result has `.serving_default(images)` and `.serve_float(images)` returning the
-    feature dict, and `.signatures[...]`; `read_export_config(path)` gives its JSON.
-    """
-    return tf.saved_model.load(resolve_export_dir(path))

@@ -55,7 +55,9 @@ from amdim_tf import data as data_lib
 from amdim_tf.data import augment
 from amdim_tf.errors import first_line
 from amdim_tf.methods.features import GLOBAL
-from amdim_tf.run import workdir as workdir_lib
+from amdim_tf.run import checkpoints, loader
+from amdim_tf.run.run_config import load_run_config
+from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.use import evaluate
 
 ARMS = ("frozen", "finetune", "scratch")
@@ -497,10 +499,10 @@ def run_few_label_evaluation(
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ValueError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
-    run_config = workdir_lib.load_run_config(workdir)
+    run_config = load_run_config(workdir)
     config = config_lib.with_data_overrides(run_config, data_overrides)
     data = config.data
-    checkpoint = os.path.basename(workdir_lib.checkpoint_path(workdir, which))
+    checkpoint = os.path.basename(checkpoints.checkpoint_path(workdir, which))
     preset = augment.preset_for(data.augment, data.image_size)
     source = data_lib.open_source(data)  # opened once: one scan for every budget and seed
     names = class_names(source)
@@ -510,7 +512,7 @@ def run_few_label_evaluation(
     os.makedirs(out_dir, exist_ok=True)
 
     x_test, y_test = _eval_split(source, max_test)
-    frozen_encoder, _ = workdir_lib.load_trained_encoder(config, workdir, which)
+    frozen_encoder = loader.open_encoder(workdir, which).encoder
     test_features = _features(frozen_encoder, x_test, y_test) if "frozen" in arms else None
     rows, saved = [], {}
     for budget, per_class in plan:
@@ -529,10 +531,10 @@ def run_few_label_evaluation(
                 if arm not in arms:
                     continue
                 if arm == "finetune":
-                    encoder, _ = workdir_lib.load_trained_encoder(config, workdir, which)
+                    encoder = loader.open_encoder(workdir, which).encoder
                     kwargs = {}
                 else:
-                    encoder = workdir_lib.untrained_encoder(config, seed=seed)
+                    encoder = loader.untrained_encoder(config, seed=seed)
                     kwargs = {"backbone_lr": recipe.head_lr, "bn": "train"}
                 model = build_classifier(encoder, len(names), seed)
                 info = train_classifier(model, encoder, x, y, recipe, seed, **kwargs)
@@ -587,5 +589,5 @@ def run_few_label_evaluation(
         "rows": rows,
         "summary": summary,
     }
-    workdir_lib.write_json_atomic(paths["json"], result)
+    write_json_atomic(paths["json"], result)
     return {**result, "table": table, "paths": paths}

@@ -8,7 +8,7 @@
 `Index` owns one embedding: its L2-normalised features (float32 [N, D], in memory; the
 only per-image array held), ids, labels and class names, and the record of the encoder
 that produced it (embed.json). Query *images* go through that same encoder, reopened with
-the project's loader (`embed.open_encoder`: work directory, SavedModel export or .keras
+the project's loader (`loader.open_encoder`: work directory, SavedModel export or .keras
 file), in the same evaluation view embed used (`augment.eval_pixels` of the encoder's
 preset); query *features* are taken as they are. Either way a feature size other than the
 index's is refused, naming both.
@@ -37,6 +37,7 @@ from amdim_tf import data as data_lib
 from amdim_tf.data import augment, decode
 from amdim_tf.data.sources import folder as folder_lib
 from amdim_tf.methods.features import GLOBAL
+from amdim_tf.run import loader
 from amdim_tf.use import embed
 
 INDEX_FILE = embed.INDEX_FILE
@@ -206,8 +207,9 @@ class Index:
                 f"{self.directory}/{SUMMARY_FILE} does not record the encoder's path (an "
                 "older embed); pass encoder=PATH (--encoder) or query with features."
             )
-        model = embed.open_encoder(path, (self.key,), self.summary.get("which", "latest"))
-        probe = model.encode(tf.zeros([1, model.image_size, model.image_size, 3]))
+        model = loader.open_encoder(path, self.summary.get("which", "latest"))
+        zeros = tf.zeros([1, model.image_size, model.image_size, 3])
+        probe = model.pooled(zeros, (self.key,))
         dim = int(probe[self.key].shape[-1])
         if dim != self.dim:
             raise ValueError(
@@ -226,7 +228,7 @@ class Index:
         pixels = tf.stack([augment.eval_pixels(tf.constant(im), model.preset) for im in images])
         return np.concatenate(
             [
-                model.encode(pixels[i : i + 256])[self.key].numpy()
+                model.pooled(pixels[i : i + 256], (self.key,))[self.key].numpy()
                 for i in range(0, len(pixels), 256)
             ]
         )
