@@ -337,6 +337,23 @@ def test_sigkilled_export_leftover_is_ignored_then_cleaned(exported, tmp_path):
     assert loader.resolve_export_dir(str(base)) == str(base / "2")
 
 
+def test_version_parked_by_a_kill_between_the_renames_is_recovered(exported, tmp_path):
+    """Issue 21, 7: an export --overwrite SIGKILLed between its two renames leaves the old
+    version parked beside its place; the next export must put it back, not delete it."""
+    base = tmp_path / "base"
+    shutil.copytree(exported["export_dir"], base / "1")
+    before = {p: (base / "1" / p).read_bytes() for p in ("saved_model.pb", "amdim_encoder.json")}
+    dead = 2**31 - 2  # above any pid_max: no live process has it
+    os.rename(base / "1", base / f".1.partial-{dead}-x1y2z3-replaced")
+    shutil.copytree(exported["export_dir"], base / f".1.partial-{dead}-x1y2z3")  # the new one
+    with pytest.raises(FileExistsError, match="already exists"):
+        export.export_encoder(exported["enc"], str(base / "1"))  # without --overwrite
+    assert {p: (base / "1" / p).read_bytes() for p in before} == before
+    assert loader.resolve_export_dir(str(base)) == str(base / "1")
+    export.export_encoder(exported["enc"], str(base / "1"), overwrite=True)
+    assert os.listdir(base) == ["1"]
+
+
 @pytest.mark.parametrize(
     "part", ["amdim_encoder.json", "variables", "saved_model.pb"], ids=["json", "vars", "pb"]
 )

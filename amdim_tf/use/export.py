@@ -46,6 +46,7 @@ import tempfile
 
 import keras
 import tensorflow as tf
+from absl import logging
 
 from amdim_tf.data import augment
 from amdim_tf.methods import amdim
@@ -124,6 +125,7 @@ def export_encoder(
             f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
             "(leave it empty to use the training preset for the image size)."
         )
+    _recover_parked(export_dir)
     if _non_empty(export_dir) and not overwrite:
         missing = missing_parts(export_dir)
         what = "already exists and is not empty"
@@ -257,6 +259,39 @@ def _pid_alive(pid):
     except PermissionError:  # another user's process
         return True
     return True
+
+
+def _recover_parked(export_dir):
+    """Puts back a version that an export killed between its two renames parked aside.
+
+    `_move_into_place` renames the version being replaced to `<stage>-replaced` before
+    renaming the new one in; a SIGKILL between the two leaves no version at all. The
+    parked one is complete (it was served), so it returns to its place; the staged
+    new one is removed with the other leftovers by `_staging_dir`."""
+    if _non_empty(export_dir):
+        return
+    parent = os.path.dirname(os.path.abspath(export_dir))
+    if not os.path.isdir(parent):
+        return
+    prefix = _stage_prefix(export_dir)
+    for entry in sorted(os.listdir(parent)):
+        pid = entry[len(prefix) :].split("-")[0]
+        parked = os.path.join(parent, entry)
+        if (
+            entry.startswith(prefix)
+            and entry.endswith("-replaced")
+            and not (pid.isdigit() and _pid_alive(int(pid)))
+            and not missing_parts(parked)
+        ):
+            if os.path.isdir(export_dir):
+                os.rmdir(export_dir)  # empty, checked above
+            os.rename(parked, export_dir)
+            logging.warning(
+                "Recovered %s from %s, where an export killed while replacing it had parked it.",
+                export_dir,
+                parked,
+            )
+            return
 
 
 def _staging_dir(export_dir):
