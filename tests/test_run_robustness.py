@@ -377,6 +377,67 @@ def test_torn_metrics_line_and_temp_folders_are_repaired(run_copy):
     assert not glob.glob(os.path.join(run_copy, "checkpoints", "*_temp*"))
 
 
+# Issue 21, 1. A precision change to or from mixed_float16 is the same run.
+@pytest.mark.parametrize(
+    "before,after", [("float32", "mixed_float16"), ("mixed_float16", "float32")]
+)
+def test_precision_change_to_and_from_mixed_float16_resumes(tmp_path, before, after):
+    """A LossScaleOptimizer nests the optimizer's state one level down in the checkpoint;
+    the resume must read it across that change (it refused every checkpoint before)."""
+    wd = str(tmp_path / "run")
+    c = tiny()
+    c.precision = before
+    model = build_model(c, 3, 10)
+    rng = np.random.default_rng(0)
+    for v in checkpoints._unwrapped(model.optimizer).variables:
+        if v.dtype == "float32":
+            v.assign(rng.normal(size=v.shape).astype("float32"))
+    model.optimizer.iterations.assign(7)
+    checkpoints.RunCheckpoint(model, wd, 3).save(1)
+    saved = [v.numpy() for v in checkpoints._unwrapped(model.optimizer).variables]
+
+    c.precision = after
+    resumed = build_model(c, 3, 10)
+    start = checkpoints.RunCheckpoint(resumed, wd, 3).restore()
+    assert start.startswith("resumed") and int(resumed.optimizer.iterations) == 7, start
+    got = [v.numpy() for v in checkpoints._unwrapped(resumed.optimizer).variables]
+    assert len(got) == len(saved)
+    for i, (a, b) in enumerate(zip(got, saved, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"optimizer variable {i}")
+    for a, b in zip(model.encoder.variables, resumed.encoder.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+# Issue 21, 8. A disk-full TF error names the device, not a path.
+def test_disk_full_without_a_path_names_the_workdir_and_its_free_space(tmp_path):
+    wd = str(tmp_path / "run")
+    os.makedirs(wd)
+    e = tf.errors.ResourceExhaustedError(
+        None,
+        None,
+        "{{function_node __wrapped__SaveV2}} /job:localhost/replica:0/task:0/device:CPU:0: "
+        "No space left on device [Op:SaveV2]",
+    )
+    line = str(storage_error(e, wd))
+    assert line.startswith(f"cannot write {wd} (") and "MiB free there" in line, line
+    assert "/job" not in line
+
+
+# Issue 21, 16. Checkpoints listed by a rebuilt state file rotate out like any other.
+def test_checkpoints_of_a_rebuilt_state_file_are_rotated_out(tmp_path):
+    folder = str(tmp_path / "checkpoints")
+    ckpt = tf.train.Checkpoint(v=tf.Variable(1.0))
+    manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=5)
+    for n in (1, 2, 3, 4):
+        manager.save(checkpoint_number=n)
+    os.remove(os.path.join(folder, "checkpoint"))  # a kill, or a hand copy without it
+    checkpoints.repair_checkpoint_folder(folder)
+    manager = tf.train.CheckpointManager(ckpt, folder, max_to_keep=2)
+    manager.save(checkpoint_number=5)
+    assert ckpt_numbers(str(tmp_path), "checkpoints") == [4, 5]
+    assert [os.path.basename(p) for p in manager.checkpoints] == ["ckpt-4", "ckpt-5"]
+
+
 # Goal: nothing lost. kill -9 at random moments; the reruns end where an uninterrupted run does.
 def _train_tool(wd, *extra, wait=True):
     args = [

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -27,6 +28,9 @@ from amdim_tf import compat
 from amdim_tf.errors import first_line
 
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
+# A mixed_float16 run wraps its optimizer in a LossScaleOptimizer, which nests the
+# optimizer's state one level down in the checkpoint's object graph.
+_WRAPPED = "optimizer/inner_optimizer/"
 
 
 def checkpoint_numbers(folder: str) -> list:
@@ -83,8 +87,15 @@ def repair_checkpoint_folder(folder: str) -> None:
         folder,
         ", ckpt-".join(map(str, numbers)),
     )
+    # CheckpointManager rotates out (max_to_keep) only the checkpoints whose timestamp
+    # is later than last_preserved_timestamp; without timestamps it would keep every
+    # rebuilt one forever. Their files' times, and a preserved time before them all,
+    # put them back in its rotation.
+    times = [os.path.getmtime(os.path.join(folder, f"ckpt-{n}.index")) for n in numbers]
     lines = [f'model_checkpoint_path: "ckpt-{numbers[-1]}"']
     lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in numbers]
+    lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
+    lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
     tmp = os.path.join(folder, "checkpoint.tmp")
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -169,12 +180,32 @@ def restore_parts(path: str, **parts) -> None:
         )
 
 
+def _unwrapped(optimizer):
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.inner_optimizer
+    return optimizer
+
+
+def _wrapped(optimizer):
+    """`optimizer` where a LossScaleOptimizer's checkpoint keeps its inner optimizer."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer
+    holder = tf.Module()
+    holder.inner_optimizer = optimizer
+    return holder
+
+
 class RunCheckpoint:
     """Model, optimizer(s), RNG states and position, saved and restored together.
 
     Restores read `workdir`. `write_dir` (multi-worker, non-chief tasks) redirects
     saves: every worker must save, since saving may run collectives, but only the
     chief's copy in `workdir` is kept (the TF multi-worker guide's scheme).
+
+    A checkpoint of either precision family resumes the other: a mixed_float16 run's
+    optimizer state sits under a LossScaleOptimizer (`optimizer/inner_optimizer/...`),
+    a float32 / bfloat16 run's directly under `optimizer/`; `restore` reads whichever
+    layout the checkpoint has (the loss scale starts afresh when it had none).
     """
 
     def __init__(self, model, workdir: str, keep: int, write_dir: str = None):
@@ -217,7 +248,31 @@ class RunCheckpoint:
         return objects
 
     def _read(self, path: str) -> None:
-        self.ckpt.read(path).assert_existing_objects_matched()
+        saved_wrapped = any(n.startswith(_WRAPPED) for n, _ in tf.train.list_variables(path))
+        ours_wrapped = isinstance(self.model.optimizer, keras.optimizers.LossScaleOptimizer)
+        if saved_wrapped == ours_wrapped:
+            self.ckpt.read(path).assert_existing_objects_matched()
+            return
+        logging.warning(
+            "Checkpoint %s was written %s a LossScaleOptimizer (precision mixed_float16); "
+            "reading its optimizer state into this run's.",
+            path,
+            "with" if saved_wrapped else "without",
+        )
+        # The optimizer is reached twice in the checkpoint's graph (root.optimizer and
+        # root.model.optimizer), so both edges must lead to the stand-in of the other
+        # layout while reading; the model's attribute is put back afterwards.
+        as_saved = _wrapped if saved_wrapped else _unwrapped
+        model, originals = self.model, (self.model.optimizer, self.model.auxiliary_optimizer)
+        try:
+            model.optimizer = as_saved(originals[0])
+            if originals[1] is not None:
+                model.auxiliary_optimizer = as_saved(originals[1])
+            status = tf.train.Checkpoint(**self._objects(lambda opt: opt)).read(path)
+            status.expect_partial()  # the loss scale of a wrapped checkpoint has no home here
+            status.assert_existing_objects_matched()
+        finally:
+            model.optimizer, model.auxiliary_optimizer = originals
 
     @property
     def step(self) -> int:

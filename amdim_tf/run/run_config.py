@@ -45,7 +45,8 @@ RESUMABLE_CHANGES = (
     "train.stop_on_collapse",
     "train.visualize_every_steps",
     # How the same global batch is computed: a checkpoint is strategy- and
-    # policy-free (variables stay float32 under the mixed policies).
+    # policy-free (variables stay float32 under the mixed policies; RunCheckpoint
+    # reads a LossScaleOptimizer's state into a plain optimizer and back).
     "distribute",
     "precision",
     "jit_compile",

@@ -42,6 +42,10 @@ _TF_MESSAGES = {
     "Operation not permitted": errno.EPERM,
     "Not a directory": errno.ENOTDIR,
 }
+# A path in a TF message: absolute, and not a device name such as "/job:localhost/..."
+# (TF prefixes op errors with the device; a path never holds a colon right after its
+# first component in this project's work directories).
+_TF_PATH = re.compile(r"(?<![\w:])(/(?!job:|device:|replica:|task:)[^\s:;,'\"]+)")
 
 
 def _free_bytes(path: str):
@@ -53,6 +57,14 @@ def _free_bytes(path: str):
         return None
 
 
+def _path_in_tf_message(message: str, workdir: str) -> str:
+    """The file a TF storage error names, preferring one inside `workdir`; else `workdir`."""
+    found = [p for p in _TF_PATH.findall(message) if not p.startswith("/job")]
+    root = os.path.abspath(workdir)
+    inside = [p for p in found if os.path.abspath(p).startswith(root)]
+    return (inside or found or [workdir])[0]
+
+
 def storage_error(e: BaseException, workdir: str):
     """A one-line WorkdirError for an OSError / tf.errors.OpError of writing `workdir`, or None.
 
@@ -62,8 +74,7 @@ def storage_error(e: BaseException, workdir: str):
         code, path = e.errno, e.filename or workdir
     elif isinstance(e, tf.errors.OpError):
         code = next((c for m, c in _TF_MESSAGES.items() if m in str(e)), None)
-        found = re.search(r"(/[^\s:;,'\"]+)", str(e))
-        path = found.group(1) if found else workdir
+        path = _path_in_tf_message(str(e), workdir)
     else:
         return None
     if code not in _OS_ADVICE:
