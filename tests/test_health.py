@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amdim_tf.run import health
+from amdim_tf.run import health, hparams
 from amdim_tf.run.loader import open_encoder
 from amdim_tf.run.train import train
 from amdim_tf.run.workdir import METRICS_FILE
@@ -94,6 +94,8 @@ def test_stop_on_collapse_stops_after_the_epoch_checkpoint(tiny_config, tmp_path
     workdir = str(tmp_path / "run")
     _, result = train(c, workdir)
     assert result["status"].startswith("stopped at a representation collapse")
+    recorded = hparams.read_hparams(workdir)  # the HParams tab's view of this run
+    assert recorded["train.stop_on_collapse"] is True and recorded["model.ndf"] == 8
     assert tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints")).endswith("-2")
     with open(os.path.join(workdir, METRICS_FILE)) as f:
         records = [json.loads(line) for line in f]

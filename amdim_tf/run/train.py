@@ -30,7 +30,7 @@ from absl import logging
 from amdim_tf import config_lib, distribute
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
-from amdim_tf.run import callbacks, score_maps
+from amdim_tf.run import callbacks, hparams, score_maps
 from amdim_tf.run.build import build_model, resolve_precision
 from amdim_tf.run.checkpoints import RunCheckpoint
 from amdim_tf.run.health import HealthMonitor
@@ -242,6 +242,8 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     logger = callbacks.MetricsLogger(
         workdir if chief else None, batch, config.train.log_every_steps
     )
+    if logger.writer is not None:  # the HParams tab: this run's config beside its metrics
+        hparams.write_hparams(logger.writer, config, os.path.basename(os.path.abspath(workdir)))
     # Before the logger, which writes the value it adds to the epoch's logs.
     knn = KNNMonitor(
         source,
