@@ -62,8 +62,8 @@ def topk_cosine(queries, refs, k: int, self_offset: int | None = None, block: in
 
     Args:
         queries: float32 [Q, D], rows L2-normalised.
-        refs: float32 [N, D], rows L2-normalised (held whole; only [block, N] is scored
-            at a time).
+        refs: float32 [N, D] (array or tensor), rows L2-normalised (held whole; only
+            [block, N] is scored at a time).
         k: neighbours per query (at most N, or N - 1 with `self_offset`).
         self_offset: the queries are refs[self_offset : self_offset + Q]: each query's own
             row is left out (by row, not by value, so an exact duplicate still counts).
@@ -72,7 +72,8 @@ def topk_cosine(queries, refs, k: int, self_offset: int | None = None, block: in
     Sorted by decreasing cosine; ties keep the lower row first (`tf.math.top_k`).
     """
     queries = np.asarray(queries, np.float32)
-    refs_t = tf.constant(np.asarray(refs, np.float32))
+    # A tensor is used as it is: an index converts its features once, not per query.
+    refs_t = refs if tf.is_tensor(refs) else tf.constant(np.asarray(refs, np.float32))
     n = int(refs_t.shape[0])
     extra = 0 if self_offset is None else 1
     if not 0 < k <= n - extra:
@@ -138,6 +139,7 @@ class Index:
     summary: dict
     key: str = GLOBAL
     _embedder: object = None
+    _refs: object = None  # the features as a tensor, made at the first search
 
     @classmethod
     def load(cls, directory, key: str = GLOBAL) -> "Index":
@@ -250,7 +252,9 @@ class Index:
                     f"{self.directory} holds {self.key} of size {self.dim}; embed the "
                     "queries with the index's encoder."
                 )
-        return topk_cosine(normalise(features), self.features, min(int(k), len(self)))
+        if self._refs is None:
+            self._refs = tf.constant(self.features)
+        return topk_cosine(normalise(features), self._refs, min(int(k), len(self)))
 
     def thumbnails(self, rows, size: int = 48) -> np.ndarray:
         """uint8 [len(rows), size, size, 3]: the indexed images, read back from their source."""
