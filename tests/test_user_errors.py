@@ -215,3 +215,67 @@ def test_text_file_given_as_npz_is_one_line(tmp_path):
     line = one_error_line(proc)
     assert "is not an npz archive" in line and "np.savez" in line
     assert "pickled" not in line
+
+
+# -- flags of the commands that read an encoder (issue 21 items 11, 12, 14) -------------
+
+BAD_FLAGS = [
+    ("embed.py", ["--batch_size=0"], "--batch_size=0 is not allowed; expected an integer >= 1"),
+    ("embed.py", ["--queries=-1"], "--queries=-1 is not allowed; expected an integer >= 0"),
+    ("embed.py", ["--projector_examples=-1"], "--projector_examples=-1 is not allowed"),
+    ("visualize.py", ["--n=0"], "--n=0 is not allowed; expected an integer >= 2"),
+    ("evaluate.py", ["--k=0"], "--k=0 is not allowed; expected an integer >= 1"),
+    ("finetune.py", ["--head_lr=0", "--per_class=1"], "--head_lr=0.0 is not allowed"),
+    ("finetune.py", ["--head_lr=-1", "--per_class=1"], "expected a learning rate > 0"),
+    (
+        "finetune.py",
+        ["--seeds=-1", "--per_class=1"],
+        "--seeds=-1 is not allowed; expected integers >= 0",
+    ),
+    ("finetune.py", ["--seeds=1,1", "--per_class=1"], "expected distinct seeds (1 repeated"),
+]
+
+
+@pytest.mark.parametrize("tool,args,expected", BAD_FLAGS, ids=[f"{t}{a}" for t, a, _ in BAD_FLAGS])
+def test_bad_numbers_are_refused_before_any_work(tiny_run, tmp_path, tool, args, expected):
+    out = tmp_path / "out"
+    proc = run_tool(tool, f"--encoder={tiny_run}", f"--out={out}", *args, cwd=tmp_path)
+    assert expected in one_error_line(proc)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("tool", ["embed.py", "finetune.py", "visualize.py", "evaluate.py"])
+def test_an_out_that_cannot_be_written_is_one_line(tiny_run, tmp_path, tool):
+    (tmp_path / "file").write_text("not a directory")
+    extra = ["--per_class=1"] if tool == "finetune.py" else []
+    for out, says in [
+        (tmp_path / "file", "is a file, not a directory; pass a directory"),
+        (tmp_path / "file" / "sub", "is under the file"),
+        # /sys is read-only even for root: the stand-in for a read-only work directory.
+        ("/sys/amdim_out", "cannot write in /sys"),
+    ]:
+        proc = run_tool(tool, f"--encoder={tiny_run}", f"--out={out}", *extra, cwd=tmp_path)
+        assert says in one_error_line(proc), (out, proc.stderr[-2000:])
+
+
+def test_save_keras_onto_an_existing_file_is_refused_before_embedding(tiny_run, tmp_path):
+    (tmp_path / "enc.keras").write_text("old")
+    out = tmp_path / "emb"
+    proc = run_tool(
+        "embed.py", f"--encoder={tiny_run}", f"--out={out}", "--save_keras=enc.keras", cwd=tmp_path
+    )
+    assert "--save_keras=enc.keras is not allowed; expected a new file" in one_error_line(proc)
+    assert not out.exists() and (tmp_path / "enc.keras").read_text() == "old"
+
+
+def test_a_name_longer_than_a_file_system_takes_is_one_line(tmp_path):
+    workdir = tmp_path / ("w" * 300)
+    proc = run_tool("train.py", TINY, f"--workdir={workdir}", cwd=tmp_path)
+    assert "is 300 bytes; file names may be at most 255 bytes" in one_error_line(proc)
+
+
+def test_encoder_and_its_older_name_workdir_must_agree(tiny_run, tmp_path):
+    proc = run_tool("evaluate.py", f"--encoder={tiny_run}", "--workdir=elsewhere", cwd=tmp_path)
+    assert "name two encoders; pass one" in one_error_line(proc)
+    proc = run_tool("evaluate.py", cwd=tmp_path)
+    assert "pass --encoder=PATH: a work directory written by amdim-train" in one_error_line(proc)

@@ -123,6 +123,7 @@ def _image_tags_of(path):
 @pytest.mark.slow
 def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
     """A tiny n_mix = 2 run, then the tool: both PNGs from its latest checkpoint."""
+    from amdim_tf.run import checkpoints
     from amdim_tf.run.train import train
     from amdim_tf.use import visualize
 
@@ -134,10 +135,10 @@ def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
     loaded, _, _ = visualize.load_run_model(workdir)
     for a, b in zip(model.objective.weights, loaded.objective.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    out = str(tmp_path / "viz" / "fig")
+    out = str(tmp_path / "viz")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     r = subprocess.run(
-        [sys.executable, "tools/visualize.py", f"--workdir={workdir}", "--n=4", f"--out={out}"],
+        [sys.executable, "tools/visualize.py", f"--encoder={workdir}", "--n=4", f"--out={out}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -145,8 +146,9 @@ def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
         timeout=300,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    for name in ("score_maps", "assignments"):
-        assert os.path.getsize(f"{out}_{name}.png") > 1000
+    ckpt = os.path.basename(checkpoints.checkpoint_path(workdir, "latest"))
+    for name in ("score_maps", "assignments"):  # --out is a directory, as in every command
+        assert os.path.getsize(os.path.join(out, f"{ckpt}_{name}.png")) > 1000
     # A folder of images instead of the run's data.
     folder = tmp_path / "images"
     folder.mkdir()
@@ -154,5 +156,10 @@ def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
 
     for i, image in enumerate(raw_images(3)):
         tf.io.write_file(str(folder / f"{i}.png"), tf.io.encode_png(image))
-    paths = visualize.visualize_run(workdir, str(tmp_path / "f" / "fig"), folder=str(folder))
-    assert [os.path.basename(p) for p in paths] == ["fig_score_maps.png", "fig_assignments.png"]
+    paths = visualize.visualize_run(workdir, str(tmp_path / "f"), folder=str(folder))
+    assert paths == [str(tmp_path / "f" / f"{ckpt}_{n}.png") for n in ("score_maps", "assignments")]
+    # The same folder through the data flags every command takes.
+    data_paths = visualize.visualize_run(
+        workdir, str(tmp_path / "g"), overrides=["data.source=folder", f"data.path={folder}"]
+    )
+    assert [os.path.basename(p) for p in data_paths] == [os.path.basename(p) for p in paths]

@@ -163,6 +163,109 @@ def _with_preset_files(argv):
     return out
 
 
+# -- flags shared by name (one name per concept across the commands) -------------------
+
+
+def define_encoder_flags(module_name: str, help_string: str) -> None:
+    """Declares --encoder (the encoder a command reads) and --workdir, its older name.
+
+    Commands that read an encoder (evaluate, embed, export, finetune, visualize) name it
+    --encoder; --workdir stays accepted there so existing command lines keep working
+    (`encoder_path` refuses the two naming different things).
+    """
+    from absl import flags
+
+    flags.DEFINE_string("encoder", None, help_string)
+    flags.DEFINE_string("workdir", None, "The older name of --encoder (pass one of the two).")
+    owner = sys.argv[0] if module_name == "__main__" else module_name
+    for name in ("encoder", "workdir"):
+        flags.FLAGS.register_key_flag_for_module(owner, flags.FLAGS[name])
+
+
+def encoder_path(
+    what: str = "a work directory, a .keras file or a SavedModel export", required: bool = True
+) -> str | None:
+    """The encoder of --encoder (or --workdir); a one-line error if two are given, or none
+    and `required`."""
+    from absl import flags
+
+    encoder, workdir = flags.FLAGS["encoder"].value, flags.FLAGS["workdir"].value
+    if encoder and workdir and encoder != workdir:
+        fail(
+            f"--encoder={encoder} and --workdir={workdir} name two encoders; pass one "
+            "(--workdir is the older name of --encoder).",
+            code=1,
+        )
+    if required and not (encoder or workdir):
+        fail(f"pass --encoder=PATH: {what} (see --help).", code=1)
+    return encoder or workdir
+
+
+def check_flag(name: str, value, ok: bool, expected: str) -> None:
+    """A one-line error for --name=value unless `ok`, before any work is done."""
+    if not ok:
+        fail(f"--{name}={value} is not allowed; expected {expected}.", code=1)
+
+
+def parse_seeds(values: list[str], name: str = "seeds") -> tuple[int, ...]:
+    """Distinct integer seeds >= 0 of a list flag; a one-line error otherwise."""
+    shown = ",".join(values)
+    try:
+        seeds = tuple(int(v) for v in values)
+    except ValueError:
+        seeds = ()
+    check_flag(name, shown, bool(seeds) and min(seeds) >= 0, "integers >= 0, e.g. 1,2,3")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    check_flag(
+        name,
+        shown,
+        not repeated,
+        f"distinct seeds ({','.join(map(str, repeated))} repeated; a repeated seed is the "
+        "same run again, not another one)",
+    )
+    return seeds
+
+
+# Longest file name most file systems take (ext4, APFS, NTFS: 255 bytes).
+_NAME_MAX = 255
+
+
+def check_name_lengths(flag: str, path: str) -> None:
+    """A one-line error if a component of `path` is longer than a file name may be."""
+    for part in os.path.abspath(path).split(os.sep):
+        if len(os.fsencode(part)) > _NAME_MAX:
+            fail(
+                f"--{flag}={path}: the name {part[:20]}... is {len(os.fsencode(part))} bytes; "
+                f"file names may be at most {_NAME_MAX} bytes, pass a shorter one.",
+                code=1,
+            )
+
+
+def check_writable_dir(flag: str, path: str) -> None:
+    """A one-line error, before any work, if `path` cannot be (or become) a directory we
+    write into: a file in its place, a read-only or unwritable place, a name too long.
+
+    Nothing is created: the nearest existing directory is tried with a temporary file.
+    """
+    import tempfile
+
+    check_name_lengths(flag, path)
+    probe = os.path.abspath(path)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        where = "is a file" if probe == os.path.abspath(path) else f"is under the file {probe}"
+        fail(f"--{flag}={path} {where}, not a directory; pass a directory.", code=1)
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        fail(
+            f"--{flag}={path}: cannot write in {probe} ({e.strerror}); pass a writable directory.",
+            code=1,
+        )
+
+
 def parse_flags(argv):
     """absl's flag parsing, with --config preset names resolved, and config-file and
     config-override errors as one line instead of a traceback."""

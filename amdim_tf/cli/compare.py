@@ -133,6 +133,7 @@ def _main(argv):
         "dim_global": _DIM_VARIANT,
         "cpc": _CPC_VARIANT,
     }
+    cli.check_name_lengths("workdir", _WORKDIR.value)
 
     def run():
         options = compare_lib.CompareOptions(

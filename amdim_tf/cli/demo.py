@@ -34,6 +34,8 @@ def _main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
 
+    cli.check_name_lengths("workdir", _WORKDIR.value)
+
     def run():
         from amdim_tf.data import augment
         from amdim_tf.run.loader import untrained_encoder

@@ -27,10 +27,15 @@ cli.define_data_overrides(
     "Data to embed instead of the run's (repeatable): any key of config.data, e.g. "
     "--config.data.source=folder --config.data.path=DIR.",
 )
-_ENCODER = flags.DEFINE_string(
-    "encoder", None, "A work directory, a SavedModel export (tools/export.py) or a .keras file."
+cli.define_encoder_flags(
+    __name__, "The encoder: a work directory, a SavedModel export (amdim-export) or a .keras file."
 )
-_OUT = flags.DEFINE_string("out", None, "Directory to write the embedding to.")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Directory to write the embedding to; a previous embedding there is replaced whole "
+    "once the new one is complete.",
+)
 _SPLIT = flags.DEFINE_string(
     "split", None, "Split to embed, e.g. test, train, train+unlabeled (default data.eval_split)."
 )
@@ -51,13 +56,35 @@ _SAVE_KERAS = flags.DEFINE_string(
     "Also write the encoder (with its normalisation) to this .keras file, for "
     "amdim_tf.load_encoder / keras.saving.load_model.",
 )
-flags.mark_flags_as_required(["encoder", "out"])
+flags.mark_flags_as_required(["out"])
+
+
+def _check_flags():
+    """Every value that cannot work, refused in one line before the encoder is loaded."""
+    cli.check_flag("batch_size", _BATCH.value, _BATCH.value >= 1, "an integer >= 1")
+    for flag in (_NEIGHBOURS, _QUERIES, _PROJECTOR):
+        cli.check_flag(flag.name, flag.value, flag.value >= 0, "an integer >= 0 (0 = none)")
+    cli.check_writable_dir("out", _OUT.value)
+    keras_file = _SAVE_KERAS.value
+    if keras_file:
+        cli.check_flag(
+            "save_keras", keras_file, keras_file.endswith(".keras"), "a path ending in .keras"
+        )
+        cli.check_flag(
+            "save_keras",
+            keras_file,
+            not os.path.lexists(keras_file),
+            "a new file (it exists: remove it or pick another name)",
+        )
+        cli.check_writable_dir("save_keras", os.path.dirname(os.path.abspath(keras_file)))
 
 
 def _main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    encoder = cli.encoder_path()
+    _check_flags()
 
     def run():
         from amdim_tf.run import loader
@@ -65,7 +92,6 @@ def _main(argv):
         from amdim_tf.run.workdir import CONFIG_FILE
         from amdim_tf.use import embed
 
-        encoder = _ENCODER.value
         if os.path.exists(os.path.join(encoder, CONFIG_FILE)):
             config, what = load_run_config(encoder), "the run's config"
         else:

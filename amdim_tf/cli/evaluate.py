@@ -1,11 +1,12 @@
 """Frozen-encoder evaluation of a training run: linear (logistic regression) and kNN accuracy.
 
-    python tools/evaluate.py --workdir=DIR [--which=latest|best] [--baselines]
-        [--max_train=0] [--features=r1,r5]
+    python tools/evaluate.py --encoder=DIR [--which=latest|best] [--baselines]
+        [--max_train=0] [--features=r1,r5] [--out=DIR]
 
 Fits the classifiers on up to --max_train frozen features (r1 by default) of the
 labelled train split and scores every example of the eval split; prints a table and
-writes DIR/eval.json. --baselines adds raw pixels and an untrained encoder of the same shape.
+writes OUT/eval.json (OUT defaults to the work directory; --workdir is the older name
+of --encoder). --baselines adds raw pixels and an untrained encoder of the same shape.
 """
 
 import inspect
@@ -20,7 +21,8 @@ from amdim_tf.use import evaluate
 # The library's defaults are the flags' defaults (one place to change them).
 _DEFAULTS = inspect.signature(evaluate.evaluate_encoders).parameters
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
+cli.define_encoder_flags(__name__, "The encoder: a work directory written by amdim-train.")
+_OUT = flags.DEFINE_string("out", None, "Directory of eval.json (default: the work directory).")
 _WHICH = flags.DEFINE_enum(
     "which",
     "latest",
@@ -53,7 +55,6 @@ cli.define_data_overrides(
     "Labelled data to evaluate on instead of the run's (transfer; repeatable): any key "
     "of config.data, e.g. --config.data.source=digits.",
 )
-flags.mark_flags_as_required(["workdir"])
 
 
 def _main(argv):
@@ -63,15 +64,18 @@ def _main(argv):
 
     if _MAX_TRAIN.value < 0:
         cli.fail(f"--max_train={_MAX_TRAIN.value}: use a positive count, or 0 for all.")
+    cli.check_flag("k", _K.value, _K.value >= 1, "an integer >= 1 (20 or 200 are common)")
+    workdir = cli.encoder_path("a work directory written by amdim-train")
+    out_dir = _OUT.value or workdir
+    # Checked before the work: evaluation takes minutes, then writes eval.json.
+    cli.check_writable_dir("out", out_dir)
 
     def run():
         from amdim_tf.run import loader
         from amdim_tf.run.run_config import load_run_config
 
-        config = config_lib.with_data_overrides(
-            load_run_config(_WORKDIR.value), cli.data_overrides()
-        )
-        trained = loader.open_encoder(_WORKDIR.value, _WHICH.value)
+        config = config_lib.with_data_overrides(load_run_config(workdir), cli.data_overrides())
+        trained = loader.open_encoder(workdir, _WHICH.value)
         encoders = {f"trained ({trained.source})": trained.encoder}
         if _BASELINES.value:
             encoders["untrained, same shape"] = loader.untrained_encoder(config)
@@ -84,9 +88,12 @@ def _main(argv):
             features=tuple(_FEATURES.value),
         )
         print(evaluate.format_table(rows, _K.value))
-        out = os.path.join(_WORKDIR.value, "eval.json")
-        with open(out, "w") as f:
+        os.makedirs(out_dir, exist_ok=True)
+        out = os.path.join(out_dir, "eval.json")
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
             json.dump({"which": _WHICH.value, "k": _K.value, "rows": rows}, f, indent=1)
+        os.replace(tmp, out)
         print(f"wrote {out}")
 
     cli.run_main(run)

@@ -1,13 +1,14 @@
 """Exports a trained encoder as a SavedModel for deployment (TF Serving layout OUT/VERSION/).
 
-    python tools/export.py --workdir=DIR                        # -> DIR/export/1
+    python tools/export.py --encoder=DIR                        # -> DIR/export/1
     python tools/export.py --config=configs/<preset>.py --weights=encoder.weights.h5 --out=OUT
-    python tools/export.py --workdir=DIR --format=savedmodel,litert,litert_int8,onnx
+    python tools/export.py --encoder=DIR --format=savedmodel,litert,litert_int8,onnx
 
---workdir takes the config from DIR/config.json and the weights from the run's latest
-(or --which=best) checkpoint; --config / --weights / --out override each part.
-The export takes raw pixels (uint8 0..255 by default, float [0, 1] via `serve_float`) and
-returns r1, r5, r7 and global = r1 flattened (amdim_tf/use/export.py). Serve it with
+--encoder (or its older name --workdir) takes the config from DIR/config.json and the
+weights from the run's latest (or --which=best) checkpoint; --config / --weights / --out
+override each part. The export takes raw pixels (uint8 0..255 by default, float [0, 1]
+via `serve_float`) and returns r1, r5, r7 and global = r1 flattened
+(amdim_tf/use/export.py). Serve it with
 
     docker run -p 8501:8501 -v "$PWD/OUT:/models/amdim" -e MODEL_NAME=amdim \\
         tensorflow/serving --model_base_path=/models/amdim
@@ -27,28 +28,28 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
     "Config the weights were trained with, e.g. configs/amdim_cifar10.py "
-    "(default with --workdir: DIR/config.json). The preset normalisation follows "
+    "(default with --encoder: DIR/config.json). The preset normalisation follows "
     "config.data.augment, or the image size when that is ''.",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
+cli.define_encoder_flags(__name__, "The run to export: a work directory written by amdim-train.")
 _WEIGHTS = flags.DEFINE_string(
     "weights",
     None,
     "Keras weights of the encoder alone (encoder.save_weights('x.weights.h5')); "
-    "default with --workdir: the run's checkpoint chosen by --which.",
+    "default with --encoder: the run's checkpoint chosen by --which.",
 )
 _WHICH = flags.DEFINE_enum(
     "which",
     "latest",
     ["latest", "best"],
-    "With --workdir: the latest checkpoint or the best by eval probe accuracy.",
+    "With --encoder: the latest checkpoint or the best by eval probe accuracy.",
 )
 _OUT = flags.DEFINE_string(
     "out",
     None,
     "Base directory of the export; the SavedModel goes to OUT/VERSION "
-    "(default with --workdir: DIR/export).",
+    "(default with --encoder: DIR/export).",
 )
 _VERSION = flags.DEFINE_integer(
     "version", 1, "Version subdirectory; TF Serving serves the highest."
@@ -78,11 +79,11 @@ def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    workdir = _WORKDIR.value
+    workdir = cli.encoder_path(required=False)
     config_given = flags.FLAGS["config"].present  # .value would load the file here
     if not workdir and not (_WEIGHTS.value and config_given and _OUT.value):
         cli.fail(
-            "pass --workdir=DIR, or all of --config=configs/<preset>.py "
+            "pass --encoder=DIR, or all of --config=configs/<preset>.py "
             "--weights=FILE.weights.h5 --out=DIR (see --help).",
             code=1,
         )

@@ -1,4 +1,4 @@
-"""Few-label evaluation: `python tools/finetune.py --workdir=DIR --out=OUT --fractions=0.01,0.1`.
+"""Few-label evaluation: `python tools/finetune.py --encoder=DIR --out=OUT --fractions=0.01,0.1`.
 
 At class-balanced, seeded label subsets (a fraction of the train split, or
 --per_class images of each class), compares three arms on the whole eval split:
@@ -8,8 +8,11 @@ trained from scratch on those labels. Writes OUT/finetune.{md,json,png}, the
 fine-tuned classifier of the largest budget (OUT/classifier.keras) and its
 SavedModel (OUT/export/1, signature `classify`: uint8 images -> probabilities,
 class names). Transfer to other labelled data: --config.data.source=digits
-(only --config.data.* keys; the encoder is the run's).
+(only --config.data.* keys; the encoder is the run's). --workdir is the older name of
+--encoder. Each arm prints a line when it starts and when it ends, with an ETA.
 """
+
+import os
 
 from absl import flags, logging
 
@@ -19,13 +22,13 @@ from amdim_tf.use import finetune as finetune_lib
 # The library's recipe defaults are the flags' defaults (one place to change them).
 _RECIPE = finetune_lib.Recipe()
 
-_WORKDIR = flags.DEFINE_string(
-    "workdir",
-    None,
-    "A directory written by amdim-train; its run is not changed (the outputs go to --out).",
+cli.define_encoder_flags(
+    __name__,
+    "The encoder: a work directory written by amdim-train; its run is not changed (the "
+    "outputs go to --out).",
 )
 _OUT = flags.DEFINE_string(
-    "out", None, "Output directory (default WORKDIR/finetune, or WORKDIR/finetune_<source>)."
+    "out", None, "Output directory (default ENCODER/finetune, or ENCODER/finetune_<source>)."
 )
 _WHICH = flags.DEFINE_enum("which", "latest", ["latest", "best"], "Checkpoint of the run.")
 _FRACTIONS = flags.DEFINE_list(
@@ -69,32 +72,48 @@ cli.define_data_overrides(
     "Labelled data to evaluate on instead of the run's (transfer; repeatable): any key "
     "of config.data, e.g. --config.data.source=digits.",
 )
-flags.mark_flags_as_required(["workdir"])
+
+
+def _check_flags():
+    """Values that cannot work, refused in one line before any arm runs."""
+    for flag in (_EPOCHS, _BATCH):
+        cli.check_flag(flag.name, flag.value, flag.value >= 1, "an integer >= 1")
+    for flag in (_MIN_STEPS, _MAX_STEPS, _MAX_TEST):
+        cli.check_flag(flag.name, flag.value, flag.value >= 0, "an integer >= 0")
+    cli.check_flag("head_lr", _HEAD_LR.value, _HEAD_LR.value > 0, "a learning rate > 0")
+    cli.check_flag(
+        "backbone_lr_multiplier",
+        _BACKBONE_MULT.value,
+        _BACKBONE_MULT.value >= 0,
+        "a number >= 0 (0 = a frozen encoder)",
+    )
+    return cli.parse_seeds(_SEEDS.value)
 
 
 def _main(argv):
     logging.set_verbosity(logging.WARNING)
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    workdir = cli.encoder_path("a work directory written by amdim-train")
+    seeds = _check_flags()
+    overrides = cli.data_overrides()
+    out = _OUT.value
+    if not out:
+        source = dict(map(config_lib.parse_override, overrides)).get("data.source")
+        out = os.path.join(workdir, f"finetune_{source}" if source else "finetune")
+    cli.check_writable_dir("out", out)
 
     def run():
-        import os
-
         import tensorflow as tf
 
         # Each arm traces its own train step; TF's retracing advice is noise here.
         tf.get_logger().setLevel("ERROR")
 
-        overrides = cli.data_overrides()
-        out = _OUT.value
-        if not out:
-            source = dict(map(config_lib.parse_override, overrides)).get("data.source")
-            out = os.path.join(_WORKDIR.value, f"finetune_{source}" if source else "finetune")
         result = finetune_lib.run_few_label_evaluation(
-            _WORKDIR.value,
+            workdir,
             out,
             finetune_lib.parse_budgets(_FRACTIONS.value, _PER_CLASS.value),
-            seeds=tuple(int(s) for s in _SEEDS.value),
+            seeds=seeds,
             arms=tuple(_ARMS.value),
             recipe=finetune_lib.Recipe(
                 epochs=_EPOCHS.value,

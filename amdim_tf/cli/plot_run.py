@@ -1,13 +1,14 @@
 """Probe accuracy of one run against wall time, as a PNG (the README's learning curve).
 
-    python tools/plot_run.py --workdir=DIR [--out=DIR/probe_curves.png]
+    python tools/plot_run.py --workdir=DIR [--out=DIR]     # -> OUT/probe_curves.png
 
 Reads DIR/metrics.jsonl and plots the online linear probe on training batches
 (probe/linear_acc, augmented views, Keras' running mean over the epoch), on
 the eval split (probe/eval_linear_acc, once per epoch) and the online cosine kNN
 (probe/eval_knn_acc, when train.knn_examples > 0) against active wall time
 (gaps over 5 minutes, i.e. the run was stopped and resumed, are removed).
-Needs no TensorFlow.
+Needs no TensorFlow. --out is a directory, as in every command; a path ending in
+.png (the older form) names the file itself.
 """
 
 import json
@@ -18,13 +19,20 @@ from absl import flags
 from amdim_tf import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
-_OUT = flags.DEFINE_string("out", None, "Output PNG (default WORKDIR/probe_curves.png).")
+_OUT = flags.DEFINE_string(
+    "out",
+    None,
+    "Directory of probe_curves.png (default WORKDIR); a path ending in .png names the file.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def _main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+
+    out = _OUT.value or _WORKDIR.value
+    cli.check_writable_dir("out", os.path.dirname(out) if out.lower().endswith(".png") else out)
 
     def run():
         from amdim_tf.use import report as plots
@@ -47,7 +55,10 @@ def _main(argv):
             with open(config_path) as f:
                 c = json.load(f)
             title = f"{c.get('method', 'amdim').upper()} on {c['data'].get('name') or c['data']['source']}: {title}"
-        out = _OUT.value or os.path.join(_WORKDIR.value, "probe_curves.png")
+        out = _OUT.value or _WORKDIR.value
+        if not (out.lower().endswith(".png") and not os.path.isdir(out)):
+            out = os.path.join(out, "probe_curves.png")
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         plots.plot_probe_curves(series, out, title, ylabel="accuracy")
         last = {
             k: (f"{100 * v[-1][1]:.1f}% at {v[-1][0]:.0f} s" if v else "no points")

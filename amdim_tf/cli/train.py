@@ -45,6 +45,7 @@ def _main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
     if len(argv) > 1:
         cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+    cli.check_name_lengths("workdir", _WORKDIR.value)
     from amdim_tf.run.train import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, train
 
     def run():

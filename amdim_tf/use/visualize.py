@@ -19,15 +19,16 @@ from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.score_maps import make_figures, sample_images
 
 
-def save_figures(model, images, preset, out_prefix, seed=0) -> list:
-    """Writes OUT_PREFIX_score_maps.png (and OUT_PREFIX_assignments.png); returns the paths."""
-    folder = os.path.dirname(out_prefix)
-    if folder:
-        os.makedirs(folder, exist_ok=True)
+def save_figures(model, images, preset, out_dir, seed=0, name_prefix="") -> list:
+    """Writes OUT_DIR/[PREFIX_]score_maps.png (and [PREFIX_]assignments.png); returns the
+    paths. Each file is written beside its final name and renamed into place."""
+    os.makedirs(out_dir, exist_ok=True)
     paths = []
     for name, fig in make_figures(model, images, preset, seed).items():
-        path = f"{out_prefix}_{name}.png"
-        fig.savefig(path, dpi=100)
+        path = os.path.join(out_dir, f"{name_prefix}_{name}.png" if name_prefix else f"{name}.png")
+        tmp = path + ".tmp"
+        fig.savefig(tmp, dpi=100, format="png")
+        os.replace(tmp, path)
         paths.append(path)
     return paths
 
@@ -77,19 +78,26 @@ def load_run_model(workdir, which="latest", overrides=None):
 
 
 def visualize_run(
-    workdir, out_prefix="", which="latest", n=16, folder="", split="", seed=0, overrides=None
+    workdir, out_dir="", which="latest", n=16, folder="", split="", seed=0, overrides=None
 ):
     """PNG figures (a) and (b) of a trained run, for n images; returns the paths.
 
     Images: the first n (sorted) of `folder`, else a class-balanced sample of `split`
-    (default: the run's eval split) of the run's data. Default out_prefix:
-    WORKDIR/viz/<checkpoint name>.
+    (default: the run's eval split) of the run's data. The files are
+    OUT_DIR/<checkpoint name>_score_maps.png (and _assignments.png); default out_dir:
+    WORKDIR/viz.
     """
     model, config, path = load_run_model(workdir, which, overrides)
     preset = augment.preset_for(config.data.augment, config.data.image_size)
+    if not folder and config.data.source == "folder":
+        from amdim_tf import data as data_lib
+
+        source = data_lib.open_source(config.data)
+        if isinstance(source, data_lib.FolderSource) and source.is_flat():
+            folder = config.data.path  # --config.data.path=DIR of unlabelled images
     if folder:
         images = folder_images(folder, preset, n, config.data)
     else:
         images = sample_images(config.data, split or config.data.eval_split, n, seed)
-    out_prefix = out_prefix or os.path.join(workdir, "viz", os.path.basename(path))
-    return save_figures(model, images, preset, out_prefix, seed)
+    out_dir = out_dir or os.path.join(workdir, "viz")
+    return save_figures(model, images, preset, out_dir, seed, name_prefix=os.path.basename(path))
