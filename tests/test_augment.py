@@ -6,9 +6,14 @@ import tensorflow as tf
 
 from amdim_tf.data import augment
 
-SIZES = {"cifar": 32, "stl": 64, "imagenet": 128}
+SIZES = {"cifar": 32, "stl": 64, "imagenet": 128, "stl10": 64}
 # Source sizes as the datasets store them (CIFAR 32, STL-10 96, ImageNet larger, odd).
-SOURCE_SHAPES = {"cifar": (32, 32, 3), "stl": (96, 96, 3), "imagenet": (150, 170, 3)}
+SOURCE_SHAPES = {
+    "cifar": (32, 32, 3),
+    "stl": (96, 96, 3),
+    "imagenet": (150, 170, 3),
+    "stl10": (96, 96, 3),
+}
 
 
 def _random_image(shape, seed=0):
@@ -36,11 +41,29 @@ def _brightens_to_the_right(view, preset):
 
 
 def test_presets_and_sizes():
-    assert augment.PRESETS == ("cifar", "stl", "imagenet")
+    assert augment.PRESETS == ("cifar", "stl", "imagenet", "stl10")
     for preset, size in SIZES.items():
-        assert augment.preset_for_size(size) == preset
+        if preset != "stl10":  # named, never picked by size (see the next test)
+            assert augment.preset_for_size(size) == preset
     with pytest.raises(ValueError, match="48"):
         augment.preset_for_size(48)
+
+
+def test_the_stl10_preset_normalises_with_the_official_stl10_statistics():
+    """Issue 20 item 12: the official code's TransformsSTL10 mean/std, not ImageNet's;
+    a 64 px run recorded with data.augment='' keeps the ImageNet statistics it trained with."""
+    from amdim_tf import presets
+
+    config = presets.load("amdim_stl10:tiny")
+    name = augment.preset_for(config.data.augment, config.data.image_size)
+    assert name == "stl10"
+    grey = tf.fill([64, 64, 3], 0.5)
+    want = (0.5 - np.array([0.43, 0.42, 0.39])) / np.array([0.27, 0.26, 0.27])
+    np.testing.assert_allclose(augment.eval_view(grey, name).numpy()[0, 0], want, rtol=1e-5)
+    old = (0.5 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(
+        augment.eval_view(grey, augment.preset_for("", 64)).numpy()[0, 0], old, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ def get_config(arg=None):
     c.model.image_size = 64
     c.data.image_size = 64
     c.data.name = "stl10"
+    c.data.augment = "stl10"  # the official STL-10 mean/std (augment.py), not ImageNet's
     c.data.shuffle_buffer = 20000
     if arg == "tiny":
         config_lib.make_tiny(c)
