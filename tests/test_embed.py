@@ -1,6 +1,7 @@
 """Embedding images with a trained encoder: the same features as the frozen evaluation,
 from a work directory, an export or a .keras file; flat folders; outputs users open."""
 
+import errno
 import os
 import subprocess
 import sys
@@ -48,12 +49,16 @@ def test_features_are_the_frozen_evaluation_features_and_every_output_is_written
     with open(os.path.join(out, "projector_config.pbtxt")) as f:
         pbtxt = f.read()
     assert 'metadata_path: "metadata.tsv"' in pbtxt and 'image_path: "sprite.png"' in pbtxt
-    reader = tf.train.load_checkpoint(os.path.join(out, "embedding.ckpt-1"))
-    np.testing.assert_array_equal(reader.get_tensor("embedding/.ATTRIBUTES/VARIABLE_VALUE"), r1)
+    assert 'tensor_name: "r1"' in pbtxt  # the feature's name, not a checkpoint path
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(out))
+    np.testing.assert_array_equal(reader.get_tensor("r1"), r1)
     sprite = tf.io.decode_png(tf.io.read_file(os.path.join(out, "sprite.png")))
     assert sprite.shape == (19 * 32, 19 * 32, 3)  # ceil(sqrt(357)) = 19 tiles a side
     with open(os.path.join(out, "metadata.tsv")) as f:
-        assert len(f.read().splitlines()) == 358
+        metadata = [line.split("\t") for line in f.read().splitlines()]
+    assert len(metadata) == 358 and metadata[0] == ["class", "label", "id"]
+    # Labelled and coloured by class name: the first column, a name of the data's classes.
+    assert [m[0] for m in metadata[1:]] == [r[2] or r[1] for r in rows]
     png = tf.io.decode_png(tf.io.read_file(os.path.join(out, embed.NEIGHBOURS_FILE)))
     assert png.shape[0] > 400 and png.shape[1] > 400
     assert not os.path.exists(os.path.join(out, ".thumbnails.npy"))
@@ -66,7 +71,7 @@ def test_export_and_keras_file_give_the_workdir_features(tiny_run, tmp_path):
     keras_file = backbone.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
     features = {}
     for name, path in (("workdir", tiny_run), ("export", base), ("keras", keras_file)):
-        out = str(tmp_path / name)
+        out = str(tmp_path / f"emb_{name}")
         embed.embed(path, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
         features[name] = np.load(os.path.join(out, "r1.npy"))
         assert not os.path.exists(os.path.join(out, embed.NEIGHBOURS_FILE))
@@ -96,7 +101,9 @@ def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(
     assert all(r[1] == "" for r in rows)
     assert np.load(os.path.join(out, "r1.npy")).shape == (5, 32)
     with open(os.path.join(out, "metadata.tsv")) as f:
-        assert len(f.read().splitlines()) == 4  # header + the 3-row projector sample
+        metadata = [line.split("\t") for line in f.read().splitlines()]
+    assert len(metadata) == 4 and metadata[0] == ["name", "id"]  # header + 3 sampled rows
+    assert all(m[0].startswith("img") and m[1].endswith(m[0] + ".png") for m in metadata[1:])
 
 
 def test_nearest_matches_brute_force_across_chunks():
@@ -145,3 +152,81 @@ def test_the_tool_embeds_cifar_npz_with_class_names(tiny_run, tmp_path):
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "work directory" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_neighbour_queries_are_named_by_class_or_file_stem(tiny_run, tmp_path, monkeypatch):
+    titles = []
+    real = embed._neighbour_figure
+    monkeypatch.setattr(embed, "_neighbour_figure", lambda *a: titles.append(a[-1]) or real(*a))
+    data = load_run_config(tiny_run).data
+    embed.embed(tiny_run, data, "test", str(tmp_path / "a"), verbose=0, projector_examples=0)
+    names = {r[2] or r[1] for r in _read_index(str(tmp_path / "a"))}
+    assert len(titles[0]) == 8 and set(titles[0]) <= names  # class names, not "query (3)"
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        image = np.full((32, 32, 3), 40 * i, np.uint8)
+        tf.io.write_file(str(folder / f"cat_{i}.png"), tf.io.encode_png(image))
+    data.source, data.path = "folder", str(folder)
+    embed.embed(tiny_run, data, "test", str(tmp_path / "b"), verbose=0, projector_examples=0)
+    assert titles[1] == ["cat_0", "cat_1", "cat_2"]
+
+
+def _listing(out):
+    return {f: os.path.getmtime(os.path.join(out, f)) for f in sorted(os.listdir(out))}
+
+
+def test_a_new_embedding_replaces_the_previous_one_whole(tiny_run, tmp_path, monkeypatch):
+    """Issue 21 items 2, 6 and 13: no file of the previous run beside the new ones; a
+    failure at any point (a kill, a full disk) leaves the previous output as it was."""
+    data = load_run_config(tiny_run).data
+    out = str(tmp_path / "emb")
+    embed.embed(tiny_run, data, "test", out, features=("r1", "r5"), verbose=0)
+    assert "r5.npy" in os.listdir(out)
+    before = _listing(out)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # stands for a kill in the middle of the outputs
+
+    with monkeypatch.context() as m:
+        m.setattr(embed, "nearest", killed)
+        with pytest.raises(KeyboardInterrupt):
+            embed.embed(tiny_run, data, "test", out, verbose=0)
+    assert _listing(out) == before
+
+    def disk_full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "posix_fallocate", disk_full)
+        with pytest.raises(ValueError) as e:
+            embed.embed(tiny_run, data, "test", out, verbose=0)
+    assert "the disk is full" in str(e.value) and "previous output is unchanged" in str(e.value)
+    assert "\n" not in str(e.value) and _listing(out) == before
+    assert sorted(os.listdir(tmp_path)) == ["emb"]  # no staging directory left behind
+
+    small = config_lib.base_config().data
+    small.source, small.path = "folder", str(tmp_path / "photos")
+    os.makedirs(small.path)
+    for i in range(3):
+        image = np.full((32, 32, 3), 40 * i, np.uint8)
+        tf.io.write_file(os.path.join(small.path, f"{i}.png"), tf.io.encode_png(image))
+    embed.embed(tiny_run, small, "test", out, verbose=0, projector_examples=0)
+    assert "r5.npy" not in os.listdir(out) and "sprite.png" not in os.listdir(out)
+    assert np.load(os.path.join(out, "r1.npy")).shape == (3, 32)
+
+
+def test_an_output_parked_by_a_kill_between_the_renames_is_put_back(tiny_run, tmp_path):
+    out = tmp_path / "emb"
+    parked = tmp_path / ".emb.previous"
+    parked.mkdir()
+    (parked / embed.SUMMARY_FILE).write_text("{}")
+    embed._begin_staging(str(out))
+    assert (out / embed.SUMMARY_FILE).exists() and not parked.exists()
+
+
+def test_a_directory_that_is_not_an_embedding_is_not_replaced(tiny_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files that are not an embedding"):
+        embed.embed(tiny_run, load_run_config(tiny_run).data, "test", str(tmp_path), verbose=0)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -15,7 +15,15 @@ directory, a SavedModel export of tools/export.py, or a `.keras` file of
     neighbours.png    seeded query images (left column) and their nearest by cosine
     projector_config.pbtxt, embedding.ckpt-1.*, metadata.tsv, sprite.png
                       the TensorBoard projector (`tensorboard --logdir OUT_DIR`, tab
-                      PROJECTOR) on up to `projector_examples` rows
+                      PROJECTOR) on up to `projector_examples` rows: the tensor is named
+                      after the feature (r1), points are labelled by class name (or
+                      file name when unlabelled) and can be coloured by class
+
+The whole output is staged in a hidden directory beside `out_dir` and renamed into place
+when complete, so a kill or a full disk at any moment leaves the previous output whole
+(or none) and never a mix; a previous output parked by a kill between the two renames is
+put back by the next call. A full disk is a one-line error: every disk-backed array is
+allocated on disk before it is mapped (a mapped write past a full disk is a SIGBUS).
 
 Images go through the evaluation view of the encoder's preset (`augment.eval_view`: CIFAR
 images as they are, STL/ImageNet resized and centre-cropped), exactly what the frozen
@@ -27,8 +35,10 @@ up-front validation names the first few; `data.strict=True` fails instead).
 """
 
 import dataclasses
+import errno
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -46,6 +56,8 @@ NEIGHBOURS_FILE = "neighbours.png"
 SUMMARY_FILE = "embed.json"
 _SPRITE_MAX_SIDE = 8192  # the TensorBoard projector's limit on the sprite image
 _THUMBS_FILE = ".thumbnails.npy"  # scratch, removed at the end
+_LABELS_FILE = ".labels.npy"  # scratch, removed at the end
+_PROJECTOR_CKPT = "embedding.ckpt-1"
 
 
 # -- the image stream ------------------------------------------------------------------
@@ -146,7 +158,13 @@ def nearest(features, query_rows, k, chunk=65536):
     return best_rows, best_sims
 
 
-def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key):
+def _display_name(index_line):
+    """What names a row for a person: its class name (or label), else its file stem."""
+    name, label, cls = index_line.split("\t")
+    return cls or label or os.path.splitext(os.path.basename(name))[0] or name
+
+
+def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key, titles):
     from matplotlib.figure import Figure
 
     q, k = rows.shape
@@ -160,7 +178,7 @@ def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key):
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
-                ax.set_title("query" if labels[row] < 0 else f"query ({labels[row]})", fontsize=7)
+                ax.set_title(titles[i][:18], fontsize=7)
                 colour = "black"
             else:
                 ax.set_title(f"{sims[i, j - 1]:.3f}", fontsize=7)
@@ -178,7 +196,16 @@ def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key):
     return path
 
 
-def _write_projector(out_dir, features, rows, thumbs, index_lines, key):
+def _metadata_line(index_line, labelled):
+    """A metadata.tsv row: the projector labels points by the first column, so that is
+    the class name when the data are labelled, else the file stem."""
+    name, label, cls = index_line.split("\t")
+    if labelled:
+        return f"{_display_name(index_line)}\t{label}\t{name}"
+    return f"{_display_name(index_line)}\t{name}"
+
+
+def _write_projector(out_dir, features, rows, thumbs, index_lines, key, labelled):
     from tensorboard.plugins import projector
 
     n = len(rows)
@@ -196,14 +223,25 @@ def _write_projector(out_dir, features, rows, thumbs, index_lines, key):
             sprite[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = image
     tf.io.write_file(os.path.join(out_dir, "sprite.png"), tf.io.encode_png(sprite))
     with open(os.path.join(out_dir, "metadata.tsv"), "w") as f:
-        f.write("id\tlabel\tclass\n")
+        f.write("class\tlabel\tid\n" if labelled else "name\tid\n")
         for row in rows:
-            f.write(index_lines[row] + "\n")
-    embedding = tf.Variable(np.asarray(features[rows]), name=key)
-    tf.train.Checkpoint(embedding=embedding).save(os.path.join(out_dir, "embedding.ckpt"))
+            f.write(_metadata_line(index_lines[row], labelled) + "\n")
+    # The tensor is saved under the feature's own name (r1), which the projector shows;
+    # a tf.train.Checkpoint would name it "<attribute>/.ATTRIBUTES/VARIABLE_VALUE".
+    tf.raw_ops.SaveV2(
+        prefix=os.path.join(out_dir, _PROJECTOR_CKPT),
+        tensor_names=[key],
+        shape_and_slices=[""],
+        tensors=[tf.constant(np.asarray(features[rows]))],
+    )
+    with open(os.path.join(out_dir, "checkpoint"), "w") as f:  # where the projector looks
+        f.write(
+            f'model_checkpoint_path: "{_PROJECTOR_CKPT}"\n'
+            f'all_model_checkpoint_paths: "{_PROJECTOR_CKPT}"\n'
+        )
     config = projector.ProjectorConfig()
     item = config.embeddings.add()
-    item.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    item.tensor_name = key
     item.metadata_path = "metadata.tsv"
     item.sprite.image_path = "sprite.png"
     item.sprite.single_image_dim.extend([tile, tile])
@@ -262,19 +300,156 @@ def embed(
     if total == 0:
         raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
-    os.makedirs(out_dir, exist_ok=True)
+    stage = _begin_staging(out_dir)
+    try:
+        summary = _write_outputs(
+            start,
+            stage, model, ds, parts, total, class_names, features, batch_size, thumb,
+            neighbours, queries, projector_examples, seed, verbose,
+        )  # fmt: skip
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _storage_error(e, out_dir) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    embed_seconds = summary.pop("embed_seconds")
+    summary = {
+        "encoder": model.description,
+        # What use/search.py reopens to embed query images with the same encoder.
+        "encoder_path": os.path.abspath(os.fspath(encoder_path)),
+        "which": which,
+        "preset": model.preset,
+        "image_size": model.image_size,
+        "data": {k: data[k] for k in ("source", "name", "path", "unlabeled_path")},
+        "split": split,
+        "images": total,
+        "skipped_unreadable": sum(p.skipped for p in parts),
+        "skipped_first": [n for p in parts for n in p.skipped_names][:5],
+        "features": summary["features"],
+        # Reading, validating, decoding, encoding and writing the features; loading the
+        # encoder and the projector / neighbour outputs are in total_seconds.
+        "embed_seconds": round(embed_seconds, 2),
+        "images_per_second": round(total / embed_seconds, 1),
+        "total_seconds": round(time.perf_counter() - loading, 2),
+        "outputs": summary["outputs"],
+    }
+    try:
+        with open(os.path.join(stage, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=1)
+        _finish_staging(stage, out_dir)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _storage_error(e, out_dir) from None
+    return summary
+
+
+# -- staging: the previous output or the new one, never a mix --------------------------
+
+
+def _parked(out_dir):
+    parent, name = os.path.split(os.path.abspath(out_dir))
+    return os.path.join(parent, f".{name}.previous")
+
+
+def _begin_staging(out_dir):
+    """A new hidden directory beside `out_dir` to write into; first puts back an output
+    parked by a kill between `_finish_staging`'s renames, and refuses to replace a
+    directory that embed did not write."""
+    out_dir = os.path.abspath(out_dir)
+    parked = _parked(out_dir)
+    if os.path.isdir(parked):
+        if not os.path.exists(out_dir):
+            os.replace(parked, out_dir)  # the kill came between the two renames
+        else:
+            shutil.rmtree(parked, ignore_errors=True)
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        if not os.path.exists(os.path.join(out_dir, SUMMARY_FILE)):
+            raise ValueError(
+                f"out_dir={out_dir} holds files that are not an embedding (no {SUMMARY_FILE}); "
+                "pass a new or empty directory (an embedding there is replaced whole)."
+            )
+    elif os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"out_dir={out_dir} is a file, not a directory; pass a directory.")
+    parent, name = os.path.split(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    for stale in os.listdir(parent):  # left by a killed embed into the same out_dir
+        if stale.startswith(f".{name}.staging-"):
+            pid = stale.rsplit("-", 1)[-1]
+            if not (pid.isdigit() and _alive(int(pid))):
+                shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
+    stage = os.path.join(parent, f".{name}.staging-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    os.makedirs(stage)
+    return stage
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return False  # our own leftover (a caught error): stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _finish_staging(stage, out_dir):
+    """Renames the complete `stage` to `out_dir`, parking the previous output meanwhile."""
+    out_dir = os.path.abspath(out_dir)
+    parked = _parked(out_dir)
+    if os.path.exists(out_dir):
+        os.replace(out_dir, parked)
+    os.replace(stage, out_dir)
+    shutil.rmtree(parked, ignore_errors=True)
+
+
+def _storage_error(e, out_dir):
+    """A one-line ValueError for a write that failed (disk full, read-only, ...)."""
+    where = e.filename or out_dir
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(out_dir))).free
+        why = (
+            f"the disk is full ({free / 2**20:.1f} MiB free there); free space or pass another out"
+        )
+    else:
+        why = f"{e.strerror or e}; pass a writable out"
+    kept = "the previous output is unchanged" if os.path.exists(out_dir) else "nothing was written"
+    return ValueError(f"cannot write the embedding to {out_dir} ({where}): {why}; {kept}.")
+
+
+def _allocated(path, dtype, shape):
+    """`np.lib.format.open_memmap` for writing, with its blocks allocated on disk first:
+    a full disk is then an OSError here instead of a SIGBUS at a later write."""
+    array = np.lib.format.open_memmap(path, "w+", dtype, shape)
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    finally:
+        os.close(fd)
+    return array
+
+
+def _write_outputs(
+    start,
+    out_dir, model, ds, parts, total, class_names, features, batch_size, thumb,
+    neighbours, queries, projector_examples, seed, verbose,
+):  # fmt: skip
+    """Writes the features, index, neighbours and projector into `out_dir` (the stage);
+    `start` is when reading the data began."""
     probe = model.pooled(tf.zeros([1, model.image_size, model.image_size, 3]), features)
     arrays = {
-        k: np.lib.format.open_memmap(
-            os.path.join(out_dir, f"{k}.npy"), "w+", np.float32, (total, int(probe[k].shape[-1]))
+        k: _allocated(
+            os.path.join(out_dir, f"{k}.npy"), np.float32, (total, int(probe[k].shape[-1]))
         )
         for k in features
     }
     thumbs_path = os.path.join(out_dir, _THUMBS_FILE)
-    thumbs = np.lib.format.open_memmap(thumbs_path, "w+", np.uint8, (total, thumb, thumb, 3))
-    labels = np.lib.format.open_memmap(
-        os.path.join(out_dir, ".labels.npy"), "w+", np.int32, (total,)
-    )
+    thumbs = _allocated(thumbs_path, np.uint8, (total, thumb, thumb, 3))
+    labels = _allocated(os.path.join(out_dir, _LABELS_FILE), np.int32, (total,))
     index_lines = []  # one short string per image; the only per-image memory held
     bar = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
     row = 0
@@ -310,41 +485,21 @@ def embed(
         k = min(neighbours, total - 1)
         if k > 0:
             rows, sims = nearest(arrays[key], query_rows, k)
+            titles = [_display_name(index_lines[r]) for r in query_rows]
             _neighbour_figure(
-                os.path.join(out_dir, NEIGHBOURS_FILE), thumbs, labels, query_rows, rows, sims, key
-            )
+                os.path.join(out_dir, NEIGHBOURS_FILE), thumbs, labels, query_rows, rows, sims,
+                key, titles,
+            )  # fmt: skip
             outputs.append(NEIGHBOURS_FILE)
     if projector_examples:
         rows = np.arange(total)
         if total > projector_examples:
             rows = np.sort(rng.choice(total, projector_examples, replace=False))
-        _write_projector(out_dir, arrays[key], rows, thumbs, index_lines, key)
+        labelled = bool(np.any(np.asarray(labels) >= 0))
+        _write_projector(out_dir, arrays[key], rows, thumbs, index_lines, key, labelled)
         outputs += ["projector_config.pbtxt", "metadata.tsv", "sprite.png", "embedding.ckpt-1"]
-    del thumbs, labels
+    shapes = {k: list(arrays[k].shape) for k in features}
+    del thumbs, labels, arrays
     os.remove(thumbs_path)
-    os.remove(os.path.join(out_dir, ".labels.npy"))
-
-    skipped = sum(p.skipped for p in parts)
-    summary = {
-        "encoder": model.description,
-        # What use/search.py reopens to embed query images with the same encoder.
-        "encoder_path": os.path.abspath(os.fspath(encoder_path)),
-        "which": which,
-        "preset": model.preset,
-        "image_size": model.image_size,
-        "data": {k: data[k] for k in ("source", "name", "path", "unlabeled_path")},
-        "split": split,
-        "images": total,
-        "skipped_unreadable": skipped,
-        "skipped_first": [n for p in parts for n in p.skipped_names][:5],
-        "features": {k: list(arrays[k].shape) for k in features},
-        # Reading, validating, decoding, encoding and writing the features; loading the
-        # encoder and the projector / neighbour outputs are in total_seconds.
-        "embed_seconds": round(embed_seconds, 2),
-        "images_per_second": round(total / embed_seconds, 1),
-        "total_seconds": round(time.perf_counter() - loading, 2),
-        "outputs": outputs,
-    }
-    with open(os.path.join(out_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=1)
-    return summary
+    os.remove(os.path.join(out_dir, _LABELS_FILE))
+    return {"features": shapes, "outputs": outputs, "embed_seconds": embed_seconds}
