@@ -86,6 +86,7 @@ def _main(argv):
             max_train=_MAX_TRAIN.value,
             k=_K.value,
             features=tuple(_FEATURES.value),
+            verbose=1,
         )
         print(evaluate.format_table(rows, _K.value))
         os.makedirs(out_dir, exist_ok=True)

@@ -20,6 +20,7 @@ import copy
 import os
 import shutil
 import signal
+import sys
 import warnings
 
 import keras
@@ -42,6 +43,16 @@ from amdim_tf.run.workdir import BEST_FILE, read_best, repair_after_kill, trim_m
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
+
+
+def fit_verbose(verbose: int, stream=None) -> int:
+    """`fit`'s verbose for train.verbose: the progress bar (1) redraws at every step, which
+    a log file keeps as one line per redraw, so a non-terminal stdout gets one line per
+    epoch (2) instead."""
+    stream = stream or sys.stdout
+    if verbose == 1 and not (hasattr(stream, "isatty") and stream.isatty()):
+        return 2
+    return verbose
 
 
 def steps_per_epoch(config, source=None):
@@ -310,7 +321,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
                     validation_data=eval_ds,
                     validation_steps=None,  # the eval set is already the sample to use
                     callbacks=cbs,
-                    verbose=config.train.verbose if chief else 0,
+                    verbose=fit_verbose(config.train.verbose) if chief else 0,
                     shuffle=False,
                 )
                 result["history"].append(history.history)

@@ -23,6 +23,7 @@ from amdim_tf.run.features import (
     knn_accuracy,
     pixel_features,
 )
+from amdim_tf.use.progress import Progress
 
 
 def linear_accuracy(train_x, train_y, test_x, test_y, max_iter=300, seed=0):
@@ -57,6 +58,7 @@ def evaluate_encoders(
     max_iter=300,
     batch_size=256,
     features=(GLOBAL,),
+    verbose=0,
 ):
     """The frozen protocol on the labelled data of `config.data`, for several encoders.
 
@@ -69,6 +71,7 @@ def evaluate_encoders(
         features: the encoder outputs to classify (see `extract_features`), any of
             each encoder's `feature_shapes`: r1 alone is the paper's protocol;
             ("r1", "r5") adds AMDIM's pooled 5x5 map.
+        verbose: 1 prints a line as each model starts and ends, with an ETA.
 
     Returns:
         list of dicts {"model", "features", "linear_acc", "knn_acc", "n_train", "n_test"}.
@@ -82,15 +85,24 @@ def evaluate_encoders(
     )
     test_ds = data_lib.make_eval_dataset(source, config.data.eval_split, batch_size)
     rows = []
+    progress = Progress(len(encoders) + bool(pixels), enabled=bool(verbose))
+
+    def scored(row, train, test):
+        result = {**row, **evaluate_features(train, test, k, max_iter)}
+        progress.done(
+            f"linear {100 * result['linear_acc']:.1f}%, kNN {100 * result['knn_acc']:.1f}%"
+        )
+        return result
+
     if pixels:
+        progress.start("raw pixels")
         train, test = pixel_features(train_ds), pixel_features(test_ds)
-        row = {"model": "raw pixels", "features": "pixels"}
-        rows.append({**row, **evaluate_features(train, test, k, max_iter)})
+        rows.append(scored({"model": "raw pixels", "features": "pixels"}, train, test))
     for name, enc in encoders.items():
+        progress.start(name)
         train = extract_features(enc, train_ds, features)
         test = extract_features(enc, test_ds, features)
-        row = {"model": name, "features": "+".join(features)}
-        rows.append({**row, **evaluate_features(train, test, k, max_iter)})
+        rows.append(scored({"model": name, "features": "+".join(features)}, train, test))
     for r in rows:
         r.update(n_train=len(train[1]), n_test=len(test[1]))
     return rows

@@ -59,6 +59,7 @@ from amdim_tf.run import checkpoints, loader
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.use import evaluate
+from amdim_tf.use.progress import Progress
 
 ARMS = ("frozen", "finetune", "scratch")
 ARM_TITLES = {
@@ -515,11 +516,14 @@ def run_few_label_evaluation(
     frozen_encoder = loader.open_encoder(workdir, which).encoder
     test_features = _features(frozen_encoder, x_test, y_test) if "frozen" in arms else None
     rows, saved = [], {}
+    progress = Progress(len(plan) * len(seeds) * len(arms))
     for budget, per_class in plan:
         for seed in seeds:
             x, y = labelled_subset(source, per_class, seed, names)
             base = {"budget": budget.name, "per_class": per_class, "n_labels": len(x), "seed": seed}
+            what = f"{budget.name}, {len(x)} labels, seed {seed}"
             if "frozen" in arms:
+                progress.start(f"frozen ({what})")
                 start = time.perf_counter()
                 train_x, train_y = _features(frozen_encoder, x, y)
                 acc = evaluate.linear_accuracy(train_x, train_y, *test_features, seed=seed)
@@ -527,9 +531,11 @@ def run_few_label_evaluation(
                     {**base, "arm": "frozen", "test_acc": acc,
                      "seconds": time.perf_counter() - start}
                 )  # fmt: skip
+                progress.done(f"{100 * acc:.1f}%")
             for arm in ("finetune", "scratch"):
                 if arm not in arms:
                     continue
+                progress.start(f"{arm} ({what})")
                 if arm == "finetune":
                     encoder = loader.open_encoder(workdir, which).encoder
                     kwargs = {}
@@ -540,14 +546,10 @@ def run_few_label_evaluation(
                 info = train_classifier(model, encoder, x, y, recipe, seed, **kwargs)
                 acc = accuracy(model, x_test, y_test)
                 rows.append({**base, "arm": arm, "test_acc": acc, **info})
+                progress.done(f"{100 * acc:.1f}%")
                 logging.info("%s %s seed %d: %.4f", arm, budget.name, seed, acc)
                 if arm == "finetune" and seed == seeds[0]:
                     saved = {"model": model, "budget": budget.name}
-            print(
-                " ".join(f"{r['arm']} {100 * r['test_acc']:.1f}%" for r in rows[-len(arms) :]),
-                f"({budget.name}, {len(x)} labels, seed {seed})",
-                flush=True,
-            )
 
     summary = _summary(rows)
     source = data.source if data.source != "npz" else os.path.basename(data.path)

@@ -1,0 +1,65 @@
+"""Progress on long work (issue 20 item 9): lines with an ETA for evaluate and finetune,
+one line per epoch (not a redraw per step) when training logs to a file."""
+
+import io
+import os
+import re
+
+from conftest import run_tool
+
+from amdim_tf.run.loader import untrained_encoder
+from amdim_tf.run.run_config import load_run_config
+from amdim_tf.run.train import fit_verbose
+from amdim_tf.use import evaluate
+from amdim_tf.use.progress import Progress
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_progress_bar_only_on_a_terminal():
+    assert fit_verbose(1, _Terminal()) == 1
+    assert fit_verbose(1, io.StringIO()) == 2  # a log file: one line per epoch
+    assert fit_verbose(0, io.StringIO()) == 0 and fit_verbose(2, _Terminal()) == 2
+
+
+def test_progress_lines_say_what_and_how_long_is_left():
+    out = io.StringIO()
+    progress = Progress(3, out)
+    for arm in ("frozen", "finetune", "scratch"):
+        progress.start(arm)
+        progress.done("50.0%")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "[1/3] frozen ..."
+    assert re.fullmatch(r"\[1/3\] frozen: 50\.0% \(0 s, 0 s in all; ETA 0 s\)", lines[1])
+    assert lines[-1].startswith("[3/3] scratch: 50.0%") and "ETA" not in lines[-1]
+
+
+def test_evaluate_shows_each_model(tiny_run, capsys):
+    config = load_run_config(tiny_run)
+    encoders = {"untrained": untrained_encoder(config)}
+    evaluate.evaluate_encoders(config, encoders, pixels=True, max_train=100, verbose=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[1/2] raw pixels ..." and lines[2] == "[2/2] untrained ..."
+    assert "linear" in lines[1] and "ETA" in lines[1]
+
+
+def test_a_training_log_file_has_a_line_per_epoch_not_per_step(tmp_path):
+    proc = run_tool(
+        "train.py",
+        f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.train.verbose=1",
+        "--config.train.epochs=2",
+        "--config.train.steps_per_epoch=4",
+        "--config.train.log_view_pairs=0",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "\b" not in proc.stdout and "\r" not in proc.stdout
+    epoch_lines = [line for line in proc.stdout.splitlines() if re.match(r"\d+/\d+ - ", line)]
+    assert len(epoch_lines) == 2, proc.stdout[-2000:]
