@@ -1,12 +1,22 @@
-"""Shared test set-up: one pytest process, quiet TF, oneDNN on, a tiny config."""
+"""Shared test set-up, one definition each: quiet TF in one pytest process, the command
+runners (in this process, or a fresh one when the process is what a test is about), the
+tiny configs, the session's trained tiny run, and the data fixtures."""
 
+import contextlib
+import importlib
+import io
 import os
 import subprocess
 import sys
+import traceback
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The tiny variant of the digits demo preset, as a user passes it (relative to ROOT).
+TINY = "configs/amdim_digits_demo.py:tiny"
+# The project's shared offline CIFAR-10 copy (2,000 train / 1,000 test JPEGs).
+SMALL_CIFAR = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -18,8 +28,13 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: heavier test, still part of the default suite")
 
 
+# -- commands ---------------------------------------------------------------------------
+
+
 def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True):
-    """Runs tools/<name> as a user would: a fresh Python, quiet TF, no PYTHONPATH.
+    """Runs tools/<name> as a user would: a fresh Python, quiet TF, no PYTHONPATH. For tests
+    about the process itself (signals, kills, the lock, exit codes of a real process);
+    everything else calls `run_command`.
 
     Returns the finished CompletedProcess (stdout/stderr as text), or with wait=False
     the running Popen (stderr merged into stdout).
@@ -35,32 +50,156 @@ def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def tiny_config():
-    from amdim_tf import config_lib
+@contextlib.contextmanager
+def _working_directory(path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
-    c = config_lib.make_tiny(config_lib.base_config())
-    c.data.source = "digits"
-    return c
+
+def run_command(name, *args, cwd=ROOT):
+    """Runs the command `amdim-<name>` (amdim_tf/cli/<name>.py) in this process, as
+    `run_tool` would in a fresh one: its `main()` on `args`, stdout and stderr captured,
+    an exit code (2 for a user error, 1 and a traceback for an uncaught exception).
+
+    absl flags are process-global and each command defines its own at import, so the
+    command module is imported fresh and the flags it defined are deleted afterwards:
+    the next command (or the same one again) starts from a clean set. sys.argv is the
+    command line meanwhile (config_flags reads --config.KEY overrides from it), and the
+    module config_flags runs a config file as (`<flag>_config`, which it would otherwise
+    re-run in the namespace of the previous file) is dropped afterwards.
+    """
+    from absl import app, flags, logging
+
+    from amdim_tf import cli
+
+    app.define_help_flags()  # once per process: kept, not counted as the command's
+    module_name = f"amdim_tf.cli.{name.removesuffix('.py')}"
+    before, was_parsed = set(flags.FLAGS), flags.FLAGS.is_parsed()
+    modules = set(sys.modules)
+    verbosity = logging.get_verbosity()
+    main_doc, sys_argv = sys.modules["__main__"].__doc__, sys.argv
+    argv = [f"amdim-{name.removesuffix('.py')}", *args]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    sys.modules.pop(module_name, None)
+    try:
+        with (
+            _working_directory(cwd),
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+        ):
+            sys.argv = argv
+            try:
+                importlib.import_module(module_name).main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.modules.pop(module_name, None)
+        for name in set(sys.modules) - modules:
+            if name.endswith("_config") and "." not in name:
+                del sys.modules[name]
+        for flag in set(flags.FLAGS) - before:
+            delattr(flags.FLAGS, flag)
+        if not was_parsed:
+            flags.FLAGS.unparse_flags()
+        cli._data_overrides.clear()
+        logging.set_verbosity(verbosity)
+        sys.modules["__main__"].__doc__, sys.argv = main_doc, sys_argv
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
+
+
+def one_error_line(result):
+    """The single 'error: ...' line of a failed command (asserting there is no traceback);
+    `result` is what `run_command` or `run_tool` returned. TF's C++ start-up lines of a
+    fresh process are not ours and are ignored."""
+    assert result.returncode not in (0, None), result.stdout[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    ours = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith(("I0000", "WARNING", "E0000", "W0000"))
+    ]
+    assert ours == lines, result.stderr[-3000:]
+    return lines[0]
+
+
+# -- tiny configs and the session's trained run -----------------------------------------
 
 
 def tiny_run_config():
-    """The tiny digits config of `tiny_run` (2 steps, no view-pair image, silent)."""
+    """The tiny digits config (3 steps of batch 8 an epoch, one epoch, widths of 8), silent
+    and without the view-pair image: what a test trains when it needs a run."""
     from amdim_tf import config_lib
 
     c = config_lib.make_tiny(config_lib.base_config())
     c.data.source = "digits"
-    c.train.steps_per_epoch = 2
     c.train.log_view_pairs = 0
     c.train.verbose = 0
     return c
 
 
+@pytest.fixture
+def tiny_config():
+    """`tiny_run_config()` as `make_tiny` leaves it (progress bar and view pairs on)."""
+    from amdim_tf import config_lib
+
+    c = tiny_run_config()
+    tiny = config_lib.make_tiny(config_lib.base_config())
+    c.train.log_view_pairs = tiny.train.log_view_pairs
+    c.train.verbose = tiny.train.verbose
+    return c
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A work directory of a finished tiny run, trained once per test session (read only)."""
+    """A work directory of a finished `tiny_run_config()` run, trained once per test
+    session. Read only: a test that writes into a run copies it first."""
     from amdim_tf.run.train import train
 
     workdir = str(tmp_path_factory.mktemp("tiny_run"))
     train(tiny_run_config(), workdir)
     return workdir
+
+
+def latest_step(workdir):
+    """The step of the newest checkpoint the state file of WORKDIR/checkpoints names, -1 if none."""
+    import tensorflow as tf
+
+    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
+    return int(path.rsplit("-", 1)[1]) if path else -1
+
+
+# -- data --------------------------------------------------------------------------------
+
+
+def make_data(**overrides):
+    """The `data` section of the base config (its one set of defaults), made small: the
+    digits source, a shuffle buffer of 16, then `overrides`."""
+    from amdim_tf import config_lib
+
+    d = config_lib.base_config().data
+    d.source = "digits"
+    d.name = ""
+    d.shuffle_buffer = 16
+    d.update(overrides)
+    return d
+
+
+@pytest.fixture
+def cifar_npz():
+    """The shared small CIFAR-10 npz, as a path relative to the current directory."""
+    if not os.path.exists(SMALL_CIFAR):
+        pytest.skip(
+            f"{SMALL_CIFAR} is absent (the project's shared data, see "
+            "../shared/data/README.md); skipping tests on real CIFAR-10."
+        )
+    return os.path.relpath(SMALL_CIFAR)

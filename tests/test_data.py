@@ -6,24 +6,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_data
 
-from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_CIFAR = os.path.join(REPO_ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
 BATCH = 4
-
-
-def make_data(**overrides):
-    """The `data` section of the base config (its one set of defaults), made small."""
-    d = config_lib.base_config().data
-    d.source = "digits"
-    d.name = ""
-    d.shuffle_buffer = 64
-    d.num_classes = 0  # tfrecord: count the classes by scanning the labels
-    d.update(overrides)
-    return d
 
 
 def first_batches(ds, n=1):
@@ -53,16 +40,6 @@ def eval_labels(ds, size):
 
 
 # -- npz (real CIFAR-10 JPEG copy) -------------------------------------------------------
-
-
-@pytest.fixture
-def cifar_npz():
-    if not os.path.exists(SMALL_CIFAR):
-        pytest.skip(
-            f"{SMALL_CIFAR} is absent (the project's shared data, see "
-            "../shared/data/README.md); skipping tests on real CIFAR-10."
-        )
-    return os.path.relpath(SMALL_CIFAR)
 
 
 def test_npz_source(cifar_npz):
@@ -251,7 +228,7 @@ def tfrecords(tmp_path):
 
 
 def test_tfrecord_source(tfrecords):
-    data = make_data(source="tfrecord", path=tfrecords)
+    data = make_data(source="tfrecord", path=tfrecords, num_classes=0)
     labels = check_pretrain_structure(data_lib.make_pretrain_dataset(data, BATCH, seed=0), 32)
     assert set(labels) <= set(range(8))
     assert data_lib.num_examples(data, "train") == 8
@@ -262,7 +239,7 @@ def test_tfrecord_source(tfrecords):
 
 
 def test_input_context_gives_disjoint_shards(tfrecords):
-    data = make_data(source="tfrecord", path=tfrecords)
+    data = make_data(source="tfrecord", path=tfrecords, num_classes=0)
     seen = []
     for pipeline in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline)
@@ -277,7 +254,7 @@ def test_input_context_gives_disjoint_shards(tfrecords):
 
 
 def test_augmentation_changes_with_the_epoch(tfrecords):
-    data = make_data(source="tfrecord", path=tfrecords, shuffle_buffer=0)
+    data = make_data(source="tfrecord", path=tfrecords, num_classes=0, shuffle_buffer=0)
     batches = first_batches(data_lib.make_pretrain_dataset(data, BATCH, seed=1), 3)
     (v_epoch0, _), y0 = batches[0]
     (v_epoch1, _), y1 = batches[2]

@@ -15,22 +15,13 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_data
 
-from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, decode
 from amdim_tf.use import visualize
 
 BATCH = 2
-
-
-def make_data(**overrides):
-    d = config_lib.base_config().data
-    d.name = ""
-    d.source = "folder"
-    d.shuffle_buffer = 16
-    d.update(overrides)
-    return d
 
 
 def _png(h, w, seed=0):
@@ -106,7 +97,7 @@ def test_a_tiny_png_claiming_20000_squared_is_skipped_without_decoding(tmp_path,
     bomb = root / "a" / "bomb.png"
     _write(str(bomb), _huge_png(20000, 20000))
     assert os.path.getsize(bomb) < 100_000  # 1.2 GB of pixels in a small file
-    data = make_data(path=str(root), image_size=32)
+    data = make_data(source="folder", path=str(root), image_size=32)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     source = data_lib.open_source(data)
     with caplog.at_level(logging.WARNING):
@@ -116,7 +107,7 @@ def test_a_tiny_png_claiming_20000_squared_is_skipped_without_decoding(tmp_path,
     assert source.skipped("train") == [str(bomb)]
     assert "Skipping 1 of 4" in caplog.text and "bomb.png" in caplog.text
     with pytest.raises(ValueError, match=r"bomb\.png.*20000x20000.*data\.max_pixels"):
-        data_lib.open_source(make_data(path=str(root), strict=True)).count("train")
+        data_lib.open_source(make_data(source="folder", path=str(root), strict=True)).count("train")
 
 
 def test_npz_and_tfrecord_records_go_through_the_gate(tmp_path):
@@ -162,7 +153,7 @@ def odd_folder(tmp_path):
 
 
 def test_webp_is_read_and_odd_names_are_skipped_counted_and_named(odd_folder, caplog):
-    source = data_lib.open_source(make_data(path=str(odd_folder)))
+    source = data_lib.open_source(make_data(source="folder", path=str(odd_folder)))
     with caplog.at_level(logging.WARNING):
         labels = source.labels("train")
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1]  # the WebP counts, top.png is no class's
@@ -176,7 +167,9 @@ def test_webp_is_read_and_odd_names_are_skipped_counted_and_named(odd_folder, ca
     batch = next(iter(data_lib.make_pretrain_dataset(source, BATCH, seed=0)))
     assert batch[0][0].shape == (BATCH, 32, 32, 3)
     with pytest.raises(ValueError, match=r"dangling\.png.*cannot be read.*data\.strict"):
-        data_lib.open_source(make_data(path=str(odd_folder), strict=True)).count("train")
+        data_lib.open_source(make_data(source="folder", path=str(odd_folder), strict=True)).count(
+            "train"
+        )
 
 
 def test_a_sub_symlink_to_the_root_reports_nothing_unreadable(tmp_path):
@@ -184,7 +177,7 @@ def test_a_sub_symlink_to_the_root_reports_nothing_unreadable(tmp_path):
     for cls in ("a", "b"):
         _write(str(root / cls / "0.png"), _png(32, 32))
     os.symlink(".", root / "sub")
-    source = data_lib.open_source(make_data(path=str(root)))
+    source = data_lib.open_source(make_data(source="folder", path=str(root)))
     assert source.skipped("train") == []
     assert source.count("train") >= 2
 
@@ -198,7 +191,7 @@ def test_visualize_reads_a_folder_through_the_same_reader(tmp_path):
     os.mkfifo(flat / "fifo.png")
     images = visualize.folder_images(str(flat), "cifar", n=16)
     assert images.shape == (3, 32, 32, 3)  # the two PNGs and the WebP; the rest skipped
-    strict = make_data(strict=True)
+    strict = make_data(source="folder", strict=True)
     with pytest.raises(ValueError, match=r"broken\.png.*data\.strict"):
         visualize.folder_images(str(flat), "cifar", n=16, data=strict)
 
@@ -218,7 +211,7 @@ def test_an_opened_source_scans_once_and_is_passed_down(tmp_path, monkeypatch):
         "_valid_files",
         lambda *a: calls.append(a[2]) or real(*a),
     )
-    source = data_lib.open_source(make_data(path=str(root)))
+    source = data_lib.open_source(make_data(source="folder", path=str(root)))
     data_lib.num_pretrain_examples(source)
     data_lib.num_classes(source)
     data_lib.make_pretrain_dataset(source, BATCH, seed=0)
@@ -226,7 +219,7 @@ def test_an_opened_source_scans_once_and_is_passed_down(tmp_path, monkeypatch):
     data_lib.make_eval_dataset(source, "train", BATCH, max_examples=4, balanced=True)
     assert len(calls) == 1
     # A new opened source scans again (files may have changed between runs).
-    data_lib.num_examples(make_data(path=str(root)), "train")
+    data_lib.num_examples(make_data(source="folder", path=str(root)), "train")
     assert len(calls) == 2
 
 

@@ -11,22 +11,12 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import make_data
 
-from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.data import decode
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_CIFAR = os.path.join(REPO_ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
 BATCH = 4
-
-
-def make_data(**overrides):
-    d = config_lib.base_config().data
-    d.name = ""
-    d.shuffle_buffer = 16
-    d.update(overrides)
-    return d
 
 
 def _image(h, w, c, seed):
@@ -101,16 +91,6 @@ def test_large_images_decode_bounded_and_small_ones_exactly(tmp_path):
 
 
 # -- 3. class-balanced evaluation sample -------------------------------------------------
-
-
-@pytest.fixture
-def cifar_npz():
-    if not os.path.exists(SMALL_CIFAR):
-        pytest.skip(
-            f"{SMALL_CIFAR} is absent (the project's shared data, see "
-            "../shared/data/README.md); skipping tests on real CIFAR-10."
-        )
-    return os.path.relpath(SMALL_CIFAR)
 
 
 def test_balanced_eval_sample_on_class_sorted_cifar(cifar_npz):

@@ -17,12 +17,9 @@ import sys
 import time
 
 import pytest
-import tensorflow as tf
+from conftest import ROOT, TINY, latest_step
 
 from amdim_tf.use.report import read_metrics
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "configs/amdim_digits_demo.py:tiny"
 
 
 def free_ports(n):
@@ -85,11 +82,6 @@ def wait_workers(procs, timeout=120):
 
 def run_workers(workdir, *extra, timeout=120):
     return wait_workers(start_workers(workdir, *extra), timeout)
-
-
-def latest_step(workdir):
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    return int(path.rsplit("-", 1)[1]) if path else -1
 
 
 @pytest.mark.slow

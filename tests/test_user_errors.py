@@ -1,28 +1,19 @@
 """Bad input from a user: one line that says what was wrong and how to fix it, no traceback.
 
-Issue 13. Tools run in a subprocess, as a user runs them; those that fail before
-TensorFlow loads (config-file errors) take about a second each.
+Issue 13. The commands run in this process (`conftest.run_command`: their `main()` on
+a command line, stderr and the exit code captured), from another directory than the
+project's, as a user runs them.
 """
 
 import os
 import re
 
 import pytest
-from conftest import run_tool
+from conftest import ROOT, TINY, one_error_line, run_command
 
 from amdim_tf import config_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = f"--config={ROOT}/configs/amdim_digits_demo.py:tiny"
-
-
-def one_error_line(proc):
-    """The single 'error: ...' line of a failed tool run (asserting there is no traceback)."""
-    assert proc.returncode not in (0, None), proc.stdout[-2000:]
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    return lines[0]
+TINY_FLAG = f"--config={ROOT}/{TINY}"
 
 
 # -- config files that cannot be loaded (case 14) ---------------------------------------
@@ -50,7 +41,7 @@ BAD_CONFIG_FILES = {
 def test_config_file_that_fails_is_one_line(tmp_path, case):
     source, expected = BAD_CONFIG_FILES[case]
     (tmp_path / "bad.py").write_text(source)
-    proc = run_tool("train.py", "--config=bad.py", f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
+    proc = run_command("train", "--config=bad.py", f"--workdir={tmp_path / 'run'}", cwd=tmp_path)
     line = one_error_line(proc)
     assert "cannot load --config=bad.py" in line and "configs/amdim_cifar10.py" in line
     assert re.search(expected, line), line
@@ -122,9 +113,9 @@ def test_every_preset_is_valid(variant):
 
 
 def test_bad_values_through_the_tool_are_one_line(tmp_path):
-    proc = run_tool(
-        "train.py",
-        TINY,
+    proc = run_command(
+        "train",
+        TINY_FLAG,
         f"--workdir={tmp_path / 'run'}",
         "--config.data.shuffle_buffer=1",
         cwd=tmp_path,
@@ -140,7 +131,7 @@ def test_bad_values_through_the_tool_are_one_line(tmp_path):
 )
 def test_bad_evaluate_flags_are_one_line(tiny_run, tmp_path, flag, expected):
     # The feature names are checked against the run's encoder, so a trained run is needed.
-    proc = run_tool("evaluate.py", f"--workdir={tiny_run}", flag, cwd=tmp_path)
+    proc = run_command("evaluate", f"--workdir={tiny_run}", flag, cwd=tmp_path)
     assert expected in one_error_line(proc)
     assert not os.path.exists(os.path.join(tiny_run, "eval.json"))  # refused, nothing written
 
@@ -149,9 +140,9 @@ def test_bad_evaluate_flags_are_one_line(tiny_run, tmp_path, flag, expected):
 
 
 def test_batch_larger_than_the_data_set_is_one_line(tmp_path):
-    proc = run_tool(
-        "train.py",
-        TINY,
+    proc = run_command(
+        "train",
+        TINY_FLAG,
         f"--workdir={tmp_path / 'run'}",
         "--config.train.batch_size=5000",
         "--config.train.steps_per_epoch=0",
@@ -190,9 +181,9 @@ def write_npz(path, test_labels):
 
 def test_npz_eval_label_out_of_range_is_one_line(tmp_path):
     write_npz(tmp_path / "data.npz", [0, 1, 10, 3])
-    proc = run_tool(
-        "train.py",
-        TINY,
+    proc = run_command(
+        "train",
+        TINY_FLAG,
         f"--workdir={tmp_path / 'run'}",
         "--config.data.source=npz",
         f"--config.data.path={tmp_path / 'data.npz'}",
@@ -204,9 +195,9 @@ def test_npz_eval_label_out_of_range_is_one_line(tmp_path):
 
 def test_text_file_given_as_npz_is_one_line(tmp_path):
     (tmp_path / "data.npz").write_text("label,path\n0,a.png\n")
-    proc = run_tool(
-        "train.py",
-        TINY,
+    proc = run_command(
+        "train",
+        TINY_FLAG,
         f"--workdir={tmp_path / 'run'}",
         "--config.data.source=npz",
         f"--config.data.path={tmp_path / 'data.npz'}",
