@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -10,23 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_tool as tool
+from conftest import TINY, latest_step, run_command, run_tool
 
 from amdim_tf.run import train as train_lib
 from amdim_tf.run.build import build_model
 from amdim_tf.run.checkpoints import RunCheckpoint
 from amdim_tf.run.loader import open_encoder
-from amdim_tf.run.run_config import load_run_config, prepare_workdir
+from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.run.workdir import WorkdirConflictError
 from amdim_tf.use.report import read_metrics
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = "configs/amdim_digits_demo.py:tiny"
-
-
-def latest_step(workdir):
-    path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
-    return int(path.rsplit("-", 1)[1]) if path else -1
 
 
 def wait_for_step(workdir, step, proc, timeout=120):
@@ -130,67 +123,13 @@ def test_a_run_written_before_keys_were_added_is_the_same_run(tiny_config, tmp_p
         prepare_workdir(tiny_config, wd)
 
 
-def test_truncated_checkpoint_falls_back_to_the_previous(tiny_config, tmp_path):
-    wd = str(tmp_path / "run")
-    tiny_config.train.verbose = 0
-    tiny_config.train.checkpoint_every_steps = 1
-    train_lib.train(tiny_config, wd)
-    ckpts = tf.train.get_checkpoint_state(
-        os.path.join(wd, "checkpoints")
-    ).all_model_checkpoint_paths
-    assert len(ckpts) >= 2
-    data_file = glob.glob(ckpts[-1] + ".data-*")[0]
-    with open(data_file, "r+b") as f:
-        f.truncate(os.path.getsize(data_file) // 2)
-    model = build_model(tiny_config, 3, 10)
-    start = RunCheckpoint(model, wd, 3).restore()
-    assert start == f"resumed from {ckpts[-2]} at step {int(ckpts[-2].rsplit('-', 1)[1])}"
-
-
-def test_sigkill_mid_training_then_rerun_continues(tmp_path):
-    wd = str(tmp_path / "run")
-    args = [
-        "--config",
-        TINY,
-        "--workdir",
-        wd,
-        "--config.train.verbose=0",
-        "--config.train.checkpoint_every_steps=2",
-        "--config.train.epochs=400",
-    ]
-    proc = tool("train.py", *args, wait=False)
-    try:
-        wait_for_step(wd, 4, proc)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    killed_at = latest_step(wd)
-    assert killed_at >= 4
-    # The checkpoint holds the step, the optimizer's iterations and trained weights.
-    config = load_run_config(wd)
-    model = build_model(config, 3, 10)
-    start = RunCheckpoint(model, wd, 3).restore()
-    assert f"at step {killed_at}" in start
-    assert int(model.optimizer.iterations) == killed_at
-    fresh = build_model(config, 3, 10)
-    enc_fresh = fresh.encoder.trainable_variables[0].numpy()
-    enc_restored = model.encoder.trainable_variables[0].numpy()
-    assert not np.allclose(enc_fresh, enc_restored)  # trained weights, not a restart
-    # Re-running the same command (asking for a few more epochs) continues, not restarts.
-    total = 3 * (killed_at // 3 + 2)
-    done = tool("train.py", *args[:-1], f"--config.train.epochs={total // 3}")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "resumed from" in done.stdout and f"at step {killed_at}" in done.stdout
-    assert latest_step(wd) == total
-
-
 @pytest.mark.parametrize(
     "signum,code,status",
     [(signal.SIGTERM, 143, "preempted"), (signal.SIGINT, 130, "interrupted")],
 )
 def test_sigterm_or_ctrl_c_checkpoints_and_exits(tmp_path, signum, code, status):
     wd = str(tmp_path / "run")
-    proc = tool(
+    proc = run_tool(
         "train.py",
         "--config",
         TINY,
@@ -213,22 +152,21 @@ def test_sigterm_or_ctrl_c_checkpoints_and_exits(tmp_path, signum, code, status)
     assert not os.path.exists(os.path.join(wd, ".lock"))  # released, and removed
 
 
-def test_evaluate_tool_writes_eval_json(tmp_path):
+def test_evaluate_tool_writes_eval_json(tiny_run, tmp_path):
     wd = str(tmp_path / "run")
-    r = tool("train.py", "--config", TINY, "--workdir", wd, "--config.train.verbose=0")
-    assert r.returncode == 0, r.stderr
-    r = tool("evaluate.py", f"--workdir={wd}", "--baselines", "--max_train=300")
+    shutil.copytree(tiny_run, wd)
+    r = run_command("evaluate", f"--workdir={wd}", "--baselines", "--max_train=300")
     assert r.returncode == 0, r.stderr
     rows = json.loads(Path(wd, "eval.json").read_text())["rows"]
     assert [row["model"] for row in rows][0] == "raw pixels" and len(rows) == 3
     assert [row["features"] for row in rows] == ["pixels", "r1", "r1"]
     assert "| raw pixels |" in r.stdout
-    r = tool("evaluate.py", f"--workdir={wd}", "--max_train=0", "--features=r1,r5")
+    r = run_command("evaluate", f"--workdir={wd}", "--max_train=0", "--features=r1,r5")
     assert r.returncode == 0, r.stderr
     (row,) = json.loads(Path(wd, "eval.json").read_text())["rows"]
     assert row["features"] == "r1+r5" and ", r1+r5 |" in r.stdout
     assert row["n_train"] > 300  # 0 = the whole train split
-    assert open_encoder(wd).source == "ckpt-3"
+    assert open_encoder(wd).source == f"ckpt-{latest_step(wd)}"
 
 
 @pytest.mark.parametrize(
@@ -252,7 +190,7 @@ def test_evaluate_tool_writes_eval_json(tmp_path):
     ],
 )
 def test_train_tool_user_errors_are_one_line(tmp_path, args, expected):
-    r = tool("train.py", *[a.format(wd=tmp_path / "run") for a in args])
+    r = run_command("train", *[a.format(wd=tmp_path / "run") for a in args])
     assert r.returncode != 0
     err = [
         line
@@ -265,8 +203,8 @@ def test_train_tool_user_errors_are_one_line(tmp_path, args, expected):
 
 
 def test_tools_have_help():
-    for name in ("train.py", "evaluate.py"):
-        r = tool(name, "--helpshort")  # absl exits 1 after printing help
+    for name in ("train", "evaluate"):
+        r = run_command(name, "--helpshort")  # absl exits 1 after printing help
         assert "--workdir" in r.stdout and "Traceback" not in r.stderr
 
 
@@ -297,13 +235,13 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
 
 def test_demo_and_export_from_a_workdir(tmp_path):
     """The README's main job (tiny variant): train, evaluate, export, in one command;
-    then tools/export.py exports the same run from its workdir."""
+    then amdim-export exports the same run from its workdir."""
     wd = str(tmp_path / "demo")
-    r = tool("demo.py", f"--config={TINY}", f"--workdir={wd}", "--config.train.verbose=0")
+    r = run_command("demo", f"--config={TINY}", f"--workdir={wd}", "--config.train.verbose=0")
     assert r.returncode == 0, r.stderr[-2000:]
     for row in ("| raw pixels |", "| untrained encoder, same shape |", "| AMDIM-trained encoder |"):
         assert row in r.stdout
     assert os.path.exists(os.path.join(wd, "export", "1", "saved_model.pb"))
-    r = tool("export.py", f"--workdir={wd}", "--version=2")
+    r = run_command("export", f"--workdir={wd}", "--version=2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(os.path.join(wd, "export", "2", "saved_model.pb"))
