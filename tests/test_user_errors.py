@@ -230,7 +230,7 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("tool,args,expected", BAD_FLAGS, ids=[f"{t}{a}" for t, a, _ in BAD_FLAGS])
 def test_bad_numbers_are_refused_before_any_work(tiny_run, tmp_path, tool, args, expected):
     out = tmp_path / "out"
-    proc = run_tool(tool, f"--encoder={tiny_run}", f"--out={out}", *args, cwd=tmp_path)
+    proc = run_command(tool, f"--encoder={tiny_run}", f"--out={out}", *args, cwd=tmp_path)
     assert expected in one_error_line(proc)
     assert not out.exists()
 
@@ -245,14 +245,14 @@ def test_an_out_that_cannot_be_written_is_one_line(tiny_run, tmp_path, tool):
         # /sys is read-only even for root: the stand-in for a read-only work directory.
         ("/sys/amdim_out", "cannot write in /sys"),
     ]:
-        proc = run_tool(tool, f"--encoder={tiny_run}", f"--out={out}", *extra, cwd=tmp_path)
+        proc = run_command(tool, f"--encoder={tiny_run}", f"--out={out}", *extra, cwd=tmp_path)
         assert says in one_error_line(proc), (out, proc.stderr[-2000:])
 
 
 def test_save_keras_onto_an_existing_file_is_refused_before_embedding(tiny_run, tmp_path):
     (tmp_path / "enc.keras").write_text("old")
     out = tmp_path / "emb"
-    proc = run_tool(
+    proc = run_command(
         "embed.py", f"--encoder={tiny_run}", f"--out={out}", "--save_keras=enc.keras", cwd=tmp_path
     )
     assert "--save_keras=enc.keras is not allowed; expected a new file" in one_error_line(proc)
@@ -261,12 +261,12 @@ def test_save_keras_onto_an_existing_file_is_refused_before_embedding(tiny_run, 
 
 def test_a_name_longer_than_a_file_system_takes_is_one_line(tmp_path):
     workdir = tmp_path / ("w" * 300)
-    proc = run_tool("train.py", TINY, f"--workdir={workdir}", cwd=tmp_path)
+    proc = run_command("train", TINY_FLAG, f"--workdir={workdir}", cwd=tmp_path)
     assert "is 300 bytes; file names may be at most 255 bytes" in one_error_line(proc)
 
 
 def test_encoder_and_its_older_name_workdir_must_agree(tiny_run, tmp_path):
-    proc = run_tool("evaluate.py", f"--encoder={tiny_run}", "--workdir=elsewhere", cwd=tmp_path)
+    proc = run_command("evaluate.py", f"--encoder={tiny_run}", "--workdir=elsewhere", cwd=tmp_path)
     assert "name two encoders; pass one" in one_error_line(proc)
-    proc = run_tool("evaluate.py", cwd=tmp_path)
+    proc = run_command("evaluate.py", cwd=tmp_path)
     assert "pass --encoder=PATH: a work directory written by amdim-train" in one_error_line(proc)
