@@ -6,7 +6,7 @@ The only package that knows about command lines; the rest of the library never
 reads flags. Each `amdim_tf/cli/<name>.py` defines its flags at import and a
 `main()` (the `amdim-<name>` entry point of pyproject.toml; `tools/<name>.py` is a
 shim calling it). absl flags are process-global, so a process imports one command.
-Importing this package sets TF's environment before TensorFlow loads.
+TF's environment (log level, oneDNN) is set by `amdim_tf/__init__.py`, which runs first.
 """
 
 import os
@@ -14,8 +14,6 @@ import sys
 import traceback
 
 from amdim_tf.errors import first_line
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def user_errors():

@@ -158,8 +158,9 @@ def _to_float(image):
 
 
 def _resize_to(image, size):
-    """Resizes a float image to size x size unless it already is that size."""
-    if image.shape[0] == size and image.shape[1] == size:
+    """Resizes a float image [H, W, 3] (or a batch [B, H, W, 3]) to size x size unless it
+    already is that size."""
+    if image.shape[-3] == size and image.shape[-2] == size:
         return image
     shape = tf.shape(image)
 
@@ -168,11 +169,11 @@ def _resize_to(image, size):
         return tf.clip_by_value(out, 0.0, 1.0)
 
     out = tf.cond(
-        tf.logical_and(tf.equal(shape[0], size), tf.equal(shape[1], size)),
+        tf.logical_and(tf.equal(shape[-3], size), tf.equal(shape[-2], size)),
         lambda: image,
         resize,
     )
-    return tf.ensure_shape(out, [size, size, 3])
+    return tf.ensure_shape(out, [*image.shape[:-3], size, size, 3])
 
 
 def _normalise(image, spec):
@@ -301,13 +302,13 @@ def two_views(image, seed, preset):
 def _center_crop(image, size):
     shape = tf.shape(image)
     # torchvision rounds the offset with Python's round (half to even); tf.round agrees.
-    top = tf.cast(tf.round(tf.cast(shape[0] - size, tf.float32) / 2.0), tf.int32)
-    left = tf.cast(tf.round(tf.cast(shape[1] - size, tf.float32) / 2.0), tf.int32)
-    return tf.slice(image, [top, left, 0], [size, size, 3])
+    top = tf.cast(tf.round(tf.cast(shape[-3] - size, tf.float32) / 2.0), tf.int32)
+    left = tf.cast(tf.round(tf.cast(shape[-2] - size, tf.float32) / 2.0), tf.int32)
+    return image[..., top : top + size, left : left + size, :]
 
 
 def _resize_shorter_side(image, target):
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    shape = tf.cast(tf.shape(image)[-3:-1], tf.float32)
     scale = tf.cast(target, tf.float32) / tf.reduce_min(shape)
     # torchvision truncates the longer side (int(target * long / short)).
     new_hw = tf.maximum(tf.cast(tf.floor(shape * scale + 1e-4), tf.int32), target)
@@ -316,14 +317,18 @@ def _resize_shorter_side(image, target):
 
 
 def eval_view(image, preset):
-    """The deterministic evaluation view: float32 [S, S, 3], normalised."""
+    """The deterministic evaluation view: float32 [S, S, 3], normalised.
+
+    Also takes a batch [B, H, W, 3] of images of one size (-> [B, S, S, 3]): the same
+    ops on each image, as the exported models and `PixelEncoder` apply it.
+    """
     spec = _get_preset(preset)
     image = _to_float(image)
     if spec.eval_resize == 0:
         image = _resize_to(image, spec.size)
     else:
         image = _center_crop(_resize_shorter_side(image, spec.eval_resize), spec.size)
-    image = tf.ensure_shape(image, [spec.size, spec.size, 3])
+    image = tf.ensure_shape(image, [*image.shape[:-3], spec.size, spec.size, 3])
     return _normalise(image, spec)
 
 

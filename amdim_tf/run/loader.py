@@ -4,8 +4,8 @@
     loaded = open_encoder("encoder.keras")            # a file save_encoder wrote
     loaded = open_encoder("runs/c10/export")          # a SavedModel export (or one version)
     loaded = open_encoder("enc.weights.h5", config=config)    # weights, or a checkpoint
-    loaded.features(pixels)                           # uint8 0..255 or float [0, 1] -> maps
-    loaded.pooled(pixels, ("r1", "r5"))               # -> {key: float32 [B, D]}
+    loaded.features(pixels)                           # pixels 0..255, any size -> maps
+    loaded.pooled(eval_pixels, ("r1", "r5"))          # eval views in [0, 1] -> {key: [B, D]}
     loaded.encoder / loaded.keras_model               # Keras models where there are ones
 
 Every tool and library function that needs an encoder (evaluate, embed, export,
@@ -19,7 +19,7 @@ The Keras side, `load_encoder` and `save_encoder` (also `amdim_tf.load_encoder` 
     encoder = amdim_tf.load_encoder("encoder.keras")                # a file save_encoder wrote
     x = keras.Input((32, 32, 3), dtype="uint8")
     enc = amdim_tf.load_encoder("runs/c10", include_preprocessing=True)
-    y = keras.layers.Dense(10)(keras.layers.Flatten()(enc(x)["r1"]))
+    y = keras.layers.Dense(10)(enc(x)["r1"])
     keras.Model(x, y).fit(...)              # fine-tunes the encoder; enc.trainable = False freezes
 
 What it returns is a `keras.Model` (AMDIM's, DIM's or CPC's encoder of this project, all
@@ -29,18 +29,17 @@ with "r1" [B, 1, 1, D] (the global feature linear probes read; "r5" [B, 5, 5, D]
 
 Input contract. The bare encoder (the default) takes what training fed it: float32
 [B, S, S, 3] normalised with the preset of its training data,
-`amdim_tf.data.augment.normalise(pixels01, preset)` (per-channel mean/std of CIFAR or
-ImageNet; S = encoder.image_size, 32, 64 or 128; resize or centre-crop first, as
-`augment.eval_view` does). `include_preprocessing=True` wraps it in `PixelEncoder`, which
-normalises inside and so takes raw pixels, the way Keras users expect: uint8 0..255, or
-float in [0, 1]. The dtype says which (as the SavedModel's two signatures do), so feed
-`keras.Input(shape, dtype="uint8")` for 0..255 values; 0..255 *floats* would be read as
-[0, 1] and give garbage features.
+`amdim_tf.data.augment.eval_view(image, preset)` (S = encoder.image_size, 32, 64 or 128).
+`include_preprocessing=True` gives a `PixelEncoder` (`run/pixels.py`), which takes images
+as Keras passes them, pixels 0..255 (uint8 or float) of any size, views and normalises
+them inside as evaluation does, and returns what a classifier reads: "r1" flattened to
+[B, D] (and local maps with `features=("r1", "r5")`), the variables no requested output
+uses frozen.
 
 `save_encoder(workdir, "encoder.keras")` writes the `PixelEncoder` (so the file carries its
 preset) as a standard Keras `.keras` file; `load_encoder` reads it back with or without the
-preprocessing, and so does `keras.saving.load_model` once `amdim_tf.run.loader` is imported
-(which registers the classes).
+preprocessing, and so does `keras.saving.load_model` after `import amdim_tf` (which
+registers the classes).
 
 Why not a KerasHub preset. `keras_hub.models.Backbone.from_preset(dir)` only loads
 subclasses of `keras_hub.models.Backbone` (it checks the registered class), so the
@@ -59,6 +58,7 @@ writing in `use/export.py`.
 import dataclasses
 import json
 import os
+import tempfile
 import zipfile
 
 import keras
@@ -71,6 +71,7 @@ from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder, build_encoder
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints
 from amdim_tf.run.features import check_feature_keys, pool
+from amdim_tf.run.pixels import PixelEncoder, check_pixels_shape, views
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.workdir import CONFIG_FILE
 
@@ -84,78 +85,6 @@ _EXPECTED = (
     "written by amdim_tf.save_encoder, a SavedModel export of tools/export.py, or, with "
     "config=, an encoder .weights.h5 file or a run checkpoint"
 )
-
-
-def check_pixels_shape(shape, image_size: int, what: str) -> None:
-    """One-line ValueError unless a batch of `shape` is [B, S, S, 3] (dims that are None pass)."""
-    shape = tuple(shape)
-    want = (image_size, image_size, 3)
-    fits = len(shape) == 4 and all(
-        d is None or d == w for d, w in zip(shape[1:], want, strict=True)
-    )
-    if not fits:
-        shown = "[" + ", ".join("B" if d is None else str(int(d)) for d in shape) + "]"
-        raise ValueError(
-            f"{what} takes images of shape [B, {image_size}, {image_size}, 3] (RGB, "
-            f"{image_size} px), received {shown}; resize or centre-crop to {image_size} px "
-            "(augment.eval_view) and drop an alpha channel (or convert grey to RGB) first."
-        )
-
-
-@keras.saving.register_keras_serializable(package="amdim_tf")
-class PixelEncoder(keras.Model):
-    """An encoder with its training normalisation inside: raw pixels in, named features out.
-
-    Args:
-        encoder: one of this project's encoders (a dict with "r1" out, `image_size` set).
-        preset: normalisation preset ("cifar", "stl", "imagenet"); default: the one
-            training uses for `encoder.image_size` (`augment.preset_for`).
-
-    Call: images [B, S, S, 3], uint8 in 0..255 or float in [0, 1] (S =
-        encoder.image_size) -> the encoder's feature dict (r1 [B, 1, 1, D], ...).
-    """
-
-    def __init__(self, encoder, preset=None, **kwargs):
-        super().__init__(**kwargs)
-        preset = augment.preset_for(preset, encoder.image_size)
-        if preset not in augment.PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS}.")
-        self.encoder = encoder
-        self.preset = preset
-        self.image_size = encoder.image_size
-        self.n_rkhs = encoder.n_rkhs
-
-    def build(self, input_shape):
-        check_pixels_shape(input_shape, self.image_size, type(self.encoder).__name__)
-        if not self.encoder.built:
-            self.encoder.build(input_shape)
-
-    def __call__(self, images, *args, **kwargs):
-        # Checked before Keras's own __call__, which would bury a wrong size or channel
-        # count under "Incompatible shapes" / "Could not automatically infer the output
-        # shape" from deep in the convolutions.
-        shape = getattr(images, "shape", None)
-        if shape is not None:
-            check_pixels_shape(shape, self.image_size, type(self.encoder).__name__)
-        return super().__call__(images, *args, **kwargs)
-
-    def call(self, images, training=None):
-        if images.dtype == "uint8":
-            pixels = tf.cast(images, tf.float32) / 255.0
-        else:
-            pixels = tf.cast(images, tf.float32)
-        return self.encoder(augment.normalise(pixels, self.preset), training=training)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(encoder=keras.saving.serialize_keras_object(self.encoder), preset=self.preset)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
-        return cls(**config)
 
 
 def _one_line(error):
@@ -341,7 +270,7 @@ class Loaded:
 
     @property
     def keras_model(self):
-        """The `PixelEncoder` (raw pixels in, features out); None for a SavedModel."""
+        """The `PixelEncoder` (pixels 0..255 in, r1 [B, D] out); None for a SavedModel."""
         if self._pixel_model is None and self.encoder is not None:
             model = PixelEncoder(self.encoder, self.preset, name="pixel_encoder")
             model.build((None, self.image_size, self.image_size, 3))
@@ -349,30 +278,39 @@ class Loaded:
         return self._pixel_model
 
     def features(self, pixels) -> dict:
-        """Feature maps of images [B, S, S, 3], uint8 0..255 or float in [0, 1] (inference)."""
+        """Feature maps (r1 [B, 1, 1, D], ...) of images [B, H, W, 3], pixels 0..255
+        (uint8 or float), any size: the pixel contract of `run/pixels.py` (inference)."""
         pixels = tf.convert_to_tensor(pixels)
-        check_pixels_shape(pixels.shape, self.image_size, f"the encoder at {self.path}")
+        what = f"the encoder at {self.path}"
         if self.saved_model is None:
-            return self.keras_model(pixels, training=False)
-        if pixels.dtype == tf.uint8:
-            out = self.saved_model.serving_default(pixels)
-        else:
-            out = self.saved_model.serve_float(tf.cast(pixels, tf.float32))
+            return self.encoder(views(pixels, self.preset, self.image_size, what), training=False)
+        check_pixels_shape(pixels.shape, self.image_size, what)
+        if pixels.dtype != tf.uint8:
+            pixels = tf.cast(
+                tf.round(tf.clip_by_value(tf.cast(pixels, tf.float32), 0, 255)), tf.uint8
+            )
+        out = self.saved_model.serving_default(pixels)
         return {k: out[k] for k in self.feature_names}
 
-    def pooled(self, pixels, keys=(GLOBAL,)) -> dict:
-        """{key: float32 [B, D]} of float pixels [B, S, S, 3] in [0, 1] (`features.pool`)."""
+    def pooled(self, eval_pixels, keys=(GLOBAL,)) -> dict:
+        """{key: float32 [B, D]} (`features.pool`) of evaluation views given as pixels:
+        float [B, S, S, 3] in [0, 1], what `augment.eval_pixels` returns (embed's path;
+        the [0, 1] form is this method's, never guessed from a dtype)."""
         keys = tuple(keys)
         if keys not in self._pooled_fns:
             check_feature_keys(keys, self.feature_names, f"the encoder at {self.path}")
             size = self.image_size
 
             @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-            def encode(pixels):
-                return pool(self.features(pixels), keys)
+            def encode(pixels01):
+                if self.saved_model is None:
+                    out = self.encoder(augment.normalise(pixels01, self.preset), training=False)
+                else:
+                    out = self.saved_model.serve_float(pixels01)
+                return pool(out, keys)
 
             self._pooled_fns[keys] = encode
-        return self._pooled_fns[keys](pixels)
+        return self._pooled_fns[keys](eval_pixels)
 
 
 def _opened(kind, path, source, encoder, preset, run_config=None):
@@ -478,20 +416,25 @@ def _open_export(path):
     )
 
 
-def load_encoder(path, include_preprocessing=False, which="latest", config=None) -> keras.Model:
+def load_encoder(
+    path, include_preprocessing=False, which="latest", config=None, features=(GLOBAL,)
+) -> keras.Model:
     """The pretrained encoder at `path` as a trainable `keras.Model` (see the module docstring).
 
     Args:
         path: a work directory (config.json and the checkpoint chosen by `which`), a
             `.keras` file written by `save_encoder` (or `encoder.save`), or with `config`
             a `.weights.h5` file / a checkpoint prefix or directory.
-        include_preprocessing: return a `PixelEncoder` taking uint8 0..255 or float [0, 1]
-            pixels; False: the bare encoder taking normalised images.
+        include_preprocessing: return a `PixelEncoder` taking pixels 0..255 (uint8 or
+            float) of any size and returning "r1" [B, D] (plus `features`); False: the
+            bare encoder taking normalised views and returning every feature map.
         which: "latest" or "best" checkpoint of a work directory.
         config: the run config (ml_collections) for sources that hold none.
+        features: with include_preprocessing, the outputs besides "r1" (e.g. ("r1",
+            "r5")); the encoder's variables none of them uses are frozen.
 
     Returns:
-        a built keras.Model returning the dict of named features ("r1" [B, 1, 1, D], ...).
+        a built keras.Model returning a dict of named features.
     """
     loaded = open_encoder(path, which, config)
     if loaded.encoder is None:
@@ -501,7 +444,13 @@ def load_encoder(path, include_preprocessing=False, which="latest", config=None)
             "(amdim_tf.save_encoder); read the export's features with "
             "amdim_tf.run.loader.open_encoder, or wrap it in keras.layers.TFSMLayer."
         )
-    return loaded.keras_model if include_preprocessing else loaded.encoder
+    if not include_preprocessing:
+        return loaded.encoder
+    if tuple(features) == (GLOBAL,):
+        return loaded.keras_model
+    model = PixelEncoder(loaded.encoder, loaded.preset, features, name="pixel_encoder")
+    model.build((None, loaded.image_size, loaded.image_size, 3))
+    return model
 
 
 def save_encoder(source, out, which="latest", config=None, overwrite=False) -> str:
@@ -511,6 +460,7 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False) -> s
         source: anything `load_encoder` takes, or an encoder (keras.Model) itself.
         out: path ending in ".keras".
         which, config: as for `load_encoder`.
+        The file holds a `PixelEncoder` (pixels 0..255 in, "r1" [B, D] out).
         overwrite: replace an existing file.
 
     Returns:
@@ -528,6 +478,23 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False) -> s
     else:
         model = load_encoder(source, include_preprocessing=True, which=which, config=config)
     model.build((None, model.image_size, model.image_size, 3))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    model.save(out)
+    save_keras_atomic(model, out)
     return out
+
+
+def save_keras_atomic(model: keras.Model, out: str) -> None:
+    """`model.save(out)` through a temporary file beside `out`, renamed into place, so a
+    killed save never leaves a cut `.keras` file under the real name."""
+    directory = os.path.dirname(os.path.abspath(out))
+    os.makedirs(directory, exist_ok=True)
+    fd, stage = tempfile.mkstemp(
+        prefix=f".{os.path.basename(out)}.", suffix=".keras", dir=directory
+    )
+    os.close(fd)
+    try:
+        model.save(stage)
+        os.replace(stage, out)
+    except BaseException:
+        if os.path.exists(stage):
+            os.remove(stage)
+        raise
