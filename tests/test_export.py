@@ -88,7 +88,9 @@ def test_layout_and_config(exported):
     sigs = exported["loaded"].signatures
     assert set(sigs) == {"serving_default", "serve_float"}
     (spec,) = sigs["serving_default"].structured_input_signature[1].values()
-    assert spec.shape.as_list() == [None, SIZE, SIZE, 3] and spec.dtype == tf.uint8
+    assert spec.shape.as_list() == [None, None, None, 3] and spec.dtype == tf.uint8
+    (spec,) = sigs["serve_float"].structured_input_signature[1].values()
+    assert spec.shape.as_list() == [None, SIZE, SIZE, 3] and spec.dtype == tf.float32
 
 
 def test_fresh_process_without_project_code_gives_same_features(exported, tmp_path):
@@ -138,21 +140,42 @@ def test_tfsm_layer_gives_same_features(exported):
 @pytest.mark.parametrize(
     "shape", [(2, 28, 28, 3), (2, 32, 32, 1), (32, 32, 3)], ids=["size", "channels", "rank"]
 )
-def test_wrong_shape_is_rejected_naming_the_expected_shape(exported, shape):
-    loaded = exported["loaded"]
-    bad = tf.zeros(shape, tf.uint8)
+def test_serve_float_takes_only_the_evaluation_view(exported, shape):
+    bad = tf.zeros(shape, tf.float32)
     # Concrete signatures (TF Serving) ignore the spec's static shape: our in-graph check.
     with pytest.raises(
         tf.errors.InvalidArgumentError, match=r"expects images of shape \[B, 32, 32, 3\]"
     ):
-        loaded.signatures["serving_default"](images=bad)
-    with pytest.raises(
-        tf.errors.InvalidArgumentError, match=r"expects images of shape \[B, 32, 32, 3\]"
-    ):
-        loaded.signatures["serve_float"](images=tf.cast(bad, tf.float32))
-    # The restored Python function checks its spec before running anything.
-    with pytest.raises(TypeError, match=r"\(None, 32, 32, 3\)"):
-        loaded.serving_default(bad)
+        exported["loaded"].signatures["serve_float"](images=bad)
+
+
+@pytest.mark.parametrize(
+    "shape, why",
+    [
+        ((2, 7, 40, 3), "H, W >= 8 px"),
+        ((2, 32, 32, 1), r"\[B, H, W, 3\]"),
+        ((32, 32, 3), "B, H, W"),
+    ],
+    ids=["too small", "channels", "rank"],
+)
+def test_serving_default_refuses_what_no_view_can_make_an_image_of(exported, shape, why):
+    """Issue 20 trap 7: another size failed deep in the graph ("Computed output size
+    would be negative"); now only an image under the minimum is refused, naming it."""
+    bad = tf.zeros(shape, tf.uint8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=why):
+        exported["loaded"].signatures["serving_default"](images=bad)
+
+
+def test_serving_default_takes_any_size_as_evaluation_views_it(exported):
+    """Issue 20 trap 7: the signature took exactly uint8 [B, 32, 32, 3]."""
+    big = np.random.default_rng(5).integers(0, 256, (2, 50, 41, 3), dtype=np.uint8)
+    views = augment.eval_pixels(big, "cifar").numpy()  # evaluation's view, in [0, 1]
+    got = exported["loaded"].signatures["serving_default"](images=tf.constant(big))
+    assert_features_equal(got, reference(exported["enc"], views))
+    small = big[:, :20, :20]  # upsampled, as evaluation upsamples
+    got = exported["loaded"].signatures["serving_default"](images=tf.constant(small))
+    want = reference(exported["enc"], augment.eval_pixels(small, "cifar").numpy())
+    np.testing.assert_allclose(got["global"], want["global"], atol=ATOL)
 
 
 def test_serve_float_rejects_0_255_pixels(exported):

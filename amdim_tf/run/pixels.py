@@ -3,10 +3,12 @@
 Every artifact a user can hold takes images the way the Keras ecosystem passes them
 (`keras.utils.image_dataset_from_directory`, `keras.applications`): pixel values in
 0..255, uint8 or float (any integer or float dtype), [B, H, W, 3] of any size. Inside,
-each batch gets the evaluation view of the encoder's preset (`augment.eval_view`: CIFAR
-resized to 32 px, STL / ImageNet shorter side resized to 70 / 146 and centre-cropped to
-64 / 128, bicubic) and the training normalisation, so the features equal those
-evaluation computes from the same image. This module is that one rule (`views`) and:
+a batch of another size than the encoder's S px gets the evaluation view of the
+encoder's preset (`augment.eval_view`: CIFAR resized to 32 px, STL / ImageNet shorter
+side resized to 70 / 146 and centre-cropped to 64 / 128, bicubic), so the features equal
+those evaluation computes from the same image; a batch of S px is taken as that view
+itself (as the SavedModel and the LiteRT / ONNX files always took it). Then the training
+normalisation. This module is that one rule (`views`) and:
 
     PixelEncoder     `load_encoder(..., include_preprocessing=True)`, the `.keras`
                      encoder (`save_encoder`): images -> {"r1": [B, D]} (+ local maps
@@ -141,7 +143,19 @@ def views(images, preset: str, image_size: int, what: str = "the encoder"):
     if images.dtype.is_floating:
         images = _refuse_unit_floats(images, what)
     pixels = tf.cast(images, tf.float32) / PIXEL_MAX  # [B, H, W, 3] in [0, 1]
-    return augment.eval_view(pixels, preset)  # [B, S, S, 3]
+    size = int(image_size)
+    height, width = pixels.shape[1], pixels.shape[2]
+    if height == size and width == size:
+        return augment.normalise(pixels, preset)  # already the view: [B, S, S, 3]
+    if height is not None and width is not None:
+        return augment.eval_view(pixels, preset)  # [B, S, S, 3]
+    shape = tf.shape(pixels)
+    out = tf.cond(
+        tf.logical_and(tf.equal(shape[1], size), tf.equal(shape[2], size)),
+        lambda: augment.normalise(pixels, preset),
+        lambda: augment.eval_view(pixels, preset),
+    )
+    return tf.ensure_shape(out, [None, size, size, 3])
 
 
 def _unused_by(encoder, keys) -> tuple:

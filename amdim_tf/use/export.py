@@ -1,18 +1,24 @@
 """A trained encoder as a deployable SavedModel: raw pixels in, named features out.
 
 The export holds everything a client needs and nothing of this project's code: the
-per-dataset normalisation of the training pipeline (`augment.eval_view`) runs inside the
-graph, BatchNorm runs in inference mode, and the outputs are named tensors (never looked
-up by graph name, the lesson of google-research/simclr's hub modules):
+evaluation view and the per-dataset normalisation of the training pipeline
+(`augment.eval_view`) run inside the graph, BatchNorm runs in inference mode, and the
+outputs are named tensors (never looked up by graph name, the lesson of
+google-research/simclr's hub modules):
 
-    serving_default  images uint8   [B, S, S, 3] in 0..255  -> r1, r5, r7, global
-    serve_float      images float32 [B, S, S, 3] in [0, 1]  -> r1, r5, r7, global
+    serving_default  images uint8   [B, H, W, 3] 0..255, any size  -> r1, r5, r7, global
+    serve_float      images float32 [B, S, S, 3] in [0, 1], the     -> r1, r5, r7, global
+                     evaluation view itself (augment.eval_pixels)
 
 with r1 [B, 1, 1, D], r5 [B, 5, 5, D], r7 [B, 7, 7, D] (Bachman et al. 2019, §3.5: the
 global and the 5x5 / 7x7 local embeddings) and global = r1 flattened to [B, D], the
-feature linear probes read. S is the trained image size; another size, channel count or
-rank is rejected at call time with a message naming [B, S, S, 3] (the signature's spec,
-plus an in-graph check for the concrete signatures that TF Serving runs).
+feature linear probes read. `serving_default` is the pixel contract of every artifact
+(`run/pixels.py`): an image of any size gets the evaluation view of the preset (resized /
+centre-cropped), one smaller than `pixels.min_image_side` is refused naming the minimum.
+`serve_float` is the explicitly named [0, 1] form, for pipelines that already made the
+evaluation view: exactly S px, values outside [0, 1] refused. A wrong channel count or
+rank is rejected at call time with a message naming the expected shape (the signature's
+spec, plus an in-graph check for the concrete signatures that TF Serving runs).
 
 Layout (TensorFlow Serving wants numbered version directories under a base path;
 `tools/export.py --out=BASE` writes BASE/1/):
@@ -36,7 +42,7 @@ Serving (it serves the highest version under the base path):
 
 Beware: a NumPy *float* array passed to the restored Python function
 `loaded.serving_default` is cast to uint8 by TF's input binding without a warning
-(0.7 -> 0); send float pixels to `serve_float`.
+(0.7 -> 0, 200.4 -> 200); send uint8 pixels.
 """
 
 import json
@@ -54,6 +60,7 @@ from amdim_tf.methods.features import GLOBAL
 
 # Reading an export (the layout below) belongs to the one loader; writing it, here.
 from amdim_tf.run.loader import EXPORT_CONFIG_FILE, missing_parts
+from amdim_tf.run.pixels import assert_pixels_shape, min_image_side, views
 
 FEATURES = amdim.FEATURES  # exported when the encoder returns them; "global" always
 
@@ -77,9 +84,10 @@ def _encoder_config(encoder, preset, image_size, features, n_rkhs):
     config.update(
         n_rkhs=n_rkhs,
         outputs=list(features) + ["global"],
+        min_image_side=min_image_side(image_size),
         signatures={
-            "serving_default": "uint8 [B,S,S,3] 0..255",
-            "serve_float": "float32 [B,S,S,3] in [0,1]",
+            "serving_default": "uint8 [B,H,W,3] 0..255, any size (evaluation view inside)",
+            "serve_float": "float32 [B,S,S,3] in [0,1], the evaluation view",
         },
     )
     return config
@@ -179,8 +187,8 @@ def export_encoder(
         with tf.control_dependencies([check]):
             return tf.identity(images)
 
-    def run_encoder(pixels):  # [B, S, S, 3] float in [0, 1]
-        out = encoder(normalise(pixels, preset), training=False)  # BN uses moving stats
+    def run_encoder(inputs):  # [B, S, S, 3] normalised
+        out = encoder(inputs, training=False)  # BN uses moving stats
         result = {k: out[k] for k in features}
         result["global"] = tf.reshape(out[GLOBAL], [-1, n_rkhs])  # [B, D]
         return result
@@ -192,12 +200,14 @@ def export_encoder(
         result["global"] = tf.zeros([0, n_rkhs], probe[GLOBAL].dtype)  # [0, D]
         return result
 
-    def encode(pixels):  # [B, S, S, 3] float in [0, 1]
-        return tf.cond(tf.shape(pixels)[0] > 0, lambda: run_encoder(pixels), empty_result)
+    def encode(images, to_inputs):
+        return tf.cond(
+            tf.shape(images)[0] > 0, lambda: run_encoder(to_inputs(images)), empty_result
+        )
 
-    def serve_uint8(images):
-        images = check_shape(images, "serving_default")
-        return encode(tf.cast(images, tf.float32) / 255.0)
+    def serve_uint8(images):  # [B, H, W, 3] uint8, any size
+        images = assert_pixels_shape(images, image_size, "serving_default")
+        return encode(images, lambda x: views(x, preset, image_size, "serving_default"))
 
     def serve_float(images):
         images = check_shape(images, "serve_float")
@@ -215,14 +225,15 @@ def export_encoder(
             ),
         ]
         with tf.control_dependencies(checks):
-            return encode(tf.identity(images))
+            return encode(tf.identity(images), lambda x: normalise(x, preset))
 
     archive = keras.export.ExportArchive()
     archive.track(encoder)
     # Naming the uint8 endpoint "serving_default" makes it TF Serving's default;
     # ExportArchive would otherwise alias the first endpoint.
+    any_size = [None, None, None, 3]
     archive.add_endpoint(
-        "serving_default", serve_uint8, [tf.TensorSpec(spec_shape, tf.uint8, name="images")]
+        "serving_default", serve_uint8, [tf.TensorSpec(any_size, tf.uint8, name="images")]
     )
     archive.add_endpoint(
         "serve_float", serve_float, [tf.TensorSpec(spec_shape, tf.float32, name="images")]
