@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 
 from amdim_tf import config_lib
+from amdim_tf import data as data_lib
 from amdim_tf.data import augment
 from amdim_tf.run.loader import untrained_encoder
+from amdim_tf.run.pixels import PixelClassifier
 from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.use import finetune
 
@@ -254,16 +256,70 @@ def test_evaluation_writes_table_plot_and_a_servable_classifier(run_dir, tmp_pat
     with open(os.path.join(out, "finetune.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
+    # Issue 20 trap 2: the .keras classifier took normalised images and returned logits
+    # (uint8 pixels scored 46.9%, [0, 1] 9.4%); now the pixel contract of every artifact.
     model = keras.saving.load_model(os.path.join(out, "classifier.keras"))
+    assert isinstance(model, PixelClassifier) and model.class_names == DIGITS
     pixels = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     inputs = augment.normalise(pixels.astype(np.float32) / 255.0, "cifar")
-    expected = tf.nn.softmax(model(inputs, training=False)).numpy()
+    expected = tf.nn.softmax(model.classifier(inputs, training=False)).numpy()
+    np.testing.assert_allclose(model(pixels), expected, atol=1e-5)
+    np.testing.assert_allclose(model(pixels.astype(np.float32)), expected, atol=1e-5)
     loaded = tf.saved_model.load(os.path.join(out, "export", "1"))
     got = loaded.signatures["classify"](images=tf.constant(pixels))
     np.testing.assert_allclose(got["probabilities"].numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(got["probabilities"].numpy().sum(1), 1.0, atol=1e-5)
-    assert got["class_names"].shape == (3, 10)
-    assert got["class_names"][0].numpy().astype(str).tolist() == list(DIGITS)
+    # Issue 20 trap 7: class_names came tiled [B, K]; now the predicted name per image.
+    want = [DIGITS[i] for i in expected.argmax(1)]
+    assert got["class_name"].numpy().astype(str).tolist() == want
+    assert model.classify(pixels)["class_name"].numpy().astype(str).tolist() == want
+    big = np.random.default_rng(1).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        loaded.signatures["classify"](images=tf.constant(big))["probabilities"],
+        model(big),
+        atol=1e-5,
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match=">= 8 px"):
+        loaded.signatures["classify"](images=tf.zeros([1, 5, 5, 3], tf.uint8))
+
+
+def write_folder(root, classes=("cat", "dog", "emu"), per_class=10):
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        os.makedirs(os.path.join(root, name))
+        for i in range(per_class):
+            image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            image[..., c] = 255  # a class is told by its colour
+            tf.io.write_file(os.path.join(root, name, f"{i}.png"), tf.io.encode_png(image))
+
+
+def test_a_folder_without_split_dirs_is_scored_on_held_out_images(run_dir, tmp_path):
+    """Issue 20 trap 4: finetune on a labelled folder without split directories scored
+    all 80 images, its 20 training labels among them (100% printed). Trap 7: classify
+    named folder classes "0", "1", "2"."""
+    folder = str(tmp_path / "pets")
+    write_folder(folder)
+    data = {"data.source": "folder", "data.path": folder}
+    result = finetune.run_few_label_evaluation(
+        run_dir, str(tmp_path / "out"), finetune.parse_budgets([], ["3"]), arms=("finetune",),
+        recipe=TINY_RECIPE, data_overrides=data,
+    )  # fmt: skip
+    assert result["n_test"] == 6  # 20% of each class of 10, seed 0; was 30
+    config = config_lib.with_data_overrides(tiny_run_config(), data)
+    source = data_lib.open_source(config.data)
+    train, test = (
+        {bytes(f) for f, _ in source.examples(p).ds.as_numpy_iterator()} for p in ("train", "test")
+    )
+    assert len(train) == 24 and not train & test
+    assert np.bincount(source.labels("test")).tolist() == [2, 2, 2]  # stratified
+    reopened = data_lib.open_source(config.data)
+    assert np.array_equal(reopened.labels("test"), source.labels("test"))  # seeded
+    assert result["class_names"] == ["cat", "dog", "emu"]
+    model = keras.saving.load_model(os.path.join(tmp_path, "out", "classifier.keras"))
+    assert model.class_names == ("cat", "dog", "emu")
+    loaded = tf.saved_model.load(os.path.join(tmp_path, "out", "export", "1"))
+    names = loaded.signatures["classify"](images=tf.zeros([2, 32, 32, 3], tf.uint8))
+    assert set(names["class_name"].numpy().astype(str)) <= {"cat", "dog", "emu"}
 
 
 def test_missing_checkpoint_says_what_was_expected(tmp_path):

@@ -56,9 +56,10 @@ from amdim_tf.data import augment
 from amdim_tf.errors import first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
+from amdim_tf.run.pixels import PixelClassifier, assert_pixels_shape, min_image_side, views
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.storage import write_json_atomic
-from amdim_tf.use import evaluate
+from amdim_tf.use import evaluate, export
 from amdim_tf.use.progress import Progress
 
 ARMS = ("frozen", "finetune", "scratch")
@@ -148,13 +149,13 @@ def parse_budgets(fractions=(), per_class=()) -> list:
 
 
 def class_names(data) -> tuple:
-    """Names of the classes, index order: the npz file's `class_names`, else '0', '1', ..."""
+    """Names of the classes, index order: the source's own (a folder's class directories,
+    an npz file's `class_names`), else '0', '1', ..."""
     source = data_lib.opened(data)
     k = source.num_classes()
-    if source.data.source == "npz":
-        names = source.class_names()
-        if len(names) == k:
-            return tuple(names)
+    names = source.class_names()
+    if len(names) == k:
+        return tuple(str(n) for n in names)
     return tuple(str(i) for i in range(k))
 
 
@@ -361,34 +362,66 @@ def _features(encoder, x, y):
     return evaluate.extract_features(encoder, ds)
 
 
-def export_classifier(model, export_dir, names, preset):
-    """Writes `model` as a SavedModel whose `classify` (also `serving_default`) signature maps
-
-    images uint8 [B, S, S, 3] in 0..255 -> probabilities float32 [B, K],
-                                           class_names string [B, K] (K names, each row),
-
-    with the preset's normalisation inside the graph and BatchNorm in inference mode
-    (TF Serving's Classify API shape: a score and a class name per column).
-    """
+def pixel_classifier(model, names, preset) -> PixelClassifier:
+    """`model` (normalised views -> logits, `build_classifier`) with the pixel contract:
+    pixels 0..255 of any size in, probabilities out, `class_names` naming the columns."""
     size = model.input_shape[1]
-    spec = [tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")]
-    table = tf.constant(list(names))
+    classifier = PixelClassifier(model, preset, names, name="pixel_classifier")
+    classifier.build((None, size, size, 3))
+    return classifier
+
+
+def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
+    """Writes `classifier` as a SavedModel whose `classify` (also `serving_default`)
+    signature maps
+
+    images uint8 [B, H, W, 3], 0..255, any size -> class_name string [B] (the predicted
+                                                   class), class_index int32 [B],
+                                                   probabilities float32 [B, K]
+
+    with the pixel contract of `run/pixels.py` inside the graph (the evaluation view and
+    the preset's normalisation) and BatchNorm in inference mode; the K names, in column
+    order, are in classifier.json beside it. Staged and renamed into place.
+    """
+    size = classifier.image_size
+    spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
+    table = tf.constant(list(classifier.class_names))
 
     def classify(images):
-        pixels = tf.cast(images, tf.float32) / 255.0
-        probs = tf.nn.softmax(model(augment.normalise(pixels, preset), training=False))
-        rows = tf.tile(table[None], [tf.shape(probs)[0], 1])  # [B, K]
-        return {"probabilities": probs, "class_names": rows}
+        images = assert_pixels_shape(images, size, "classify")
+        pixels = views(images, classifier.preset, size, "classify")
+        logits = classifier.classifier(pixels, training=False)  # [B, K]
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
+        index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
+        return {
+            "class_name": tf.gather(table, index),  # [B]
+            "class_index": index,
+            "probabilities": probs,
+        }
 
-    if os.path.isdir(export_dir):
-        shutil.rmtree(export_dir)  # our own output of an earlier invocation
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    archive.track(classifier)
     archive.add_endpoint("classify", classify, spec)
     archive.add_endpoint("serving_default", lambda images: classify(images), spec)
-    archive.write_out(export_dir, verbose=False)
-    with open(os.path.join(export_dir, CLASSIFIER_JSON), "w") as f:
-        json.dump({"class_names": list(names), "image_size": size, "preset": preset}, f, indent=1)
+    info = {
+        "class_names": list(classifier.class_names),
+        "image_size": size,
+        "min_image_side": min_image_side(size),
+        "preset": classifier.preset,
+        "signatures": {
+            "classify": "uint8 [B,H,W,3] 0..255, any size -> class_name [B], class_index "
+            "[B], probabilities [B,K]"
+        },
+    }
+    stage = export._staging_dir(export_dir)
+    try:
+        archive.write_out(stage, verbose=False)
+        with open(os.path.join(stage, CLASSIFIER_JSON), "w") as f:
+            json.dump(info, f, indent=1)
+        export._move_into_place(stage, export_dir)  # replaces our earlier output
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return export_dir
 
 
@@ -569,11 +602,10 @@ def run_few_label_evaluation(
     with open(paths["markdown"], "w") as f:
         f.write(table + "\n")
     if saved:
+        classifier = pixel_classifier(saved["model"], names, preset)
         paths["keras"] = os.path.join(out_dir, "classifier.keras")
-        saved["model"].save(paths["keras"])
-        paths["export"] = export_classifier(
-            saved["model"], os.path.join(out_dir, "export", "1"), names, preset
-        )
+        loader.save_keras_atomic(classifier, paths["keras"])
+        paths["export"] = export_classifier(classifier, os.path.join(out_dir, "export", "1"))
     result = {
         "workdir": workdir,
         "checkpoint": checkpoint,

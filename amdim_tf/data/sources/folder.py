@@ -2,7 +2,16 @@
 
 `data.path/class_x/*.{jpg,jpeg,png,bmp,gif,webp}` (labels are the sorted class dirs), or
 `data.path/<split>/class_x/...` when such a split dir exists; plus an optional flat
-folder of unlabeled images, `data.unlabeled_path`, used for pretraining only. Training,
+folder of unlabeled images, `data.unlabeled_path`, used for pretraining only.
+
+Held-out split. When data.path has neither a data.train_split nor a data.eval_split
+directory, both splits would read the same class dirs, and every tool would score the
+images it trained its head on (issue 20: 100% printed on 80 images that held the 20
+training labels). Instead, a seeded, class-stratified HOLDOUT_FRACTION of each class
+(at least one image of any class with two or more, seed HOLDOUT_SEED; the same files
+give the same split on every run and in every tool) is data.eval_split, the rest
+data.train_split; a warning says so with the sizes and the seed. Other split names
+still read all the class dirs. Training,
 evaluation, embedding, fine-tuning and the figures all read files through
 `FolderSource`, so a file that one of them reads or skips, all of them do.
 
@@ -37,6 +46,23 @@ from amdim_tf.data.sources.base import (
     split_parts,
     why_undecodable,
 )
+
+# The held-out split of a folder without split directories (module docstring).
+HOLDOUT_FRACTION = 0.2
+HOLDOUT_SEED = 0
+_WHOLE = "\0whole"  # the scan cache's key for data.path read whole, before the split
+
+
+def held_out(labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED):
+    """bool [N]: the seeded, class-stratified held-out rows of `labels` (int [N]):
+    round(fraction * n) of each class of n images, at least 1 and at most n - 1."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(labels), bool)
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        k = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
+        mask[rng.permutation(rows)[:k]] = True
+    return mask
 
 
 def list_images(directory: str | bytes) -> list:
@@ -141,9 +167,54 @@ class FolderSource(Source):
             )
         return classes
 
+    def _holdout_side(self, part):
+        """ "train" / "eval" when `part` is data.train_split's / data.eval_split's
+        labelled part and data.path has a directory for neither; else None."""
+        if is_unlabeled(part) or not self.data.path:
+            return None
+        train = [p for p in split_parts(self.data.train_split) if not is_unlabeled(p)]
+        evals = split_parts(self.data.eval_split)
+        if len(train) != 1 or len(evals) != 1 or train[0] == evals[0]:
+            return None
+        if part not in (train[0], evals[0]):
+            return None
+        if any(os.path.isdir(os.path.join(self.data.path, p)) for p in (train[0], evals[0])):
+            return None
+        return "train" if part == train[0] else "eval"
+
     def _scan(self, part):
         if part in self._scans:
             return self._scans[part]
+        side = self._holdout_side(part)
+        if side is None:
+            scan = self._scan_part(part)
+        else:
+            if _WHOLE not in self._scans:  # both sides read data.path itself: one scan
+                self._scans[_WHOLE] = self._scan_part(part)
+                held = held_out(self._scans[_WHOLE].labels)
+                logging.warning(
+                    "%s has no %s/ or %s/ directory: holding out %d of its %d images "
+                    "(%.0f%% of each class, seed %d) as data.eval_split; %d images are "
+                    "data.train_split. Make split directories to choose them yourself.",
+                    self.data.path,
+                    split_parts(self.data.train_split)[0],
+                    split_parts(self.data.eval_split)[0],
+                    int(np.sum(held)),
+                    len(held),
+                    100 * HOLDOUT_FRACTION,
+                    HOLDOUT_SEED,
+                    int(np.sum(~held)),
+                )
+            whole = self._scans[_WHOLE]
+            mask = held_out(whole.labels)
+            if side == "train":
+                mask = ~mask
+            files = [f for f, keep in zip(whole.files, mask, strict=True) if keep]
+            scan = _Scan(files, whole.labels[mask], whole.skipped, whole.class_names)
+        self._scans[part] = scan
+        return scan
+
+    def _scan_part(self, part):
         strict, max_pixels = self.data.strict, int(self.data.max_pixels)
         if is_unlabeled(part):
             unlabeled = self.data.unlabeled_path
@@ -166,9 +237,7 @@ class FolderSource(Source):
             files, labels = [listed[i] for i in keep], [listed_labels[i] for i in keep]
         if not files:
             raise ValueError(f"No decodable image files for split {part!r} of the folder source.")
-        scan = _Scan(files, np.array(labels, np.int32), [os.fsdecode(p) for p in bad], names)
-        self._scans[part] = scan
-        return scan
+        return _Scan(files, np.array(labels, np.int32), [os.fsdecode(p) for p in bad], names)
 
     def examples(self, part: str) -> Examples:
         scan = self._scan(part)
