@@ -162,21 +162,23 @@ def test_folder_source_skips_bad_files_and_logs(image_folder, caplog):
     assert "Skipping 2 of 11" in log and "corrupt.jpg" in log and "truncated.jpeg" in log
     assert "Skipping 1 of 5" in log and "broken.png" in log
     check_pretrain_structure(ds, 32)
-    # One epoch is 9 labeled + 4 unlabeled = 13 examples: 3 batches cover 12 of them.
+    # No train/ or test/ dir: of the 9 labeled images (5 + 4), one per class is held out
+    # as "test" (20%, at least one), so an epoch is 7 labeled + 4 unlabeled = 11 examples.
     labels = np.concatenate([y.numpy() for _, y in first_batches(ds, 3)])
     assert -1 in labels and set(labels) <= {-1, 0, 1}
     assert data_lib.num_classes(data) == 2
-    assert data_lib.num_examples(data, "train") == 9
-    assert data_lib.num_pretrain_examples(data) == 13
+    assert data_lib.num_examples(data, "train") == 7
+    assert data_lib.num_pretrain_examples(data) == 11
     test = eval_labels(data_lib.make_eval_dataset(data, "test", BATCH), 32)
-    assert sorted(test.tolist()) == [0] * 5 + [1] * 4
+    assert sorted(test.tolist()) == [0, 1]
+    assert "holding out 2 of its 9 images" in caplog.text and "seed 0" in caplog.text
 
 
 def test_folder_source_at_64_pixels(image_folder):
     root, _ = image_folder
     data = make_data(source="folder", path=root, image_size=64, cache=False)
     check_pretrain_structure(data_lib.make_pretrain_dataset(data, BATCH, seed=0), 64)
-    assert len(eval_labels(data_lib.make_eval_dataset(data, "test", BATCH), 64)) == 9
+    assert len(eval_labels(data_lib.make_eval_dataset(data, "test", BATCH), 64)) == 2
 
 
 def test_folder_strict_mode_names_the_bad_file(image_folder):

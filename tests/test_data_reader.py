@@ -101,7 +101,8 @@ def test_a_tiny_png_claiming_20000_squared_is_skipped_without_decoding(tmp_path,
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     source = data_lib.open_source(data)
     with caplog.at_level(logging.WARNING):
-        assert source.count("train") == 3
+        # No split dirs: the 3 good images are split into "train" and a held-out "test".
+        assert source.count("train") + source.count("test") == 3
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 600, f"peak RSS grew {grown_mib:.0f} MiB: the image was decoded"
     assert source.skipped("train") == [str(bomb)]
@@ -153,7 +154,9 @@ def odd_folder(tmp_path):
 
 
 def test_webp_is_read_and_odd_names_are_skipped_counted_and_named(odd_folder, caplog):
-    source = data_lib.open_source(make_data(source="folder", path=str(odd_folder)))
+    source = data_lib.open_source(
+        make_data(source="folder", path=str(odd_folder), eval_split="train")
+    )
     with caplog.at_level(logging.WARNING):
         labels = source.labels("train")
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1]  # the WebP counts, top.png is no class's
@@ -177,7 +180,7 @@ def test_a_sub_symlink_to_the_root_reports_nothing_unreadable(tmp_path):
     for cls in ("a", "b"):
         _write(str(root / cls / "0.png"), _png(32, 32))
     os.symlink(".", root / "sub")
-    source = data_lib.open_source(make_data(source="folder", path=str(root)))
+    source = data_lib.open_source(make_data(source="folder", path=str(root), eval_split="train"))
     assert source.skipped("train") == []
     assert source.count("train") >= 2
 

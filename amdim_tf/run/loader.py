@@ -58,7 +58,7 @@ writing in `use/export.py`.
 import dataclasses
 import json
 import os
-import tempfile
+import uuid
 import zipfile
 
 import keras
@@ -487,10 +487,8 @@ def save_keras_atomic(model: keras.Model, out: str) -> None:
     killed save never leaves a cut `.keras` file under the real name."""
     directory = os.path.dirname(os.path.abspath(out))
     os.makedirs(directory, exist_ok=True)
-    fd, stage = tempfile.mkstemp(
-        prefix=f".{os.path.basename(out)}.", suffix=".keras", dir=directory
-    )
-    os.close(fd)
+    # Named, not mkstemp'd: Keras creates the file, with the umask's permissions.
+    stage = os.path.join(directory, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}.keras")
     try:
         model.save(stage)
         os.replace(stage, out)
