@@ -1,17 +1,16 @@
-"""amdim_tf/use/compare.py (options, config loading, --set overrides) and tools/compare.py end to
-end on tiny variants; tools/plot_run.py, and the curves of amdim_tf/use/report.py."""
+"""amdim_tf/use/compare.py (options, config loading, --set overrides) and amdim-compare end to
+end on tiny variants; amdim-plot-run, and the curves of amdim_tf/use/report.py."""
 
 import json
 import os
 
 import pytest
-from conftest import run_tool as tool
+from conftest import one_error_line, run_command
 
 from amdim_tf import presets
 from amdim_tf.use import compare
 from amdim_tf.use import report as plots
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -23,15 +22,6 @@ def is_png(path):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
-
-
-def error_lines(stderr):
-    """stderr without TF's C++ start-up lines (printed before our code runs)."""
-    return [
-        line
-        for line in stderr.splitlines()
-        if line.strip() and not line.startswith(("I0000", "WARNING", "E0000"))
-    ]
 
 
 def write_metrics(path, records):
@@ -88,13 +78,12 @@ def test_plot_run_tool(tmp_path):
         ],
     )
     out = str(tmp_path / "curve.png")
-    res = tool("plot_run.py", f"--workdir={wd}", f"--out={out}")
+    res = run_command("plot_run", f"--workdir={wd}", f"--out={out}")
     assert res.returncode == 0, res.stderr
     assert is_png(out) and "15.0% at 1 s" in res.stdout
     assert "cosine kNN of r1): 12.5% at 3 s" in res.stdout
-    res = tool("plot_run.py", f"--workdir={tmp_path / 'missing'}")
-    lines = error_lines(res.stderr)
-    assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    res = run_command("plot_run", f"--workdir={tmp_path / 'missing'}")
+    assert res.returncode == 2 and one_error_line(res).startswith("error: ")
 
 
 def test_compare_tool_end_to_end_and_rerun_reuses(tmp_path):
@@ -109,7 +98,7 @@ def test_compare_tool_end_to_end_and_rerun_reuses(tmp_path):
         f"--workdir={wd}",
         "--set=train.verbose=0",
     ]
-    res = tool("compare.py", *args)
+    res = run_command("compare", *args)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     with open(os.path.join(wd, "compare.md")) as f:
         md = f.read()
@@ -133,7 +122,7 @@ def test_compare_tool_end_to_end_and_rerun_reuses(tmp_path):
         assert len(plots.curves_from_metrics(os.path.join(wd, r["method"], "metrics.jsonl"))) == 2
     assert is_png(os.path.join(wd, "compare.png"))
     # Same command again: every budget is spent and every evaluation cached.
-    again = tool("compare.py", *args)
+    again = run_command("compare", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (
         again.stdout.count("not training again") == 4 and "started from scratch" not in again.stdout
@@ -143,12 +132,9 @@ def test_compare_tool_end_to_end_and_rerun_reuses(tmp_path):
 
 def test_compare_user_errors_are_one_line(tmp_path):
     for bad in (["--methods=amdim,simclr"], ["--seconds=0"], ["--set=model.nope=1", "--steps=1"]):
-        res = tool("compare.py", f"--workdir={tmp_path}", *bad)
-        lines = error_lines(res.stderr)
-        assert res.returncode in (1, 2) and len(lines) == 1 and lines[0].startswith("error: "), (
-            bad,
-            res.stderr,
-        )
+        res = run_command("compare", f"--workdir={tmp_path}", *bad)
+        assert res.returncode in (1, 2), (bad, res.stderr)
+        one_error_line(res)
 
 
 def test_overrides_parse_literals_type_check_and_address_methods():

@@ -1,14 +1,11 @@
 """Score maps and mixture assignments: shapes, the overlay's colours, the TensorBoard
-callback's cadence, and tools/visualize.py on a tiny trained run."""
+callback's cadence, and amdim-visualize on a tiny trained run."""
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import run_command
 
 
 def tiny_model(config, n_mix):
@@ -76,40 +73,28 @@ def _image_tags(logdir):
     return sorted(tags)
 
 
-@pytest.mark.parametrize("every", [0, 2])
-def test_callback_logs_images_at_its_cadence(tiny_config, tmp_path, every):
+def test_callback_logs_images_at_its_cadence(tiny_config, tmp_path):
+    """Two callbacks on one fit: every=2 logs both figures at steps 2 and 4, every=0 none."""
     import tensorflow as tf
 
     from amdim_tf.run import score_maps
 
     model = tiny_model(tiny_config, 2)
-    writer = tf.summary.create_file_writer(str(tmp_path))
-    callback = score_maps.VisualizeCallback(raw_images(), "cifar", every, writer)
+    writers = {every: tf.summary.create_file_writer(str(tmp_path / str(every))) for every in (0, 2)}
+    callbacks = [
+        score_maps.VisualizeCallback(raw_images(), "cifar", every, writer)
+        for every, writer in writers.items()
+    ]
     rng = np.random.RandomState(1)
     v1, v2 = rng.rand(2, 4, 32, 32, 3).astype("float32")
     ds = tf.data.Dataset.from_tensors(((v1, v2), np.arange(4, dtype="int32"))).repeat()
-    model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0, callbacks=[callback])
-    writer.close()
-    tags = _image_tags(str(tmp_path))
-    if every == 0:
-        assert tags == []
-    else:
-        assert tags == [
-            (step, tag) for step in (2, 4) for tag in ("viz/mixture_assignments", "viz/score_maps")
-        ]
-
-
-def test_a_training_run_logs_the_pictures_when_asked(tiny_config, tmp_path):
-    from amdim_tf.run import train as train_lib
-
-    tiny_config.train.verbose = 0
-    tiny_config.train.log_view_pairs = 0
-    tiny_config.train.visualize_every_steps = 2
-    wd = str(tmp_path / "run")
-    train_lib.train(tiny_config, wd)
-    events = [f for f in os.listdir(wd) if f.startswith("events.out.tfevents")]
-    tags = [t for f in events for t in _image_tags_of(os.path.join(wd, f))]
-    assert (2, "viz/score_maps") in tags
+    model.fit(ds, epochs=1, steps_per_epoch=5, verbose=0, callbacks=callbacks)
+    for writer in writers.values():
+        writer.close()
+    assert _image_tags(str(tmp_path / "0")) == []
+    assert _image_tags(str(tmp_path / "2")) == [
+        (step, tag) for step in (2, 4) for tag in ("viz/mixture_assignments", "viz/score_maps")
+    ]
 
 
 def _image_tags_of(path):
@@ -122,29 +107,27 @@ def _image_tags_of(path):
 
 @pytest.mark.slow
 def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
-    """A tiny n_mix = 2 run, then the tool: both PNGs from its latest checkpoint."""
+    """A tiny n_mix = 2 run that logs the pictures when asked, then the tool: both PNGs
+    from its latest checkpoint."""
     from amdim_tf.run import checkpoints
     from amdim_tf.run.train import train
     from amdim_tf.use import visualize
 
     tiny_config.model.n_mix = 2
     tiny_config.train.verbose = 0
+    tiny_config.train.log_view_pairs = 0
+    tiny_config.train.visualize_every_steps = 2
     workdir = str(tmp_path / "run")
     model, _ = train(tiny_config, workdir)
+    events = [f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")]
+    tags = [t for f in events for t in _image_tags_of(os.path.join(workdir, f))]
+    assert (2, "viz/score_maps") in tags
     # The restored objective is the trained one (the mixture MLP that q needs).
     loaded, _, _ = visualize.load_run_model(workdir)
     for a, b in zip(model.objective.weights, loaded.objective.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     out = str(tmp_path / "viz")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    r = subprocess.run(
-        [sys.executable, "tools/visualize.py", f"--encoder={workdir}", "--n=4", f"--out={out}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    r = run_command("visualize", f"--encoder={workdir}", "--n=4", f"--out={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = os.path.basename(checkpoints.checkpoint_path(workdir, "latest"))
     for name in ("score_maps", "assignments"):  # --out is a directory, as in every command
