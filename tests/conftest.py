@@ -31,6 +31,14 @@ def pytest_configure(config):
 # -- commands ---------------------------------------------------------------------------
 
 
+def fresh_env():
+    """The environment of a fresh user or client process: quiet TF, no PYTHONPATH, so
+    nothing points at this repository."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
 def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True):
     """Runs tools/<name> as a user would: a fresh Python, quiet TF, no PYTHONPATH. For tests
     about the process itself (signals, kills, the lock, exit codes of a real process);
@@ -39,9 +47,7 @@ def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True):
     Returns the finished CompletedProcess (stdout/stderr as text), or with wait=False
     the running Popen (stderr merged into stdout).
     """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    env.update(env_extra or {})
+    env = {**fresh_env(), **(env_extra or {})}
     cmd = [sys.executable, os.path.join(ROOT, "tools", name), *args]
     if not wait:
         return subprocess.Popen(

@@ -11,23 +11,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_tool
+from conftest import ROOT, TINY, fresh_env, one_error_line, run_command
 
 from amdim_tf.data import augment
 from amdim_tf.methods import AMDIMEncoder
 from amdim_tf.run import loader
 from amdim_tf.use import export
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 32
 ATOL = 1e-5
-
-
-def clean_env():
-    """The environment of a fresh client process: nothing points at this repository."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return env
 
 
 def tiny_encoder():
@@ -94,11 +86,14 @@ def test_layout_and_config(exported):
 
 
 def test_fresh_process_without_project_code_gives_same_features(exported, tmp_path):
+    """One client process without the package: the same features for uint8 and float
+    pixels, per image independent of the batch, and 0 rows out for 0 images in (TF
+    Serving clients expect that; the convolutions alone fail), by signature and function."""
     pixels = exported["pixels"]
     np.save(tmp_path / "uint8.npy", pixels)
     np.save(tmp_path / "float.npy", pixels.astype(np.float32) / 255.0)
     script = textwrap.dedent(f"""
-        import sys
+        import json, sys
         sys.modules["amdim_tf"] = None  # the package is installed: make any import of it fail
         import numpy as np, tensorflow as tf
         m = tf.saved_model.load({exported["export_dir"]!r})
@@ -109,11 +104,20 @@ def test_fresh_process_without_project_code_gives_same_features(exported, tmp_pa
             np.savez(key + "_out.npz", **{{k: v.numpy() for k, v in out.items()}})
             batch1 = m.signatures[name](images=x[:1])
             np.save(key + "_first.npy", batch1["global"].numpy())
+        shapes = {{}}
+        for name, dtype in (("serving_default", tf.uint8), ("serve_float", tf.float32)):
+            empty = tf.zeros([0, {SIZE}, {SIZE}, 3], dtype)
+            for how, out in (
+                ("signature", m.signatures[name](images=empty)),
+                ("function", getattr(m, name)(empty)),
+            ):
+                shapes[name + " " + how] = {{k: v.shape.as_list() for k, v in out.items()}}
+        print(json.dumps(shapes))
     """)
     proc = subprocess.run(
         [sys.executable, "-c", script],
         cwd=tmp_path,
-        env=clean_env(),
+        env=fresh_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -126,6 +130,15 @@ def test_fresh_process_without_project_code_gives_same_features(exported, tmp_pa
         np.testing.assert_allclose(
             np.load(tmp_path / f"{key}_first.npy"), exported["expected"]["global"][:1], atol=ATOL
         )
+    shapes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(shapes) == 4
+    for got in shapes.values():
+        assert got == {
+            "r1": [0, 1, 1, 16],
+            "r5": [0, 5, 5, 16],
+            "r7": [0, 7, 7, 16],
+            "global": [0, 16],
+        }
 
 
 def test_tfsm_layer_gives_same_features(exported):
@@ -205,10 +218,6 @@ def test_refuses_to_overwrite_a_version(exported):
         export.export_encoder(exported["enc"], exported["export_dir"] + "_x", image_size=64)
 
 
-def tool(*args, cwd):
-    return run_tool("export.py", *args, cwd=cwd, timeout=180)
-
-
 def test_tool_exports_saved_weights(tiny_config, tmp_path):
     from amdim_tf.methods import build_encoder
 
@@ -219,8 +228,9 @@ def test_tool_exports_saved_weights(tiny_config, tmp_path):
     weights = str(tmp_path / "encoder.weights.h5")
     enc.save_weights(weights)
     # The digits demo's config, tiny: the same architecture as the tiny_config fixture.
-    proc = tool(
-        f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
+    proc = run_command(
+        "export",
+        f"--config={ROOT}/{TINY}",
         f"--weights={weights}",
         f"--out={tmp_path / 'out'}",
         "--version=3",
@@ -239,54 +249,15 @@ def test_tool_exports_saved_weights(tiny_config, tmp_path):
 
 
 def test_tool_user_error_is_one_line(tmp_path):
-    proc = tool(
-        f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
+    proc = run_command(
+        "export",
+        f"--config={ROOT}/{TINY}",
         f"--weights={tmp_path / 'missing.weights.h5'}",
         f"--out={tmp_path / 'out'}",
         cwd=tmp_path,
     )
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "missing.weights.h5 does not exist" in lines[0], proc.stderr
+    assert "missing.weights.h5 does not exist" in one_error_line(proc)
     assert not (tmp_path / "out").exists()
-
-
-def test_empty_batch_gives_empty_outputs_in_a_fresh_process(exported, tmp_path):
-    # TF Serving clients expect 0 rows out for 0 images in; the convolutions alone fail.
-    script = textwrap.dedent(f"""
-        import json, sys
-        sys.modules["amdim_tf"] = None
-        import tensorflow as tf
-        m = tf.saved_model.load({exported["export_dir"]!r})
-        shapes = {{}}
-        for name, dtype in (("serving_default", tf.uint8), ("serve_float", tf.float32)):
-            empty = tf.zeros([0, {SIZE}, {SIZE}, 3], dtype)
-            for how, out in (
-                ("signature", m.signatures[name](images=empty)),
-                ("function", getattr(m, name)(empty)),
-            ):
-                shapes[name + " " + how] = {{k: v.shape.as_list() for k, v in out.items()}}
-        print(json.dumps(shapes))
-    """)
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    shapes = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(shapes) == 4
-    for got in shapes.values():
-        assert got == {
-            "r1": [0, 1, 1, 16],
-            "r5": [0, 5, 5, 16],
-            "r7": [0, 7, 7, 16],
-            "global": [0, 16],
-        }
 
 
 class Killed(Exception):
