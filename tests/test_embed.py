@@ -3,21 +3,17 @@ from a work directory, an export or a .keras file; flat folders; outputs users o
 
 import errno
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import one_error_line, run_command
 
 from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.run import loader as backbone
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.use import embed, evaluate, export
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CIFAR_SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
 
 
 def _read_index(out):
@@ -124,34 +120,25 @@ def test_unknown_features_are_refused(tiny_run, tmp_path):
     assert not os.path.exists(tmp_path / "e")  # refused before any output
 
 
-@pytest.mark.skipif(not os.path.exists(CIFAR_SMALL), reason="../shared/data CIFAR-10 absent")
-def test_the_tool_embeds_cifar_npz_with_class_names(tiny_run, tmp_path):
+def test_the_tool_embeds_cifar_npz_with_class_names(tiny_run, cifar_npz, tmp_path):
     out = str(tmp_path / "emb")
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "tools", "embed.py"),
+    args = [
         f"--encoder={tiny_run}",
         f"--out={out}",
         "--split=test",
         "--config.data.source=npz",
-        f"--config.data.path={CIFAR_SMALL}",
+        f"--config.data.path={os.path.abspath(cifar_npz)}",
         "--projector_examples=100",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    done = run_command("embed", *args)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "embedded 1,000 images" in done.stdout
     rows = _read_index(out)
     assert len(rows) == 1000 and rows[0][2] in ("airplane", "automobile", "bird", "cat", "deer",
                                                  "dog", "frog", "horse", "ship", "truck")  # fmt: skip
-    bad = subprocess.run(
-        [*cmd[:2], f"--encoder={tmp_path / 'nowhere'}", f"--out={out}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    bad = run_command("embed", f"--encoder={tmp_path / 'nowhere'}", f"--out={out}")
     assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "work directory" in bad.stderr.strip().splitlines()[-1]
+    assert "work directory" in one_error_line(bad)
 
 
 def test_neighbour_queries_are_named_by_class_or_file_stem(tiny_run, tmp_path, monkeypatch):

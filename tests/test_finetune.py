@@ -2,13 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import one_error_line, run_command, tiny_run_config
 
 from amdim_tf import config_lib
 from amdim_tf import data as data_lib
@@ -18,20 +17,13 @@ from amdim_tf.run.pixels import PixelClassifier
 from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.use import finetune
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = tuple(str(i) for i in range(10))
 TINY_RECIPE = finetune.Recipe(epochs=1, min_steps=3, max_steps=3, batch_size=8)
 
 
-def tiny_run_config():
-    c = config_lib.make_tiny(config_lib.base_config())
-    c.data.source = "digits"
-    return c
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A work directory as tools/train.py leaves it: config.json and an encoder checkpoint.
+    """A work directory as amdim-train leaves it: config.json and an encoder checkpoint.
 
     The encoder is untrained (seconds instead of a pretraining), with non-trivial BN
     statistics so that BN modes are told apart."""
@@ -344,13 +336,7 @@ def test_only_data_may_be_overridden_and_at_the_encoders_size():
 
 
 def test_tool_reports_a_bad_budget_in_one_line(run_dir):
-    proc = subprocess.run(
-        [sys.executable, "tools/finetune.py", f"--workdir={run_dir}", "--fractions=0.001"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_command("finetune", f"--workdir={run_dir}", "--fractions=0.001")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    last = proc.stderr.strip().splitlines()[-1]
+    last = one_error_line(proc)
     assert last.startswith("error: label budget 0.1% of 1,440 train images") and "class 0" in last
