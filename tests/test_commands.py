@@ -7,11 +7,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, fresh_env, one_error_line, run_command
 
 from amdim_tf import config_lib, presets
 from amdim_tf.errors import first_line
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def scripts():
@@ -99,16 +98,16 @@ def test_first_line():
     assert first_line("abcdef", limit=3) == "abc"
 
 
-def run(*args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
-
-
 def test_helpshort_lists_the_commands_own_flags_from_any_directory(tmp_path):
-    proc = run("-m", "amdim_tf.cli.finetune", "--helpshort", cwd=tmp_path)
+    # A new process: absl's help reads the docstring of the process's __main__ module.
+    proc = subprocess.run(
+        [sys.executable, "-m", "amdim_tf.cli.finetune", "--helpshort"],
+        cwd=tmp_path,
+        env=fresh_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1, proc.stderr  # absl's exit code after help
     out = proc.stdout
     assert "Few-label evaluation" in out  # the command's docstring
@@ -118,28 +117,21 @@ def test_helpshort_lists_the_commands_own_flags_from_any_directory(tmp_path):
 
 
 def test_data_overrides_of_a_run_reading_command_are_one_line(tmp_path):
-    proc = run(
-        os.path.join(ROOT, "tools", "evaluate.py"),
-        "--workdir=x",
-        "--config.model.ndf=3",
-        cwd=tmp_path,
-    )
+    proc = run_command("evaluate", "--workdir=x", "--config.model.ndf=3", cwd=tmp_path)
     assert proc.returncode == 1
-    assert "Traceback" not in proc.stderr
-    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+    assert one_error_line(proc) == (
         "error: --config.model.ndf=3: this command takes --config.data.KEY=VALUE only (other "
         "data; the encoder is the run's), e.g. --config.data.source=folder "
         "--config.data.path=DIR"
-    ]
+    )
 
 
 @pytest.mark.slow
 def test_train_takes_a_preset_name_from_another_directory(tmp_path):
     """Train by preset name outside the checkout: the wheel's case (no configs/ there)."""
     workdir = tmp_path / "run"
-    proc = run(
-        "-m",
-        "amdim_tf.cli.train",
+    proc = run_command(
+        "train",
         "--config=amdim_digits_demo:tiny",
         "--config.train.steps_per_epoch=1",
         "--config.train.verbose=0",
