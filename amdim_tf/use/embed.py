@@ -50,6 +50,7 @@ from amdim_tf.data import augment
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run.features import check_feature_keys, l2_normalise
+from amdim_tf.use import report
 
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
@@ -192,8 +193,7 @@ def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key, titles)
         f"{k} nearest by cosine of {key} (title: similarity; frame green = same label)",
         fontsize=8,
     )
-    fig.savefig(path, dpi=100, format="png")
-    return path
+    return report.save_png(fig, path)
 
 
 def _metadata_line(index_line, labelled):

@@ -59,7 +59,7 @@ from amdim_tf.run import checkpoints, loader
 from amdim_tf.run.pixels import PixelClassifier, assert_pixels_shape, min_image_side, views
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.storage import write_json_atomic
-from amdim_tf.use import evaluate, export
+from amdim_tf.use import evaluate, export, report
 from amdim_tf.use.progress import Progress
 
 ARMS = ("frozen", "finetune", "scratch")
@@ -495,9 +495,7 @@ def plot_accuracy(summary, path, title):
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
-    return path
+    return report.save_png(fig, path, dpi=110)
 
 
 def run_few_label_evaluation(

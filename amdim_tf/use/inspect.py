@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 from amdim_tf.methods.features import GLOBAL
-from amdim_tf.use import search
+from amdim_tf.use import report, search
 
 _ROBUST_Z = 3.0  # robust standard deviations of log distance below the median: duplicates
 _EXACT_DISTANCE = 1e-5  # cosine distance of pixel-identical images (float rounding only)
@@ -150,10 +150,7 @@ def tiles_png(path, thumbs, titles, cols, header="") -> str:
             ax.set_title(titles[idx], fontsize=5)
     if header:
         fig.suptitle(header, fontsize=7)
-    tmp = f"{path}.tmp"
-    fig.savefig(tmp, dpi=100, format="png")
-    os.replace(tmp, path)
-    return path
+    return report.save_png(fig, path)
 
 
 def _short(name, width=18):

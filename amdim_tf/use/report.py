@@ -93,6 +93,14 @@ def plot_probe_curves(series, path, title, ylabel="linear probe accuracy"):
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8)
+    return save_png(fig, path, dpi=110)
+
+
+def save_png(fig, path: str, dpi: int = 100) -> str:
+    """Writes a matplotlib figure as PNG at `path`: beside it first, then renamed into place,
+    so a reader (or a kill) never meets half a file. Creates the directory; returns path."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, format="png")
+    tmp = f"{path}.tmp"
+    fig.savefig(tmp, dpi=dpi, format="png")
+    os.replace(tmp, path)
     return path

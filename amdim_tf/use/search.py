@@ -38,7 +38,7 @@ from amdim_tf.data import augment, decode
 from amdim_tf.data.sources import folder as folder_lib
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
-from amdim_tf.use import embed
+from amdim_tf.use import embed, report
 
 INDEX_FILE = embed.INDEX_FILE
 SUMMARY_FILE = embed.SUMMARY_FILE
@@ -348,10 +348,7 @@ def grid_png(path, query_thumbs, rows_thumbs, titles, row_labels=None, header=""
             ax.set_title(label, fontsize=6)
     if header:
         fig.suptitle(header, fontsize=8)
-    tmp = f"{path}.tmp"
-    fig.savefig(tmp, dpi=100, format="png")
-    os.replace(tmp, path)
-    return path
+    return report.save_png(fig, path)
 
 
 def search_files(index_dir, query, k: int = 8, out_png=None, encoder=None, thumb: int = 48):

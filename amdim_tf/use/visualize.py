@@ -17,6 +17,7 @@ from amdim_tf.run import checkpoints
 from amdim_tf.run.build import build_model
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.score_maps import make_figures, sample_images
+from amdim_tf.use import report
 
 
 def save_figures(model, images, preset, out_dir, seed=0, name_prefix="") -> list:
@@ -26,10 +27,7 @@ def save_figures(model, images, preset, out_dir, seed=0, name_prefix="") -> list
     paths = []
     for name, fig in make_figures(model, images, preset, seed).items():
         path = os.path.join(out_dir, f"{name_prefix}_{name}.png" if name_prefix else f"{name}.png")
-        tmp = path + ".tmp"
-        fig.savefig(tmp, dpi=100, format="png")
-        os.replace(tmp, path)
-        paths.append(path)
+        paths.append(report.save_png(fig, path))
     return paths
 
 
