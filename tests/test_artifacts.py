@@ -15,7 +15,7 @@ import sys
 import textwrap
 
 import numpy as np
-from conftest import tiny_run_config
+from conftest import fresh_env, tiny_run_config
 
 import amdim_tf
 from amdim_tf.run import loader
@@ -52,9 +52,8 @@ def test_every_keras_file_loads_in_a_fresh_process_after_import_amdim_tf(tmp_pat
         np.save("old_r1.npy", old(fixture["pixels"])["r1"].numpy())
         print(json.dumps([type(m).__name__ for m in (enc, clf, old)] + [list(clf.class_names)]))
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, "-c", script], cwd=tmp_path, env=fresh_env(), capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

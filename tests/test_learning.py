@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT, SMALL_CIFAR
 
 from amdim_tf import data as data_lib
 from amdim_tf.run import train as train_lib
@@ -22,14 +23,11 @@ from amdim_tf.run.build import build_model
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.use import evaluate
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = os.path.join(ROOT, "..", "shared", "data", "cifar10", "cifar10-jpeg-small.npz")
-
 
 def cpu_config(variant):
-    if not os.path.exists(SMALL):
+    if not os.path.exists(SMALL_CIFAR):
         pytest.skip(
-            f"{SMALL} is absent (the project's shared CIFAR-10 copy, see "
+            f"{SMALL_CIFAR} is absent (the project's shared CIFAR-10 copy, see "
             "../shared/data/README.md); skipping the real-data learning checks."
         )
     spec = importlib.util.spec_from_file_location(
@@ -38,7 +36,7 @@ def cpu_config(variant):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     c = module.get_config(variant)
-    c.data.path = SMALL
+    c.data.path = SMALL_CIFAR
     c.train.verbose = 0
     return c
 
