@@ -39,16 +39,20 @@ def fresh_env():
     return env
 
 
-def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True):
+def run_tool(name, *args, cwd=ROOT, env_extra=None, timeout=300, wait=True, log=None):
     """Runs tools/<name> as a user would: a fresh Python, quiet TF, no PYTHONPATH. For tests
     about the process itself (signals, kills, the lock, exit codes of a real process);
     everything else calls `run_command`.
 
     Returns the finished CompletedProcess (stdout/stderr as text), or with wait=False
-    the running Popen (stderr merged into stdout).
+    the running Popen (stderr merged into stdout; into the file at path `log` if given, for
+    a process nobody reads while it runs, which must not fill a pipe and block).
     """
     env = {**fresh_env(), **(env_extra or {})}
     cmd = [sys.executable, os.path.join(ROOT, "tools", name), *args]
+    if not wait and log:
+        with open(log, "w") as out:  # the child holds its own copy of the descriptor
+            return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
     if not wait:
         return subprocess.Popen(
             cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
