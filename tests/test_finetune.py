@@ -15,7 +15,7 @@ from amdim_tf.data import augment
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.run.pixels import PixelClassifier
 from amdim_tf.run.run_config import prepare_workdir
-from amdim_tf.use import finetune
+from amdim_tf.use import evaluate, finetune
 
 DIGITS = tuple(str(i) for i in range(10))
 TINY_RECIPE = finetune.Recipe(epochs=1, min_steps=3, max_steps=3, batch_size=8)
@@ -181,7 +181,7 @@ def test_frozen_bn_keeps_pretraining_statistics_while_the_backbone_learns():
     stats, gammas = bn_statistics(encoder), [v for v in encoder.variables if "gamma" in v.path]
     convs = [v for v in encoder.trainable_variables if "to_r1" in v.path and "kernel" in v.path]
     before = snapshot(stats + gammas + convs)
-    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, seed=1)
+    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, 1, backbone_lr=1e-4, bn="frozen")
     moved = changed(before, stats + gammas + convs)
     assert not any(moved[: len(stats) + len(gammas)])
     assert all(moved[len(stats) + len(gammas) :])
@@ -192,7 +192,7 @@ def test_bn_train_mode_updates_statistics():
     model, encoder = classifier()
     stats = bn_statistics(encoder)
     before = snapshot(stats)
-    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, seed=1, bn="train")
+    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, 1, backbone_lr=1e-4, bn="train")
     assert all(changed(before, stats))
 
 
@@ -201,9 +201,7 @@ def test_backbone_and_head_have_their_own_learning_rates():
     model, encoder = classifier()
     head = model.get_layer("head").trainable_variables
     before_enc, before_head = snapshot(encoder.variables), snapshot(head)
-    recipe = finetune.Recipe(epochs=1, min_steps=3, max_steps=3, batch_size=8,
-                             backbone_lr_multiplier=0.0)  # fmt: skip
-    finetune.train_classifier(model, encoder, x, y, recipe, seed=1)
+    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, 1, backbone_lr=0.0, bn="frozen")
     assert not any(changed(before_enc, encoder.variables))
     assert all(changed(before_head, head))
 
@@ -216,9 +214,84 @@ def test_fine_tuning_learns_digits():
     x_test, y_test = finetune._eval_split(data, 100)
     model, encoder = classifier()
     recipe = finetune.Recipe(epochs=1, min_steps=150, max_steps=150, batch_size=16, head_lr=1e-2)
-    info = finetune.train_classifier(model, encoder, x, y, recipe, seed=1, bn="train")
+    info = finetune.train_classifier(model, encoder, x, y, recipe, 1, backbone_lr=1e-2, bn="train")
     assert info["steps"] == 150 and np.isfinite(info["loss"])
     assert finetune.accuracy(model, x_test, y_test) > 0.25
+
+
+# -- linear probe, then fine-tune; selection on held-out labels -----------------------
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_linear_probe_folds_into_the_head(k):
+    """The head a fine-tuning run starts from gives the frozen probe's probabilities."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (60, 5)).astype(np.float32)
+    y = np.arange(60) % k
+    x[:, 0] += 2 * y  # separable enough to be more than a constant
+    probe = evaluate.fit_linear(x, y)
+    kernel, bias = evaluate.linear_weights(probe, k)
+    assert kernel.shape == (5, k) and bias.shape == (k,)
+    probs = tf.nn.softmax(x @ kernel + bias).numpy()
+    np.testing.assert_allclose(probs, probe.predict_proba(x), atol=1e-5)
+    with pytest.raises(ValueError, match="saw classes"):
+        evaluate.linear_weights(probe, k + 1)
+
+
+def test_held_out_labels_are_a_stratified_seeded_part_of_each_class():
+    y = np.repeat(np.arange(3), [10, 5, 1])
+    train, held = finetune.holdout_split(y, 0.2, seed=1)
+    assert np.bincount(y[held], minlength=3).tolist() == [2, 1, 0]  # never a whole class
+    assert sorted([*train, *held]) == list(range(len(y)))
+    assert np.array_equal(held, finetune.holdout_split(y, 0.2, seed=1)[1])
+    assert not np.array_equal(held, finetune.holdout_split(y, 0.2, seed=2)[1])
+
+
+def test_training_ends_at_its_best_held_out_step():
+    data = tiny_run_config().data
+    x, y = finetune.labelled_subset(data, 4, seed=1, names=DIGITS)
+    train, held = finetune.holdout_split(y, 0.25, seed=1)
+    model, encoder = classifier()
+    recipe = finetune.Recipe(epochs=1, min_steps=12, max_steps=12, batch_size=8, evals=4)
+    info = finetune.train_classifier(
+        model, encoder, x[train], y[train], recipe, 1, backbone_lr=1e-3, bn="train",
+        held_out=(x[held], y[held]),
+    )  # fmt: skip
+    assert [n for n, _ in info["curve"]] == [0, 3, 6, 9, 12]
+    best = max(acc for _, acc in info["curve"])
+    assert info["val_acc"] == best
+    assert info["best_step"] == next(n for n, acc in info["curve"] if acc == best)
+    assert finetune.accuracy(model, x[held], y[held]) == best  # the best step's weights
+
+
+def test_fine_tuned_arm_is_the_frozen_probe_when_training_cannot_beat_it(run_dir, tmp_path):
+    """LP-FT by construction: a candidate that cannot move (no backbone lr, a head lr of
+    1e-12) never beats step 0 on the held-out labels, so the fine-tuned arm is the
+    frozen arm's own classifier and scores what it scores."""
+    recipe = finetune.Recipe(
+        epochs=1, min_steps=3, max_steps=3, batch_size=8, head_lr=1e-12,
+        candidates=(("frozen", 0.0),),
+    )  # fmt: skip
+    result = finetune.run_few_label_evaluation(
+        run_dir, str(tmp_path / "out"), finetune.parse_budgets([], ["5"]),
+        arms=("frozen", "finetune"), recipe=recipe, max_test=100,
+    )  # fmt: skip
+    frozen, tuned = result["rows"]
+    assert tuned["selected"] == "linear probe" and tuned["n_held_out"] == 10
+    assert abs(tuned["test_acc"] - frozen["test_acc"]) <= 1 / 100
+    (candidate,) = tuned["candidates"]
+    assert candidate["best_step"] == 0 and len(candidate["curve"]) == 4
+
+
+def test_candidates_parse_from_the_command_line():
+    assert finetune.parse_candidates(["frozen:0.1", "train:1"]) == (
+        ("frozen", 0.1),
+        ("train", 1.0),
+    )
+    with pytest.raises(ValueError, match="BN:MULTIPLIER"):
+        finetune.parse_candidates(["frozen"])
+    with pytest.raises(ValueError, match="BatchNorm mode"):
+        finetune.Recipe(candidates=(("adapt", 0.1),))
 
 
 # -- the whole evaluation -------------------------------------------------------------

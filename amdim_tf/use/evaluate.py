@@ -26,8 +26,9 @@ from amdim_tf.run.features import (
 from amdim_tf.use.progress import Progress
 
 
-def linear_accuracy(train_x, train_y, test_x, test_y, max_iter=300, seed=0):
-    """Test accuracy of a logistic regression fitted on standardised train features."""
+def fit_linear(train_x, train_y, max_iter=300, seed=0):
+    """The frozen protocol's classifier: a scikit-learn pipeline of a StandardScaler and a
+    logistic regression, fitted on (train_x [N, D], train_y [N])."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -37,7 +38,33 @@ def linear_accuracy(train_x, train_y, test_x, test_y, max_iter=300, seed=0):
         # Not converging in max_iter is part of the fixed protocol, not an error.
         warnings.simplefilter("ignore")
         clf.fit(train_x, train_y)
+    return clf
+
+
+def linear_accuracy(train_x, train_y, test_x, test_y, max_iter=300, seed=0):
+    """Test accuracy of a logistic regression fitted on standardised train features."""
+    clf = fit_linear(train_x, train_y, max_iter, seed)
     return float(np.mean(clf.predict(test_x) == test_y))
+
+
+def linear_weights(clf, num_classes: int) -> tuple:
+    """(kernel float32 [D, K], bias float32 [K]) of a `fit_linear` pipeline folded into one
+    affine map, so that features @ kernel + bias are its decision values (logits: the
+    softmax of them is its predict_proba). A two-class fit has one decision column z;
+    its logits are [0, z]. Every class 0..K-1 must have been seen in the fit."""
+    scaler, logistic = clf[0], clf[-1]
+    if list(logistic.classes_) != list(range(num_classes)):
+        raise ValueError(
+            f"the linear probe saw classes {list(logistic.classes_)}, not 0..{num_classes - 1}."
+        )
+    coef, intercept = logistic.coef_, logistic.intercept_  # [K or 1, D], [K or 1]
+    if num_classes == 2:
+        coef = np.concatenate([np.zeros_like(coef), coef])
+        intercept = np.concatenate([np.zeros_like(intercept), intercept])
+    # ((x - mean) / scale) @ coef.T + b  ==  x @ (coef / scale).T + (b - coef @ (mean / scale))
+    kernel = (coef / scaler.scale_).T
+    bias = intercept - coef @ (scaler.mean_ / scaler.scale_)
+    return kernel.astype(np.float32), bias.astype(np.float32)
 
 
 def evaluate_features(train, test, k=20, max_iter=300):

@@ -9,29 +9,47 @@ train split (1% of CIFAR-10 = 500 images, 50 per class), and at those same label
 - "finetune": the pretrained encoder with a new linear head on r1, trained end to end;
 - "scratch": the same network from a random initialisation, trained on the same labels.
 
-Every arm is scored on the whole eval split. The fine-tuning recipe (`Recipe`):
+Every arm is scored on the whole eval split. The fine-tuning recipe (`Recipe`) is built
+so that the fine-tuned arm starts where the frozen arm ends and is chosen on labels it
+did not train on:
 
+- a held-out split: `val_fraction` (20%) of each class's labels, seeded, at least one
+  image per class, never the test split. The two trained arms learn on the rest and are
+  selected on it; a budget of one label per class has nothing to hold out, and its
+  fine-tuned arm is the linear probe;
+- linear probe, then fine-tune (LP-FT, Kumar et al. 2022): the new head starts as the
+  frozen protocol's logistic regression fitted on the training part, folded into one
+  Dense layer (`evaluate.linear_weights`), so step 0 of every fine-tuning run *is* the
+  frozen probe and fine-tuning does not begin by pushing random-head gradients into the
+  encoder;
+- candidates (`Recipe.candidates`): each a BatchNorm mode and a backbone learning rate
+  (multiple of `head_lr`); by default ("frozen", 0.1), gentle fine-tuning with the
+  pretraining statistics, and ("train", 1.0), the encoder trained like the scratch arm
+  with batch statistics adapted to the target data. Each is scored on the held-out split
+  `evals` times during training (early stopping: its best step is kept);
+- selection: the candidate and step with the best held-out accuracy, where step 0 (the
+  probe) wins ties. If the probe wins, the fine-tuned arm is the frozen arm's own
+  classifier (fitted on all the labels), so it is never below the frozen arm by
+  construction; otherwise the selected network (trained on the training part);
 - light augmentation only: the preset's random horizontal flip and, with p=0.8, a
   reflected translation of up to +-4 px (`light_augment`), never AMDIM's colour jitter or
   grayscale, which fight a classifier trained on a few hundred images;
-- Adam with separate learning rates: `head_lr` for the new head and
-  `head_lr * backbone_lr_multiplier` (0.1) for the pretrained encoder, each with a
-  cosine decay to zero (two optimizers, so each has its own schedule and moments);
-- steps = epochs * ceil(labels / batch), clipped to [min_steps, max_steps], so the
-  smallest budgets still get enough updates and the largest stay within a CPU budget.
+- Adam with separate learning rates for the head and the encoder, each with a cosine
+  decay to zero (two optimizers, so each has its own schedule and moments);
+- steps = epochs * ceil(training labels / batch), at least `min_steps`: the budget grows
+  with the labels (`max_steps` caps it when a CPU budget demands; 0 = no cap).
 
 BatchNorm. The AMDIM encoder normalises its outputs (r1, r5, r7) and, with
-model.use_bn, inside its blocks. With `bn="frozen"` (the default, and common practice
-when labels are few: the Keras transfer-learning guide, BiT's fine-tuning), every BN
-layer of the pretrained encoder runs in inference mode: it normalises with the moving
-statistics pretraining estimated on the whole unlabelled set, and its scale/offset stay
-fixed. Batch statistics of 64 images drawn from 500 are noisy and would overwrite those
-estimates with ones from a few hundred images. `bn="train"` uses batch statistics and
-updates them instead. The scratch arm always trains BN (a random encoder has no
-statistics worth keeping: frozen BN would be the identity) and gives its backbone the
-head's learning rate (a random backbone has nothing to preserve; the 10x smaller rate
-would handicap the baseline); everything else (augmentation, steps, batch, head) is the
-same.
+model.use_bn, inside its blocks. With bn "frozen", every BN layer of the pretrained
+encoder runs in inference mode: it normalises with the moving statistics pretraining
+estimated on the whole unlabelled set, and its scale/offset stay fixed. Batch
+statistics of 64 images drawn from 500 are noisy and would overwrite those estimates.
+Bn "train" uses batch statistics and updates them: what data of another domain needs.
+Which one a budget gets is decided by the held-out split, and finetune.json records
+every candidate's held-out curve. The scratch arm always trains BN (a random encoder
+has no statistics worth keeping) with the head's learning rate for its backbone (a
+random backbone has nothing to preserve), on the same training part, steps,
+augmentation and batch, selected on the same held-out split (its best step).
 
 Transfer: `run_few_label_evaluation(..., data_overrides={"data.source": "digits"})`
 evaluates a run's encoder on other labelled data; only the `data` section may change,
@@ -48,7 +66,6 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
 from amdim_tf import compat, config_lib
 from amdim_tf import data as data_lib
@@ -74,29 +91,57 @@ CLASSIFIER_JSON = "classifier.json"
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """How the fine-tuning and scratch arms train (see the module docstring)."""
+    """How the fine-tuning and scratch arms train and are selected (module docstring)."""
 
     epochs: int = 30
-    min_steps: int = 100
-    max_steps: int = 600
+    min_steps: int = 200
+    max_steps: int = 0  # 0: no cap, the budget grows with the labels
     batch_size: int = 64
     head_lr: float = 1e-3
-    backbone_lr_multiplier: float = 0.1
-    bn: str = "frozen"
+    # (BatchNorm mode, backbone learning rate as a multiple of head_lr) per candidate.
+    candidates: tuple = (("frozen", 0.1), ("train", 1.0))
+    val_fraction: float = 0.2
+    evals: int = 10  # held-out checks per training run, evenly spaced
 
     def __post_init__(self):
-        if self.bn not in BN_MODES:
-            raise ValueError(f"bn={self.bn!r}; expected one of {BN_MODES}.")
-        if self.batch_size < 1 or self.min_steps < 1 or self.max_steps < self.min_steps:
+        object.__setattr__(self, "candidates", tuple(tuple(c) for c in self.candidates))
+        for bn, multiplier in self.candidates:
+            if bn not in BN_MODES or not multiplier >= 0:
+                raise ValueError(
+                    f"candidate ({bn!r}, {multiplier!r}): expected a BatchNorm mode of "
+                    f"{BN_MODES} and a backbone learning-rate multiplier >= 0."
+                )
+        if not self.candidates:
+            raise ValueError("Recipe needs at least one fine-tuning candidate.")
+        if self.batch_size < 1 or self.min_steps < 1 or 0 < self.max_steps < self.min_steps:
             raise ValueError(
-                f"Recipe needs batch_size >= 1 and 1 <= min_steps <= max_steps, received "
-                f"batch_size={self.batch_size}, min_steps={self.min_steps}, "
-                f"max_steps={self.max_steps}."
+                f"Recipe needs batch_size >= 1, min_steps >= 1 and max_steps 0 (no cap) or "
+                f">= min_steps, received batch_size={self.batch_size}, "
+                f"min_steps={self.min_steps}, max_steps={self.max_steps}."
+            )
+        if not 0.0 < self.val_fraction < 1.0 or self.evals < 1:
+            raise ValueError(
+                f"Recipe needs 0 < val_fraction < 1 and evals >= 1, received "
+                f"val_fraction={self.val_fraction}, evals={self.evals}."
             )
 
     def steps(self, num_labels: int) -> int:
-        per_epoch = math.ceil(num_labels / self.batch_size)
-        return int(np.clip(self.epochs * per_epoch, self.min_steps, self.max_steps))
+        steps = max(self.epochs * math.ceil(num_labels / self.batch_size), self.min_steps)
+        return min(steps, self.max_steps) if self.max_steps else steps
+
+
+def parse_candidates(items) -> tuple:
+    """["frozen:0.1", "train:1"] -> (("frozen", 0.1), ("train", 1.0)), for the command line."""
+    out = []
+    for item in items:
+        bn, _, multiplier = str(item).partition(":")
+        try:
+            out.append((bn.strip(), float(multiplier)))
+        except ValueError:
+            raise ValueError(
+                f"candidate {item!r}: expected BN:MULTIPLIER, e.g. frozen:0.1 or train:1."
+            ) from None
+    return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,17 +329,60 @@ def _optimizer(lr, steps):
     return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(lr, steps))
 
 
-def train_classifier(model, encoder, x, y, recipe, seed, backbone_lr=None, bn=None):
+def holdout_split(y, fraction, seed) -> tuple:
+    """(train indices, held-out indices) of labels y [N]: `fraction` of each class, at
+    least one image and never all of a class, seeded. A class of one image stays whole in
+    training, so a budget of one label per class has an empty held-out split."""
+    rng = np.random.default_rng([seed, 7])
+    train, held = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n = min(max(1, round(fraction * len(idx))), len(idx) - 1)
+        held.extend(idx[:n])
+        train.extend(idx[n:])
+    return np.sort(train).astype(np.int64), np.sort(held).astype(np.int64)
+
+
+def set_head(model, kernel, bias) -> None:
+    """Starts the classifier's head from a linear probe (`evaluate.linear_weights`)."""
+    model.get_layer("head").set_weights([kernel, bias])
+
+
+def logits_fn(model):
+    """model (normalised views -> logits), traced once, BatchNorm in inference mode."""
+    size = model.input_shape[1]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    def logits(images):
+        return model(images, training=False)
+
+    return logits
+
+
+def accuracy(model, x, y, batch=500, logits=None) -> float:
+    """Top-1 accuracy of `model` (BatchNorm in inference mode) on in-memory (x, y);
+    `logits`: its `logits_fn`, when the caller scores the same model several times."""
+    logits = logits or logits_fn(model)
+    correct = 0
+    for i in range(0, len(x), batch):
+        pred = np.argmax(logits(tf.constant(x[i : i + batch])).numpy(), axis=1)
+        correct += int(np.sum(pred == y[i : i + batch]))
+    return correct / len(x)
+
+
+def train_classifier(model, encoder, x, y, recipe, seed, backbone_lr, bn, held_out=None) -> dict:
     """Trains `model` (built by build_classifier around `encoder`) on (x, y) in place.
 
-    backbone_lr: the encoder's learning rate (default head_lr * backbone_lr_multiplier);
-    bn: "frozen" or "train" (default recipe.bn). Returns {"steps", "loss", "seconds"}.
+    backbone_lr: the encoder's learning rate (0 = a frozen encoder; the head's is
+    recipe.head_lr); bn: "frozen" or "train". With held_out=(x_val, y_val), the model is
+    scored on it at step 0 and `recipe.evals` times during training, and ends with the
+    weights of its best step (the earliest of equals).
+
+    Returns {"steps", "loss", "seconds"} and, with held_out, "best_step", "val_acc"
+    (at the best step) and "curve" [[step, val_acc], ...].
     """
-    bn = recipe.bn if bn is None else bn
     if bn == "frozen":
         freeze_batch_norm(encoder)
-    if backbone_lr is None:
-        backbone_lr = recipe.head_lr * recipe.backbone_lr_multiplier
     steps = recipe.steps(len(x))
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     encoder_ids = {id(v) for v in encoder.trainable_variables}
@@ -329,32 +417,34 @@ def train_classifier(model, encoder, x, y, recipe, seed, backbone_lr=None, bn=No
             i += len(variables)
         return loss
 
+    curve, best = [], None
+    if held_out is not None:
+        every = max(1, steps // recipe.evals)
+        score = logits_fn(model)
+
+        def check(n):
+            acc = accuracy(model, *held_out, logits=score)
+            curve.append([n, acc])
+            nonlocal best
+            if best is None or acc > best[1]:  # strict: the earliest step wins ties
+                best = (n, acc, [v.numpy() for v in model.variables])
+
+        check(0)
     start, losses = time.perf_counter(), []
     for n, (images, labels) in enumerate(_train_dataset(x, y, recipe.batch_size, steps, seed)):
         loss = float(step(images, labels))
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite fine-tuning loss {loss} at step {n}.")
         losses.append(loss)
-    return {
-        "steps": steps,
-        "loss": float(np.mean(losses[-10:])),
-        "seconds": time.perf_counter() - start,
-    }
-
-
-def accuracy(model, x, y, batch=500) -> float:
-    """Top-1 accuracy of `model` (BatchNorm in inference mode) on in-memory (x, y)."""
-    size = model.input_shape[1]
-
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
-    def logits(images):
-        return model(images, training=False)
-
-    correct = 0
-    for i in range(0, len(x), batch):
-        pred = np.argmax(logits(tf.constant(x[i : i + batch])).numpy(), axis=1)
-        correct += int(np.sum(pred == y[i : i + batch]))
-    return correct / len(x)
+        if held_out is not None and ((n + 1) % every == 0 or n + 1 == steps):
+            check(n + 1)
+    info = {"steps": steps, "loss": float(np.mean(losses[-10:])), "seconds": 0.0}
+    if held_out is not None:
+        for v, value in zip(model.variables, best[2], strict=True):
+            v.assign(value)
+        info.update(best_step=best[0], val_acc=best[1], curve=curve)
+    info["seconds"] = time.perf_counter() - start
+    return info
 
 
 def _features(encoder, x, y):
@@ -498,6 +588,40 @@ def plot_accuracy(summary, path, title):
     return report.save_png(fig, path, dpi=110)
 
 
+def _fine_tune(pretrained_copy, features, probe, x, y, train, held, names, recipe, seed):
+    """The fine-tuned arm of one label subset: LP-FT candidates selected on the held-out
+    split (module docstring). Returns (classifier model, row fields)."""
+    k = len(names)
+    info = {"n_train": len(train), "n_held_out": len(held), "candidates": []}
+    best = None  # (held-out accuracy, model, what): the probe until a candidate beats it
+    if len(held):
+        lp = evaluate.fit_linear(features[train], y[train], seed=seed)
+        for bn, multiplier in recipe.candidates:
+            encoder = pretrained_copy()
+            model = build_classifier(encoder, k, seed)
+            set_head(model, *evaluate.linear_weights(lp, k))
+            result = train_classifier(
+                model, encoder, x[train], y[train], recipe, seed,
+                backbone_lr=recipe.head_lr * multiplier, bn=bn, held_out=(x[held], y[held]),
+            )  # fmt: skip
+            info["candidates"].append({"bn": bn, "backbone_lr_multiplier": multiplier, **result})
+            if best is None:  # step 0 of every candidate is the probe fitted on `train`
+                best = (result["curve"][0][1], None, "linear probe")
+            if result["best_step"] > 0 and result["val_acc"] > best[0]:
+                what = f"bn {bn}, backbone x{multiplier:g}, step {result['best_step']}"
+                best = (result["val_acc"], model, what)
+        info["val_acc"] = best[0]
+    if best is None or best[1] is None:
+        # The probe won (or nothing was held out): the frozen arm's classifier, fitted on
+        # every label, as a network.
+        model = build_classifier(pretrained_copy(), k, seed)
+        set_head(model, *evaluate.linear_weights(probe, k))
+        info["selected"] = "linear probe" if len(held) else "linear probe (nothing held out)"
+        return model, info
+    info["selected"] = best[2]
+    return best[1], info
+
+
 def run_few_label_evaluation(
     workdir,
     out_dir,
@@ -544,8 +668,16 @@ def run_few_label_evaluation(
     os.makedirs(out_dir, exist_ok=True)
 
     x_test, y_test = _eval_split(source, max_test)
-    frozen_encoder = loader.open_encoder(workdir, which).encoder
-    test_features = _features(frozen_encoder, x_test, y_test) if "frozen" in arms else None
+    # One restore of the checkpoint; every fine-tuning run starts from a copy of it.
+    pretrained = loader.open_encoder(workdir, which).encoder
+    pretrained_weights = pretrained.get_weights()
+
+    def pretrained_copy():
+        encoder = loader.untrained_encoder(run_config)
+        encoder.set_weights(pretrained_weights)
+        return encoder
+
+    test_features = _features(pretrained, x_test, y_test)
     rows, saved = [], {}
     progress = Progress(len(plan) * len(seeds) * len(arms))
     for budget, per_class in plan:
@@ -553,34 +685,41 @@ def run_few_label_evaluation(
             x, y = labelled_subset(source, per_class, seed, names)
             base = {"budget": budget.name, "per_class": per_class, "n_labels": len(x), "seed": seed}
             what = f"{budget.name}, {len(x)} labels, seed {seed}"
+            features = _features(pretrained, x, y)[0]
+            probe = evaluate.fit_linear(features, y, seed=seed)  # the frozen arm's classifier
+            train, held = holdout_split(y, recipe.val_fraction, seed)
             if "frozen" in arms:
                 progress.start(f"frozen ({what})")
-                start = time.perf_counter()
-                train_x, train_y = _features(frozen_encoder, x, y)
-                acc = evaluate.linear_accuracy(train_x, train_y, *test_features, seed=seed)
-                rows.append(
-                    {**base, "arm": "frozen", "test_acc": acc,
-                     "seconds": time.perf_counter() - start}
-                )  # fmt: skip
+                acc = float(np.mean(probe.predict(test_features[0]) == test_features[1]))
+                rows.append({**base, "arm": "frozen", "test_acc": acc})
                 progress.done(f"{100 * acc:.1f}%")
-            for arm in ("finetune", "scratch"):
-                if arm not in arms:
-                    continue
-                progress.start(f"{arm} ({what})")
-                if arm == "finetune":
-                    encoder = loader.open_encoder(workdir, which).encoder
-                    kwargs = {}
-                else:
-                    encoder = loader.untrained_encoder(config, seed=seed)
-                    kwargs = {"backbone_lr": recipe.head_lr, "bn": "train"}
-                model = build_classifier(encoder, len(names), seed)
-                info = train_classifier(model, encoder, x, y, recipe, seed, **kwargs)
+            if "finetune" in arms:
+                progress.start(f"finetune ({what})")
+                model, info = _fine_tune(
+                    pretrained_copy, features, probe, x, y, train, held, names, recipe, seed
+                )
                 acc = accuracy(model, x_test, y_test)
-                rows.append({**base, "arm": arm, "test_acc": acc, **info})
-                progress.done(f"{100 * acc:.1f}%")
-                logging.info("%s %s seed %d: %.4f", arm, budget.name, seed, acc)
-                if arm == "finetune" and seed == seeds[0]:
+                rows.append({**base, "arm": "finetune", "test_acc": acc, **info})
+                progress.done(f"{100 * acc:.1f}% ({info['selected']})")
+                if seed == seeds[0]:
                     saved = {"model": model, "budget": budget.name}
+            if "scratch" in arms:
+                progress.start(f"scratch ({what})")
+                encoder = loader.untrained_encoder(config, seed=seed)
+                model = build_classifier(encoder, len(names), seed)
+                info = {"n_train": len(train), "n_held_out": len(held)}
+                if len(held):
+                    info.update(train_classifier(
+                        model, encoder, x[train], y[train], recipe, seed,
+                        backbone_lr=recipe.head_lr, bn="train", held_out=(x[held], y[held]),
+                    ))  # fmt: skip
+                else:  # nothing to select on: the last step
+                    info.update(train_classifier(
+                        model, encoder, x, y, recipe, seed, backbone_lr=recipe.head_lr, bn="train"
+                    ))  # fmt: skip
+                acc = accuracy(model, x_test, y_test)
+                rows.append({**base, "arm": "scratch", "test_acc": acc, **info})
+                progress.done(f"{100 * acc:.1f}%")
 
     summary = _summary(rows)
     source = data.source if data.source != "npz" else os.path.basename(data.path)
