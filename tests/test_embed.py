@@ -13,7 +13,7 @@ from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.run import loader as backbone
 from amdim_tf.run.run_config import load_run_config
-from amdim_tf.use import embed, evaluate, export
+from amdim_tf.use import embed, evaluate, export, staging
 
 
 def _read_index(out):
@@ -208,7 +208,7 @@ def test_an_output_parked_by_a_kill_between_the_renames_is_put_back(tiny_run, tm
     parked = tmp_path / ".emb.previous"
     parked.mkdir()
     (parked / embed.SUMMARY_FILE).write_text("{}")
-    embed._begin_staging(str(out))
+    staging.begin(str(out), embed.SUMMARY_FILE, "an embedding")
     assert (out / embed.SUMMARY_FILE).exists() and not parked.exists()
 
 

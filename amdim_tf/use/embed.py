@@ -35,10 +35,8 @@ up-front validation names the first few; `data.strict=True` fails instead).
 """
 
 import dataclasses
-import errno
 import json
 import os
-import shutil
 import time
 
 import keras
@@ -50,7 +48,7 @@ from amdim_tf.data import augment
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run.features import check_feature_keys, l2_normalise
-from amdim_tf.use import report
+from amdim_tf.use import report, staging
 
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
@@ -300,124 +298,36 @@ def embed(
     if total == 0:
         raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
-    stage = _begin_staging(out_dir)
-    try:
+    with staging.staged(out_dir, SUMMARY_FILE, "an embedding") as stage:
         summary = _write_outputs(
             start,
             stage, model, ds, parts, total, class_names, features, batch_size, thumb,
             neighbours, queries, projector_examples, seed, verbose,
         )  # fmt: skip
-    except OSError as e:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise _storage_error(e, out_dir) from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    embed_seconds = summary.pop("embed_seconds")
-    summary = {
-        "encoder": model.description,
-        # What use/search.py reopens to embed query images with the same encoder.
-        "encoder_path": os.path.abspath(os.fspath(encoder_path)),
-        "which": which,
-        "preset": model.preset,
-        "image_size": model.image_size,
-        "data": {k: data[k] for k in ("source", "name", "path", "unlabeled_path")},
-        "split": split,
-        "images": total,
-        "skipped_unreadable": sum(p.skipped for p in parts),
-        "skipped_first": [n for p in parts for n in p.skipped_names][:5],
-        "features": summary["features"],
-        # Reading, validating, decoding, encoding and writing the features; loading the
-        # encoder and the projector / neighbour outputs are in total_seconds.
-        "embed_seconds": round(embed_seconds, 2),
-        "images_per_second": round(total / embed_seconds, 1),
-        "total_seconds": round(time.perf_counter() - loading, 2),
-        "outputs": summary["outputs"],
-    }
-    try:
+        embed_seconds = summary.pop("embed_seconds")
+        summary = {
+            "encoder": model.description,
+            # What use/search.py reopens to embed query images with the same encoder.
+            "encoder_path": os.path.abspath(os.fspath(encoder_path)),
+            "which": which,
+            "preset": model.preset,
+            "image_size": model.image_size,
+            "data": {k: data[k] for k in ("source", "name", "path", "unlabeled_path")},
+            "split": split,
+            "images": total,
+            "skipped_unreadable": sum(p.skipped for p in parts),
+            "skipped_first": [n for p in parts for n in p.skipped_names][:5],
+            "features": summary["features"],
+            # Reading, validating, decoding, encoding and writing the features; loading the
+            # encoder and the projector / neighbour outputs are in total_seconds.
+            "embed_seconds": round(embed_seconds, 2),
+            "images_per_second": round(total / embed_seconds, 1),
+            "total_seconds": round(time.perf_counter() - loading, 2),
+            "outputs": summary["outputs"],
+        }
         with open(os.path.join(stage, SUMMARY_FILE), "w") as f:
-            json.dump(summary, f, indent=1)
-        _finish_staging(stage, out_dir)
-    except OSError as e:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise _storage_error(e, out_dir) from None
+            json.dump(summary, f, indent=1)  # the manifest, last
     return summary
-
-
-# -- staging: the previous output or the new one, never a mix --------------------------
-
-
-def _parked(out_dir):
-    parent, name = os.path.split(os.path.abspath(out_dir))
-    return os.path.join(parent, f".{name}.previous")
-
-
-def _begin_staging(out_dir):
-    """A new hidden directory beside `out_dir` to write into; first puts back an output
-    parked by a kill between `_finish_staging`'s renames, and refuses to replace a
-    directory that embed did not write."""
-    out_dir = os.path.abspath(out_dir)
-    parked = _parked(out_dir)
-    if os.path.isdir(parked):
-        if not os.path.exists(out_dir):
-            os.replace(parked, out_dir)  # the kill came between the two renames
-        else:
-            shutil.rmtree(parked, ignore_errors=True)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        if not os.path.exists(os.path.join(out_dir, SUMMARY_FILE)):
-            raise ValueError(
-                f"out_dir={out_dir} holds files that are not an embedding (no {SUMMARY_FILE}); "
-                "pass a new or empty directory (an embedding there is replaced whole)."
-            )
-    elif os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"out_dir={out_dir} is a file, not a directory; pass a directory.")
-    parent, name = os.path.split(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    for stale in os.listdir(parent):  # left by a killed embed into the same out_dir
-        if stale.startswith(f".{name}.staging-"):
-            pid = stale.rsplit("-", 1)[-1]
-            if not (pid.isdigit() and _alive(int(pid))):
-                shutil.rmtree(os.path.join(parent, stale), ignore_errors=True)
-    stage = os.path.join(parent, f".{name}.staging-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    os.makedirs(stage)
-    return stage
-
-
-def _alive(pid):
-    if pid == os.getpid():
-        return False  # our own leftover (a caught error): stale
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _finish_staging(stage, out_dir):
-    """Renames the complete `stage` to `out_dir`, parking the previous output meanwhile."""
-    out_dir = os.path.abspath(out_dir)
-    parked = _parked(out_dir)
-    if os.path.exists(out_dir):
-        os.replace(out_dir, parked)
-    os.replace(stage, out_dir)
-    shutil.rmtree(parked, ignore_errors=True)
-
-
-def _storage_error(e, out_dir):
-    """A one-line ValueError for a write that failed (disk full, read-only, ...)."""
-    where = e.filename or out_dir
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(out_dir))).free
-        why = (
-            f"the disk is full ({free / 2**20:.1f} MiB free there); free space or pass another out"
-        )
-    else:
-        why = f"{e.strerror or e}; pass a writable out"
-    kept = "the previous output is unchanged" if os.path.exists(out_dir) else "nothing was written"
-    return ValueError(f"cannot write the embedding to {out_dir} ({where}): {why}; {kept}.")
 
 
 def _allocated(path, dtype, shape):

@@ -75,8 +75,7 @@ from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
 from amdim_tf.run.pixels import PixelClassifier, assert_pixels_shape, min_image_side, views
 from amdim_tf.run.run_config import load_run_config
-from amdim_tf.run.storage import write_json_atomic
-from amdim_tf.use import evaluate, export, report
+from amdim_tf.use import evaluate, export, report, staging
 from amdim_tf.use.progress import Progress
 
 ARMS = ("frozen", "finetune", "scratch")
@@ -87,6 +86,8 @@ ARM_TITLES = {
 }
 BN_MODES = ("frozen", "train")
 CLASSIFIER_JSON = "classifier.json"
+RESULT_FILE = "finetune.json"  # written last: the manifest of a complete out_dir
+WHAT = "a few-label evaluation"  # for errors about out_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -665,7 +666,7 @@ def run_few_label_evaluation(
     num_train = data_lib.num_examples(source, data.train_split)
     plan = [(b, b.resolve(num_train, names)) for b in budgets]
     plan.sort(key=lambda p: p[1])
-    os.makedirs(out_dir, exist_ok=True)
+    staging.check(out_dir, RESULT_FILE, WHAT)  # before the work, not after it
 
     x_test, y_test = _eval_split(source, max_test)
     # One restore of the checkpoint; every fine-tuning run starts from a copy of it.
@@ -729,20 +730,6 @@ def run_few_label_evaluation(
         f"{'' if run_config.data.source != 'npz' else ' ' + os.path.basename(run_config.data.path)})"
     )
     table = format_table(summary, f"Test accuracy, {title}")
-    paths = {
-        "markdown": os.path.join(out_dir, "finetune.md"),
-        "json": os.path.join(out_dir, "finetune.json"),
-        "plot": plot_accuracy(
-            summary, os.path.join(out_dir, "finetune.png"), title.replace(", encoder", "\nencoder")
-        ),
-    }
-    with open(paths["markdown"], "w") as f:
-        f.write(table + "\n")
-    if saved:
-        classifier = pixel_classifier(saved["model"], names, preset)
-        paths["keras"] = os.path.join(out_dir, "classifier.keras")
-        loader.save_keras_atomic(classifier, paths["keras"])
-        paths["export"] = export_classifier(classifier, os.path.join(out_dir, "export", "1"))
     result = {
         "workdir": workdir,
         "checkpoint": checkpoint,
@@ -760,5 +747,21 @@ def run_few_label_evaluation(
         "rows": rows,
         "summary": summary,
     }
-    write_json_atomic(paths["json"], result)
+    names_written = {"markdown": "finetune.md", "plot": "finetune.png", "json": RESULT_FILE}
+    # The whole out_dir is written in a stage and renamed into place, finetune.json last:
+    # a kill leaves the previous evaluation (table, classifier, export) or this one.
+    with staging.staged(out_dir, RESULT_FILE, WHAT) as stage:
+        with open(os.path.join(stage, "finetune.md"), "w") as f:
+            f.write(table + "\n")
+        plot_accuracy(
+            summary, os.path.join(stage, "finetune.png"), title.replace(", encoder", "\nencoder")
+        )
+        if saved:
+            classifier = pixel_classifier(saved["model"], names, preset)
+            loader.save_keras_atomic(classifier, os.path.join(stage, "classifier.keras"))
+            export_classifier(classifier, os.path.join(stage, "export", "1"))
+            names_written.update(keras="classifier.keras", export=os.path.join("export", "1"))
+        with open(os.path.join(stage, RESULT_FILE), "w") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
+    paths = {k: os.path.join(out_dir, v) for k, v in names_written.items()}
     return {**result, "table": table, "paths": paths}
