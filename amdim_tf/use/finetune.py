@@ -537,14 +537,19 @@ def _summary(rows):
     return out
 
 
-def format_table(summary, title=""):
-    """Markdown: one row per arm, one column per label budget (mean, min-max over seeds)."""
+def format_table(summary, title="", rows=()):
+    """Markdown: one row per arm, one column per label budget (mean, min-max over seeds),
+    the best mean of each column in bold (every arm that ties with it at the precision
+    shown); then, from `rows`, what the fine-tuned arm selected per budget and seed."""
     budgets = []
     for s in summary:
         if (s["budget"], s["n_labels"]) not in budgets:
             budgets.append((s["budget"], s["n_labels"]))
     arms = [a for a in ARMS if any(s["arm"] == a for s in summary)]
     cells = {(s["arm"], s["budget"]): s for s in summary}
+    best = {
+        b: max(round(100 * s["mean"], 1) for s in summary if s["budget"] == b) for b, _ in budgets
+    }
     head = " | ".join(f"{b} ({n:,} labels)" for b, n in budgets)
     lines = [title, ""] if title else []
     lines += [f"| arm | {head} |", "|---" * (len(budgets) + 1) + "|"]
@@ -554,14 +559,20 @@ def format_table(summary, title=""):
             s = cells.get((arm, b))
             if s is None:
                 row.append("")
-            elif len(s["seeds"]) > 1:
-                row.append(
-                    f"{100 * s['mean']:.1f}% ({100 * s['min']:.1f}-{100 * s['max']:.1f}, "
-                    f"{len(s['seeds'])} seeds)"
+                continue
+            mean = f"{100 * s['mean']:.1f}%"
+            if len(arms) > 1 and round(100 * s["mean"], 1) == best[b]:
+                mean = f"**{mean}**"
+            if len(s["seeds"]) > 1:
+                mean += (
+                    f" ({100 * s['min']:.1f}-{100 * s['max']:.1f}, {len(s['seeds'])} seeds)"
                 )
-            else:
-                row.append(f"{100 * s['mean']:.1f}%")
+            row.append(mean)
         lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(row) + " |")
+    chosen = [r for r in rows if r["arm"] == "finetune" and "selected" in r]
+    if chosen:
+        lines += ["", "Fine-tuned arm, selected on the held-out labels:"]
+        lines += [f"- {r['budget']}, seed {r['seed']}: {r['selected']}" for r in chosen]
     return "\n".join(lines)
 
 
@@ -729,7 +740,7 @@ def run_few_label_evaluation(
         f"({checkpoint}, pretrained on {run_config.data.source}"
         f"{'' if run_config.data.source != 'npz' else ' ' + os.path.basename(run_config.data.path)})"
     )
-    table = format_table(summary, f"Test accuracy, {title}")
+    table = format_table(summary, f"Test accuracy, {title}", rows)
     result = {
         "workdir": workdir,
         "checkpoint": checkpoint,
