@@ -82,6 +82,16 @@ def test_plot_run_tool(tmp_path):
     assert res.returncode == 0, res.stderr
     assert is_png(out) and "15.0% at 1 s" in res.stdout
     assert "cosine kNN of r1): 12.5% at 3 s" in res.stdout
+    assert not (tmp_path / "health_curves.png").exists()  # no health/ keys logged
+    health = {"health/rank_fraction": 0.5, "health/alignment": 0.3, "health/uniformity": -2.0,
+              "health/dim_std": 0.02}  # fmt: skip
+    write_metrics(str(wd / "metrics.jsonl"), [
+        {"step": 2, "time": 101.0, "probe/eval_knn_acc": 0.2, **health},
+        {"step": 4, "time": 102.0, "probe/eval_knn_acc": 0.3, **health},
+    ])  # fmt: skip
+    res = run_command("plot_run", f"--workdir={wd}", f"--out={tmp_path}")
+    assert res.returncode == 0, res.stderr
+    assert is_png(str(tmp_path / "health_curves.png")) and "health monitors" in res.stdout
     res = run_command("plot_run", f"--workdir={tmp_path / 'missing'}")
     assert res.returncode == 2 and one_error_line(res).startswith("error: ")
 

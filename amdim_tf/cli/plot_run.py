@@ -1,6 +1,8 @@
-"""Probe accuracy of one run against wall time, as a PNG (the README's learning curve).
+"""Probe accuracy of one run against wall time, as a PNG (the README's learning curve),
+and its label-free health monitors beside the kNN accuracy.
 
-    python tools/plot_run.py --workdir=DIR [--out=DIR]     # -> OUT/probe_curves.png
+    python tools/plot_run.py --workdir=DIR [--out=DIR]
+        # -> OUT/probe_curves.png, and OUT/health_curves.png when the run logged health/
 
 Reads DIR/metrics.jsonl and plots the online linear probe on training batches
 (probe/linear_acc, augmented views, Keras' running mean over the epoch), on
@@ -65,6 +67,11 @@ def _main(argv):
             for k, v in series.items()
         }
         print(f"wrote {out} ({'; '.join(f'{k}: {v}' for k, v in last.items())})")
+        health = plots.plot_health_curves(
+            metrics, os.path.join(os.path.dirname(os.path.abspath(out)), "health_curves.png"), title
+        )
+        if health:
+            print(f"wrote {health} (the label-free health monitors beside the kNN accuracy)")
 
     cli.run_main(run)
 

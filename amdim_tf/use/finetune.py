@@ -564,9 +564,7 @@ def format_table(summary, title="", rows=()):
             if len(arms) > 1 and round(100 * s["mean"], 1) == best[b]:
                 mean = f"**{mean}**"
             if len(s["seeds"]) > 1:
-                mean += (
-                    f" ({100 * s['min']:.1f}-{100 * s['max']:.1f}, {len(s['seeds'])} seeds)"
-                )
+                mean += f" ({100 * s['min']:.1f}-{100 * s['max']:.1f}, {len(s['seeds'])} seeds)"
             row.append(mean)
         lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(row) + " |")
     chosen = [r for r in rows if r["arm"] == "finetune" and "selected" in r]

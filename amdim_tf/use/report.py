@@ -96,6 +96,51 @@ def plot_probe_curves(series, path, title, ylabel="linear probe accuracy"):
     return save_png(fig, path, dpi=110)
 
 
+# The label-free monitors of run/health.py (keys under health/), as plot_health_curves
+# draws them: (key, panel title).
+HEALTH_PANELS = (
+    ("health/rank_fraction", "effective rank / D (RankMe)"),
+    ("health/alignment", "alignment (lower: views agree)"),
+    ("health/uniformity", "uniformity (lower: spread out)"),
+    ("health/dim_std", "mean per-dimension std"),
+)
+
+
+def plot_health_curves(metrics_jsonl_path, path, title):
+    """Writes a PNG of the label-free health monitors against wall time, one panel each,
+    with the online kNN accuracy of r1 (when logged) on a second axis of every panel, so
+    one sees whether the monitors move with what labels would say. Returns `path`, or
+    None when the run logged no health/ keys (train.health_examples = 0)."""
+    from matplotlib.figure import Figure
+
+    curves = {k: curves_from_metrics(metrics_jsonl_path, k) for k, _ in HEALTH_PANELS}
+    if not any(curves.values()):
+        return None
+    knn = curves_from_metrics(metrics_jsonl_path, EVAL_KNN_KEY)
+    longest = max((t for c in [*curves.values(), knn] for t, _ in c), default=0.0)
+    scale, unit = (60, "minutes") if longest > 180 else (1, "seconds")
+    fig = Figure(figsize=(9.0, 6.0), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    for ax, (key, label) in zip(axes, HEALTH_PANELS, strict=True):
+        points = curves[key]
+        ax.plot([t / scale for t, _ in points], [v for _, v in points], "o-", color="C0",
+                markersize=3, label=key)  # fmt: skip
+        ax.set_title(label, fontsize=9)
+        ax.grid(alpha=0.3)
+        if knn:
+            twin = ax.twinx()
+            twin.plot([t / scale for t, _ in knn], [100 * v for _, v in knn], "s--",
+                      color="C1", markersize=3, label="kNN acc of r1 (%)")  # fmt: skip
+            twin.tick_params(labelsize=7, colors="C1")
+    for ax in axes[2:]:
+        ax.set_xlabel(f"wall time ({unit}, active)")
+    fig.suptitle(
+        f"{title}\nblue: health monitor (no labels); orange dashed: online kNN accuracy (%)",
+        fontsize=10,
+    )
+    return save_png(fig, path, dpi=110)
+
+
 def save_png(fig, path: str, dpi: int = 100) -> str:
     """Writes a matplotlib figure as PNG at `path`: beside it first, then renamed into place,
     so a reader (or a kill) never meets half a file. Creates the directory; returns path."""
