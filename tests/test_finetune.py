@@ -14,7 +14,7 @@ from amdim_tf import data as data_lib
 from amdim_tf.data import augment
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.run.pixels import PixelClassifier
-from amdim_tf.run.run_config import prepare_workdir
+from amdim_tf.run.run_config import load_run_config, prepare_workdir
 from amdim_tf.use import evaluate, finetune
 
 DIGITS = tuple(str(i) for i in range(10))
@@ -281,6 +281,34 @@ def test_fine_tuned_arm_is_the_frozen_probe_when_training_cannot_beat_it(run_dir
     assert abs(tuned["test_acc"] - frozen["test_acc"]) <= 1 / 100
     (candidate,) = tuned["candidates"]
     assert candidate["best_step"] == 0 and len(candidate["curve"]) == 4
+
+
+@pytest.mark.parametrize("gain_in_images, selected", [(1, "linear probe"), (3, "bn train")])
+def test_a_candidate_must_beat_the_probe_by_more_than_the_held_out_noise(
+    run_dir, monkeypatch, gain_in_images, selected
+):
+    """20 held-out labels at a probe accuracy of 0.75: one standard error is 9.7 points,
+    so a candidate one image (5 points) better stays behind the probe and one three
+    images (15 points) better is selected."""
+    n_held, probe = 20, 0.75
+
+    def fake_training(model, encoder, x, y, recipe, seed, backbone_lr, bn, held_out=None):
+        acc = probe + gain_in_images / n_held
+        return {"best_step": 5, "val_acc": acc, "curve": [(0, probe), (5, acc)]}
+
+    monkeypatch.setattr(finetune, "train_classifier", fake_training)
+    config = load_run_config(run_dir)
+    x = np.random.default_rng(0).normal(size=(100, 32, 32, 3)).astype(np.float32)  # views
+    y = np.tile(np.arange(10), 10)
+    train, held = np.arange(80), np.arange(80, 100)
+    features = finetune._features(untrained_encoder(config), x, y)[0]
+    probe_clf = evaluate.fit_linear(features, y, seed=1)
+    _, info = finetune._fine_tune(
+        lambda: untrained_encoder(config), features, probe_clf, x, y, train, held,
+        tuple(str(i) for i in range(10)), finetune.Recipe(candidates=(("train", 1.0),)), 1,
+    )  # fmt: skip
+    assert info["margin"] == pytest.approx((probe * (1 - probe) / n_held) ** 0.5)
+    assert info["selected"].startswith(selected)
 
 
 def test_candidates_parse_from_the_command_line():

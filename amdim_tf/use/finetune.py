@@ -27,8 +27,13 @@ did not train on:
   pretraining statistics, and ("train", 1.0), the encoder trained like the scratch arm
   with batch statistics adapted to the target data. Each is scored on the held-out split
   `evals` times during training (early stopping: its best step is kept);
-- selection: the candidate and step with the best held-out accuracy, where step 0 (the
-  probe) wins ties. If the probe wins, the fine-tuned arm is the frozen arm's own
+- selection: the candidate and step with the best held-out accuracy, where a candidate
+  must beat step 0 (the probe) by more than the held-out split's noise: one standard
+  error of the probe's held-out accuracy p, sqrt(p (1 - p) / n), and at least one image
+  (1 / n). With 100 labels 20 are held out, and one image is 5 points: on the digits at
+  10 per class a fine-tuned candidate that beat the probe by one held-out image lost
+  6 points to it on the test set (2026-12-05). If the probe wins, the fine-tuned arm is
+  the frozen arm's own
   classifier (fitted on all the labels), so it is never below the frozen arm by
   construction; otherwise the selected network (trained on the training part);
 - light augmentation only: the preset's random horizontal flip and, with p=0.8, a
@@ -604,6 +609,7 @@ def _fine_tune(pretrained_copy, features, probe, x, y, train, held, names, recip
     k = len(names)
     info = {"n_train": len(train), "n_held_out": len(held), "candidates": []}
     best = None  # (held-out accuracy, model, what): the probe until a candidate beats it
+    margin = 0.0
     if len(held):
         lp = evaluate.fit_linear(features[train], y[train], seed=seed)
         for bn, multiplier in recipe.candidates:
@@ -616,8 +622,12 @@ def _fine_tune(pretrained_copy, features, probe, x, y, train, held, names, recip
             )  # fmt: skip
             info["candidates"].append({"bn": bn, "backbone_lr_multiplier": multiplier, **result})
             if best is None:  # step 0 of every candidate is the probe fitted on `train`
-                best = (result["curve"][0][1], None, "linear probe")
-            if result["best_step"] > 0 and result["val_acc"] > best[0]:
+                p, n = result["curve"][0][1], len(held)
+                margin = max(1.0 / n, math.sqrt(p * (1.0 - p) / n))
+                best = (p, None, "linear probe")
+                info["probe_val_acc"], info["margin"] = p, margin
+            to_beat = best[0] + margin if best[1] is None else best[0]
+            if result["best_step"] > 0 and result["val_acc"] > to_beat + 1e-12:
                 what = f"bn {bn}, backbone x{multiplier:g}, step {result['best_step']}"
                 best = (result["val_acc"], model, what)
         info["val_acc"] = best[0]
