@@ -107,6 +107,7 @@ def test_a_tiny_png_claiming_20000_squared_is_skipped_without_decoding(tmp_path,
     assert grown_mib < 600, f"peak RSS grew {grown_mib:.0f} MiB: the image was decoded"
     assert source.skipped("train") == [str(bomb)]
     assert "Skipping 1 of 4" in caplog.text and "bomb.png" in caplog.text
+    assert "data.max_pixels" in caplog.text  # the warning says why, not "does not decode"
     with pytest.raises(ValueError, match=r"bomb\.png.*20000x20000.*data\.max_pixels"):
         data_lib.open_source(make_data(source="folder", path=str(root), strict=True)).count("train")
 

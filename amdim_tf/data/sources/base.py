@@ -96,11 +96,12 @@ def report_bad(bad, total, what, where, strict, why, num_bad=None) -> None:
         )
     if bad:
         logging.warning(
-            "Skipping %d of %d %ss %s that do not decode; first: %s",
+            "Skipping %d of %d %ss %s that cannot be read (the first: %s); first: %s",
             num_bad,
             total,
             what,
             where,
+            why(),  # too large for data.max_pixels, or the decoder's error
             ", ".join(str(b) for b in bad[:MAX_LOGGED_BAD]),
         )
 
