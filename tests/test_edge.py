@@ -40,7 +40,7 @@ def exported(tmp_path_factory):
     results = edge.export_edge(
         enc,
         export_dir,
-        ["litert", "litert_int8", "onnx"],
+        ["litert", "litert_int8", "litert_int8w", "onnx"],
         images(8, 0),
         representative=images(16, 1),
         features=("r1", "r5"),
@@ -49,7 +49,7 @@ def exported(tmp_path_factory):
 
 
 @needs_converters
-@pytest.mark.parametrize("fmt", ["litert", "onnx", "litert_int8"])
+@pytest.mark.parametrize("fmt", ["litert", "onnx", "litert_int8", "litert_int8w"])
 def test_each_format_round_trips_within_tolerance(exported, fmt):
     meta = edge.edge_files(exported["export_dir"])[fmt]
     check = meta["check"]
@@ -63,7 +63,7 @@ def test_each_format_round_trips_within_tolerance(exported, fmt):
     expected = reference(exported["enc"], pixels.astype(np.float32) / 255.0)
     for k, d in edge.compare(got, expected).items():
         assert d["max_rel"] <= edge.TOLERANCES[fmt], (k, d)
-        if fmt != "litert_int8":
+        if fmt not in ("litert_int8", "litert_int8w"):
             np.testing.assert_allclose(got[k], expected[k], atol=1e-5, err_msg=k)
     stored = loader.read_export_config(exported["export_dir"])["edge"][fmt]
     assert stored["sha256"] == meta["sha256"] and stored["bytes"] == os.path.getsize(meta["path"])
@@ -73,6 +73,7 @@ def test_each_format_round_trips_within_tolerance(exported, fmt):
 def test_int8_file_is_smaller_and_differs_more_than_float(exported):
     files = edge.edge_files(exported["export_dir"])
     assert files["litert_int8"]["bytes"] < files["litert"]["bytes"]
+    assert files["litert_int8w"]["bytes"] < files["litert"]["bytes"]
     int8, float_ = files["litert_int8"]["check"]["r1"], files["litert"]["check"]["r1"]
     assert int8["max_rel"] > 10 * float_["max_rel"]  # the check can tell them apart
 
@@ -147,7 +148,9 @@ def test_cost_report_has_a_row_per_file(exported):
     train = (images(40, 5), rng.integers(0, 2, 40))
     test = (images(20, 6), rng.integers(0, 2, 20))
     rows = edge_cost.cost_report(exported["export_dir"], train, test, threads=(1,), repeats=3)
-    assert [r["format"] for r in rows] == ["savedmodel", "litert", "litert_int8", "onnx"]
+    assert [r["format"] for r in rows] == [
+        "savedmodel", "litert", "litert_int8", "litert_int8w", "onnx"
+    ]  # fmt: skip
     for r in rows[1:]:
         assert r["latency_ms"][1] > 0 and r["max_rel"] <= edge.TOLERANCES[r["format"]]
         assert (r["n_train"], r["n_test"]) == (40, 20)

@@ -59,7 +59,8 @@ _FORMAT = flags.DEFINE_string(
     "format",
     "savedmodel",
     "Comma-separated formats: savedmodel (TF Serving), litert (.tflite), litert_int8 "
-    "(.tflite, int8 post-training quantisation), onnx. The others go beside the "
+    "(.tflite, int8 post-training quantisation), litert_int8w (.tflite, int8 weights, "
+    "float activations), onnx. The others go beside the "
     "SavedModel in OUT/VERSION and are checked against it (pip install 'amdim-tf[edge]').",
 )
 _FEATURES = flags.DEFINE_string(

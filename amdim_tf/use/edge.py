@@ -4,6 +4,7 @@ Beside a SavedModel version written by `export.export_encoder`, this module writ
 
     export_dir/encoder.tflite        "litert"       LiteRT flatbuffer, float32 weights
     export_dir/encoder_int8.tflite   "litert_int8"  LiteRT, int8 post-training quantisation
+    export_dir/encoder_int8w.tflite  "litert_int8w" LiteRT, int8 weights, float activations
     export_dir/encoder.onnx          "onnx"         ONNX (tf2onnx, opset ONNX_OPSET)
 
 each with the input contract of the SavedModel's `serving_default` (`images`: uint8
@@ -61,17 +62,20 @@ from amdim_tf.run import loader
 from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.use import export
 
-FORMATS = ("savedmodel", "litert", "litert_int8", "onnx")
+FORMATS = ("savedmodel", "litert", "litert_int8", "litert_int8w", "onnx")
 EDGE_FORMATS = FORMATS[1:]
 FILENAMES = {
     "litert": "encoder.tflite",
     "litert_int8": "encoder_int8.tflite",
+    "litert_int8w": "encoder_int8w.tflite",
     "onnx": "encoder.onnx",
 }
 # Largest accepted max_rel (see the module docstring). Float formats reorder float32
 # sums (fused kernels, other BLAS) and land near 1e-6; int8 rounds every activation
-# to 1/255 of its calibrated range, so its features move by a few percent.
-TOLERANCES = {"litert": 1e-4, "onnx": 1e-4, "litert_int8": 0.25}
+# to 1/255 of its calibrated range, so its features move by a few percent; int8
+# weights alone (float activations) round each weight to 1/255 of its channel's range.
+TOLERANCES = {"litert": 1e-4, "onnx": 1e-4, "litert_int8": 0.25, "litert_int8w": 0.1}
+LITERT_FORMATS = ("litert", "litert_int8", "litert_int8w")
 ONNX_OPSET = 17  # onnxruntime 1.32 runs 7..23; 17 is what most runtimes in use accept
 FEATURES = amdim.FEATURES
 _PACKAGES = {
@@ -139,20 +143,24 @@ def _edge_function(encoder, preset, image_size, features):
     return tf.function(encode, input_signature=[spec]), spec
 
 
-def _to_litert(encoder, fn, spec, work, representative=None):
+def _to_litert(encoder, fn, spec, work, quantise=None, representative=None):
     path = os.path.join(work, "savedmodel")
     archive = keras.export.ExportArchive()
     archive.track(encoder)
     archive.add_endpoint("serving_default", fn, [spec])
     archive.write_out(path, verbose=False)
     converter = tf.lite.TFLiteConverter.from_saved_model(path)
-    if representative is not None:
+    if quantise == "int8":
         # Post-training quantisation (weights and activations int8, ranges calibrated on
         # `representative`); the uint8 input and float32 outputs keep the contract.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: (
             {"images": image[None]} for image in representative
         )
+    elif quantise == "weights":
+        # Dynamic-range quantisation: int8 weights (a quarter of the size), activations
+        # in float32 (no calibration data; kernels dequantise or quantise on the fly).
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     try:
         return converter.convert()
     except Exception as e:  # ConverterError names the op it could not convert
@@ -259,7 +267,7 @@ def export_edge(
         encoder: the encoder the SavedModel at `export_dir` was exported from.
         export_dir: a complete SavedModel version (`export.export_encoder`); its
             amdim_encoder.json gives the preset and image size, and receives the checks.
-        formats: any of "litert", "litert_int8", "onnx".
+        formats: any of "litert", "litert_int8", "litert_int8w", "onnx".
         images: uint8 [N, S, S, 3] real images for the check (a few dozen suffice).
         representative: uint8 [M, S, S, 3] images of the training source, calibrating
             the int8 ranges; required for "litert_int8".
@@ -297,7 +305,7 @@ def export_edge(
     if "onnx" in formats:
         require("tf2onnx", "onnx")
         require("onnxruntime", "onnx")
-    if {"litert", "litert_int8"} & set(formats):
+    if set(LITERT_FORMATS) & set(formats):
         interpreter_class()
     tolerances = {**TOLERANCES, **(tolerances or {})}
     for fmt in formats:
@@ -321,8 +329,8 @@ def export_edge(
                 converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
             else:
                 work = tempfile.mkdtemp(dir=stage)
-                quantise = representative if fmt == "litert_int8" else None
-                content = _to_litert(encoder, fn, spec, work, quantise)
+                quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
+                content = _to_litert(encoder, fn, spec, work, quantise, representative)
                 shutil.rmtree(work)
                 converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
             with open(staged, "wb") as f:
