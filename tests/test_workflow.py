@@ -234,14 +234,26 @@ def test_encoder_only_restore_gets_every_trained_weight(tiny_config, tmp_path):
 
 
 def test_demo_and_export_from_a_workdir(tmp_path):
-    """The README's main job (tiny variant): train, evaluate, export, in one command;
+    """The README's main job (tiny variant): train, evaluate, export (with a LiteRT file
+    checked against the SavedModel when the converters are installed), in one command;
     then amdim-export exports the same run from its workdir."""
+    import importlib.util
+
+    edge = importlib.util.find_spec("ai_edge_litert") is not None
     wd = str(tmp_path / "demo")
-    r = run_command("demo", f"--config={TINY}", f"--workdir={wd}", "--config.train.verbose=0")
+    r = run_command(
+        "demo", f"--config={TINY}", f"--workdir={wd}", "--config.train.verbose=0",
+        "--format=savedmodel,litert_int8w" if edge else "--format=savedmodel",
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     for row in ("| raw pixels |", "| untrained encoder, same shape |", "| AMDIM-trained encoder |"):
         assert row in r.stdout
     assert os.path.exists(os.path.join(wd, "export", "1", "saved_model.pb"))
+    if edge:
+        assert "litert_int8w:" in r.stdout and "checked on 64 images" in r.stdout
+        assert os.path.exists(os.path.join(wd, "export", "1", "encoder_int8w.tflite"))
+    bad = run_command("demo", f"--config={TINY}", f"--workdir={wd}", "--format=tflite")
+    assert bad.returncode != 0 and "format tflite is unknown" in bad.stderr
     r = run_command("export", f"--workdir={wd}", "--version=2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert os.path.exists(os.path.join(wd, "export", "2", "saved_model.pb"))

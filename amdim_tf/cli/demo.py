@@ -1,6 +1,7 @@
 """The main job, offline: pretrain AMDIM on scikit-learn's digits, evaluate, export.
 
     python tools/demo.py [--workdir=runs/demo] [--config=amdim_digits_demo]
+        [--format=savedmodel,litert,litert_int8w,onnx]
 
 Pretrains for a few minutes on CPU, then runs the frozen-encoder evaluation of raw
 pixels, an untrained encoder of the same shape and the AMDIM-trained encoder
@@ -24,6 +25,12 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Where the run, its logs and the export go.")
+_FORMAT = flags.DEFINE_string(
+    "format",
+    "savedmodel",
+    "Export formats: savedmodel, plus any of litert, litert_int8, litert_int8w, onnx "
+    "(checked against the SavedModel; pip install 'amdim-tf[edge]').",
+)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", True, "Replace a previous demo run with a different config in --workdir."
 )
@@ -40,9 +47,10 @@ def _main(argv):
         from amdim_tf.data import augment
         from amdim_tf.run.loader import untrained_encoder
         from amdim_tf.run.train import train
-        from amdim_tf.use import evaluate
+        from amdim_tf.use import edge, evaluate
         from amdim_tf.use.export import export_encoder
 
+        formats = edge.parse_formats(_FORMAT.value)
         config = cli.load_config_flag(_CONFIG)
         workdir = _WORKDIR.value
         t0 = time.time()
@@ -63,6 +71,12 @@ def _main(argv):
         export_path = os.path.join(workdir, "export", "1")
         preset = augment.preset_for(config.data.augment, config.data.image_size)
         export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
+        edge_formats = [f for f in formats if f != "savedmodel"]
+        if edge_formats:  # beside the SavedModel, each checked against it
+            for line in edge.export_edge_for_data(
+                model.encoder, export_path, edge_formats, config.data, overwrite=True
+            ):
+                print(line)
         with open(os.path.join(workdir, "demo.json"), "w") as f:
             json.dump(
                 {

@@ -143,35 +143,12 @@ def _main(argv):
 
 
 def _export_edge(edge, encoder, export_dir, formats, config):
-    images, _ = edge.labelled_pixels(config.data, config.data.eval_split, _CHECK_IMAGES.value)
-    representative = None
-    if "litert_int8" in formats:
-        representative, _ = edge.labelled_pixels(
-            config.data, config.data.train_split, _REPRESENTATIVE.value, seed=1
-        )
-    try:
-        results = edge.export_edge(
-            encoder,
-            export_dir,
-            formats,
-            images,
-            representative=representative,
-            features=[f.strip() for f in _FEATURES.value.split(",") if f.strip()],
-            overwrite=_OVERWRITE.value,
-        )
-    except FileExistsError as e:  # a user error: one line, as for the SavedModel
-        raise ValueError(str(e)) from None
-    for fmt, meta in results.items():
-        check = meta["check"]
-        diffs = ", ".join(
-            f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
-            for k in meta["outputs"]
-        )
-        print(
-            f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
-            f"checked on {check['images']} images against the SavedModel: {diffs} "
-            f"(tolerance max_rel {check['tolerance_max_rel']:g})"
-        )
+    for line in edge.export_edge_for_data(
+        encoder, export_dir, formats, config.data, _CHECK_IMAGES.value, _REPRESENTATIVE.value,
+        features=[f.strip() for f in _FEATURES.value.split(",") if f.strip()],
+        overwrite=_OVERWRITE.value,
+    ):  # fmt: skip
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> None:

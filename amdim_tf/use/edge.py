@@ -357,6 +357,46 @@ def export_edge(
     return results
 
 
+def export_edge_for_data(
+    encoder: keras.Model,
+    export_dir: str,
+    formats: Sequence[str],
+    data,
+    check_images: int = 64,
+    representative_images: int = 256,
+    features: Sequence[str] = ("r1",),
+    overwrite: bool = False,
+) -> list[str]:
+    """`export_edge` with its images drawn from a config's `data` section: `check_images`
+    of the eval split for the checks, `representative_images` of the train split to
+    calibrate litert_int8. Returns one printable line per file written (what amdim-export
+    and the demo print)."""
+    images, _ = labelled_pixels(data, data.eval_split, check_images)
+    representative = None
+    if "litert_int8" in formats:
+        representative, _ = labelled_pixels(data, data.train_split, representative_images, seed=1)
+    try:
+        results = export_edge(
+            encoder, export_dir, formats, images, representative=representative,
+            features=features, overwrite=overwrite,
+        )  # fmt: skip
+    except FileExistsError as e:  # a user error: one line, as for the SavedModel
+        raise ValueError(str(e)) from None
+    lines = []
+    for fmt, meta in results.items():
+        check = meta["check"]
+        diffs = ", ".join(
+            f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
+            for k in meta["outputs"]
+        )
+        lines.append(
+            f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
+            f"checked on {check['images']} images against the SavedModel: {diffs} "
+            f"(tolerance max_rel {check['tolerance_max_rel']:g})"
+        )
+    return lines
+
+
 def _fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
