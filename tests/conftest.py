@@ -3,6 +3,7 @@ runners (in this process, or a fresh one when the process is what a test is abou
 tiny configs, the session's trained tiny run, and the data fixtures."""
 
 import contextlib
+import functools
 import importlib
 import io
 import os
@@ -24,8 +25,37 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
+def _two_logical_cpus():
+    """Splits the CPU into two logical devices, which TF allows only before it first
+    initialises its devices (`pytest_configure` calls it before any test module imports
+    TensorFlow), so that the 1-vs-2-replica
+    tests run a MirroredStrategy over "/cpu:0" and "/cpu:1" in this process instead of a
+    fresh one each (a TF start-up of ~5 s of CPU apiece). Code under test never sees the
+    second device: the default strategy and every op without a device run on /cpu:0, and
+    `MirroredStrategy()` without devices takes the GPUs or else /cpu:0 alone."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+
+@functools.cache
+def two_replica_strategies():
+    """(TF's default strategy, a MirroredStrategy over the two logical CPUs). One per
+    process: two MirroredStrategy objects number their collectives alike, and the second
+    one's all-reduce is refused as the first one's ("Collective instance 100 expected
+    type 0")."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: heavier test, still part of the default suite")
+    # In the processes that run tests, before any test module imports TensorFlow; not in
+    # pytest-xdist's controller, which runs none and need not load TensorFlow at all.
+    if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", 0):
+        _two_logical_cpus()
 
 
 # -- commands ---------------------------------------------------------------------------

@@ -1,10 +1,8 @@
 """Distribution and numerics of the train step: 1 vs 2 replicas, global negatives,
 mixed precision, XLA on/off.
 
-The replica tests need two logical CPU devices, which TF only allows before it
-initialises its devices; the test session has done that long before, so each of
-them runs this file as a script in a fresh process (`python test_distribute.py
-MODE`), which prints one JSON line of measurements for the test to check.
+The replica tests run a MirroredStrategy over the two logical CPU devices that
+conftest.py makes before TensorFlow initialises (`two_replica_strategies`).
 
 AMDIM's 5->5 term draws a random r5 location per image: every replica draws the
 locations of the whole global batch from the same generator state and keeps its
@@ -14,17 +12,12 @@ locations (`fixed_locations`) to compare like with like.
 """
 
 import contextlib
-import json
-import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
 import pytest
+from conftest import two_replica_strategies
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 GLOBAL_BATCH = 8
 WEIGHT_DECAY = 0.05  # large enough that decaying once per replica would show
 
@@ -46,26 +39,12 @@ def fixed_locations(shape, minval=0, maxval=None, seed=None, dtype="int32"):
     return tf.stack([(7 * index + 1) % 25, (11 * index + 3) % 25])  # [2, B]
 
 
-def run_script(mode, timeout=240):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    r = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), mode],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 def rel_err(a, b):
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
 
 
-# -- 1 vs 2 replicas (subprocesses) ------------------------------------------
+# -- 1 vs 2 replicas ----------------------------------------------------------
 
 
 def test_one_and_two_replicas_give_the_same_loss_and_gradients():
@@ -74,7 +53,7 @@ def test_one_and_two_replicas_give_the_same_loss_and_gradients():
     one real `fit` step of the encoder (SGD with lr 1, so the update is minus the
     gradient plus the coupled decay). The online probes are left out: their dropout
     draws differ by design and the MLP probe's BN is per replica."""
-    out = run_script("replicas")
+    out = _measure("replicas")
     assert out["replicas"] == [1, 2]
     # Measured: the losses agree to 2e-7 relative, the gradients to 1.7e-4 of the
     # largest (float32 sums in another order: sync-BN moments as E[x^2] - E[x]^2,
@@ -90,7 +69,7 @@ def test_one_and_two_replicas_give_the_same_loss_and_gradients():
 def test_negatives_span_the_global_batch():
     """With 2 replicas the NCE ranks each positive against the whole global batch;
     computing it per replica (no gather) gives a different, easier loss."""
-    out = run_script("negatives")
+    out = _measure("negatives")
     gathered, local = out["gathered"], out["local"]
     assert abs(gathered - out["one_replica"]) < 1e-5 * abs(gathered), out
     # Half the negatives: at init the three NCE terms drop by ~0.9 each (measured
@@ -171,7 +150,7 @@ def test_train_steps_with_and_without_xla(tiny_config, jit_compile):
     assert int(model.optimizer.iterations) == 2
 
 
-# -- the subprocess side ------------------------------------------------------
+# -- the replica measurements ---------------------------------------------------
 
 
 def _tiny_config():
@@ -247,20 +226,14 @@ def _fit_step(strategy, weights, v1, v2, y):
     return hist.history["loss/total"][0], update
 
 
-def _main(mode):
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+def _measure(mode):
+    """The measurements one replica test checks (dict)."""
     import keras
 
     from amdim_tf import distribute
 
     keras.utils.set_random_seed(0)
-    one = tf.distribute.get_strategy()
-    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    one, two = two_replica_strategies()
     v1, v2, y = toy_batch()
     out = {"replicas": [one.num_replicas_in_sync, two.num_replicas_in_sync]}
     # Real location draws where one model per strategy is called once; fixed ones
@@ -285,15 +258,9 @@ def _main(mode):
                 update_rel_err=rel_err(flat(update2), flat(update1)),
                 update_norm=float(np.linalg.norm(flat(update1))),
             )
-        elif mode == "negatives":
+        else:
             gathered, _ = _loss_and_grads(two, model2, v1, v2, y)
             with mock.patch.object(distribute, "gather_global", lambda x: (x, 0)):
                 local, _ = _loss_and_grads(two, model2, v1, v2, y)
             out.update(one_replica=loss1, gathered=gathered, local=local)
-        else:
-            raise SystemExit(f"unknown mode {mode!r}")
-    print(json.dumps(out))
-
-
-if __name__ == "__main__":
-    _main(sys.argv[1])
+    return out

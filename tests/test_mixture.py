@@ -5,22 +5,15 @@ consequent location i, s_j(i) is the NCE log-softmax of the positive with f1^j a
 the antecedent; the location's objective is max_q sum_j q_j s_j + alpha H(q) - alpha
 log k = alpha logsumexp_j(s_j / alpha) - alpha log k.
 
-The 1-vs-2-replica test needs two logical CPU devices, so it runs this file as a
-script in a fresh process (as tests/test_distribute.py does).
+The 1-vs-2-replica test runs a MirroredStrategy over the two logical CPU devices that
+conftest.py makes before TensorFlow initialises.
 """
 
-import json
-import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
 import pytest
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-
+from conftest import two_replica_strategies
 
 # -- NumPy reference ----------------------------------------------------------------
 
@@ -381,21 +374,11 @@ def test_objective_weights_are_checkpointed_with_the_model(tiny_config, tmp_path
         np.testing.assert_array_equal(a, b.numpy())
 
 
-# -- 1 vs 2 replicas (a subprocess) -------------------------------------------------
+# -- 1 vs 2 replicas ---------------------------------------------------------------
 
 
 def test_one_and_two_replicas_give_the_same_mixture_loss_and_gradients():
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    r = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), "replicas"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1])
+    out = _replicas()
     # Measured: agreement to float32 round-off (~1e-7 relative); a replica that ranked
     # only its own half of the batch would differ by ~1 nat per term.
     assert abs(out["loss_1"] - out["loss_2"]) < 1e-5 * abs(out["loss_1"]), out
@@ -403,13 +386,9 @@ def test_one_and_two_replicas_give_the_same_mixture_loss_and_gradients():
     assert out["local_loss_gap"] > 0.5, out
 
 
-def _replicas_main():
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+def _replicas():
     import keras
+    import tensorflow as tf
 
     from amdim_tf import distribute
     from amdim_tf.methods import AMDIMObjective
@@ -418,8 +397,7 @@ def _replicas_main():
     n, d = 8, 16
     rng = np.random.RandomState(9)
     f1, f2 = random_feats(rng, n, d), random_feats(rng, n, d)
-    one = tf.distribute.get_strategy()
-    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    one, two = two_replica_strategies()
     ref = AMDIMObjective(d, 20.0, 0.05, n_mix=3, alpha=0.5)
     with two.scope():
         obj2 = AMDIMObjective(d, 20.0, 0.05, n_mix=3, alpha=0.5)
@@ -462,10 +440,4 @@ def _replicas_main():
     with mock.patch.object(distribute, "gather_global", lambda x: (x, 0)):
         local, _ = loss_and_grads(two, obj2)
     err = float(np.max(np.abs(g2 - g1)) / np.max(np.abs(g1)))
-    print(
-        json.dumps(dict(loss_1=loss1, loss_2=loss2, grad_rel_err=err, local_loss_gap=loss1 - local))
-    )
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["replicas"]:
-    _replicas_main()
+    return dict(loss_1=loss1, loss_2=loss2, grad_rel_err=err, local_loss_gap=loss1 - local)

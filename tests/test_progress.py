@@ -5,7 +5,7 @@ import io
 import os
 import re
 
-from conftest import run_tool
+from conftest import run_command
 
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.run.run_config import load_run_config
@@ -49,8 +49,8 @@ def test_evaluate_shows_each_model(tiny_run, capsys):
 
 
 def test_a_training_log_file_has_a_line_per_epoch_not_per_step(tmp_path):
-    proc = run_tool(
-        "train.py",
+    proc = run_command(  # stdout is not a terminal here, as in a log file
+        "train",
         f"--config={ROOT}/configs/amdim_digits_demo.py:tiny",
         f"--workdir={tmp_path / 'run'}",
         "--config.train.verbose=1",

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import TINY, run_tool
+from conftest import TINY, run_command, run_tool
 from conftest import tiny_run_config as tiny
 
 from amdim_tf import cli
@@ -148,9 +148,9 @@ def test_second_run_on_a_locked_workdir_is_refused(tmp_path):
     wd = tmp_path / "run"
     wd.mkdir()
     (wd / "metrics.jsonl").write_text('{"step": 1}\n')
-    with held_lock(str(wd)):
+    with held_lock(str(wd)):  # flock: another open of .lock conflicts, in this process too
         for extra in ([], ["--overwrite", "--config.model.ndf=16"]):
-            r = run_tool("train.py", f"--config={TINY}", f"--workdir={wd}", *extra)
+            r = run_command("train", f"--config={TINY}", f"--workdir={wd}", *extra)
             assert r.returncode == 2, r.stderr[-2000:]
             assert "Traceback" not in r.stderr
             assert f"pid {os.getpid()} on host {socket.gethostname()}" in r.stderr, r.stderr
