@@ -50,8 +50,15 @@ def two_replica_strategies():
     return tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
+def pytest_collection_modifyitems(config, items):
+    """Everything under tests/e2e/ is end to end: out of the fast tier (`-m "not e2e"`)."""
+    e2e = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e") + os.sep
+    for item in items:
+        if str(item.path).startswith(e2e):
+            item.add_marker(pytest.mark.e2e)
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: heavier test, still part of the default suite")
     # In the processes that run tests, before any test module imports TensorFlow; not in
     # pytest-xdist's controller, which runs none and need not load TensorFlow at all.
     if os.environ.get("PYTEST_XDIST_WORKER") or not getattr(config.option, "numprocesses", 0):

@@ -21,7 +21,7 @@ import amdim_tf
 from amdim_tf.run import loader
 from amdim_tf.use import finetune
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
 
 
 def test_every_keras_file_loads_in_a_fresh_process_after_import_amdim_tf(tmp_path):

@@ -2,18 +2,15 @@
 one line per epoch (not a redraw per step) when training logs to a file."""
 
 import io
-import os
 import re
 
-from conftest import run_command
+from conftest import ROOT, run_command
 
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.run.train import fit_verbose
 from amdim_tf.use import evaluate
 from amdim_tf.use.progress import Progress
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Terminal(io.StringIO):

@@ -8,14 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT
 
 from amdim_tf.methods import AMDIMEncoder, CPCEncoder
 from amdim_tf.methods.cpc.objective import cpc_infonce
 from amdim_tf.methods.dim import objective as dim_objective
 from amdim_tf.methods.dim.encoder import DIMEncoder, dim_local_shape
 from amdim_tf.run.build import build_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name, arg):
@@ -326,7 +325,7 @@ def test_encoder_only_restore_of_dim_and_cpc(config_file, tmp_path):
     from amdim_tf.run.checkpoints import RunCheckpoint, restore_parts
     from amdim_tf.run.loader import untrained_encoder
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     spec = importlib.util.spec_from_file_location("c", os.path.join(root, "configs", config_file))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -13,11 +13,11 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from amdim_tf import data as data_lib
 from amdim_tf.run.build import build_model
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {
     "amdim": ("amdim_digits_demo.py", "tiny"),
     "dim_local": ("dim_local.py", "tiny"),
