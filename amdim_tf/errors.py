@@ -17,3 +17,10 @@ def first_line(error: BaseException | str, limit: int = 0) -> str:
         return "" if isinstance(error, str) else type(error).__name__
     line = text.splitlines()[0]
     return line[:limit] if limit else line
+
+
+class UserError(ValueError):
+    """Something the user must fix (a flag, a file, a config value): the commands print its
+    first line and exit, without a traceback. Any other exception is a bug and keeps its
+    traceback. A ValueError, so code that catches ValueError around a library call still
+    catches it."""
