@@ -291,9 +291,10 @@ class Index:
         return bool(np.any(self.labels >= 0))
 
     def _built_with(self) -> str:
+        """ "<description>, --encoder=<path>" of the encoder embed.json records."""
         path = self.summary.get("encoder_path")
-        where = f" --encoder={path}" if isinstance(path, str) and path else ""
-        return f"{self.summary.get('encoder', 'an encoder it does not name')}{where}"
+        where = f", --encoder={path}" if isinstance(path, str) and path else ""
+        return f"{str(self.summary.get('encoder', 'an encoder it does not name'))[:200]}{where}"
 
     def embedder(self, encoder=None, allow_other_encoder: bool = False):
         """The encoder at `encoder` (a path the caller chose), checked to be the one this
@@ -308,9 +309,9 @@ class Index:
         """
         if encoder is None:
             raise UserError(
-                f"query images of {self.directory} need the encoder to run, and an index "
-                "never chooses it: pass the one it was embedded with as encoder= "
-                f"(--encoder), {self._built_with()}; or query with features."
+                f"query images of {self.directory} need an encoder, and an index never "
+                "chooses it: pass --encoder (encoder=) yourself; the index was embedded "
+                f"with {self._built_with()}; or query with features."
             )
         cache_key = (os.fspath(encoder), bool(allow_other_encoder))
         if self._embedders.get(cache_key) is not None:

@@ -237,7 +237,7 @@ def test_a_crafted_index_never_runs_the_model_it_names(index_dir, tmp_path):
     tf.io.write_file(query, tf.io.encode_png(np.full((32, 32, 3), 90, np.uint8)))
     with pytest.raises(UserError, match=f"--encoder.*--encoder={model_dir}"):
         search.search_files(evil, query, k=3, out_png=str(tmp_path / "grid.png"))
-    with pytest.raises(UserError, match="never chooses it"):
+    with pytest.raises(UserError, match="never chooses it: pass --encoder"):
         search.Index.load(evil).search([np.zeros((32, 32, 3), np.uint8)], k=3)
     assert not os.path.exists(marker)
     # Named by the user, it runs (so the model is live: the marker proves it), and is
