@@ -11,7 +11,9 @@ directory, a SavedModel export of tools/export.py, or a `.keras` file of
     r1.npy            float32 [N, D] (and r5.npy / r7.npy, average-pooled, on request)
     index.tsv         header, then one line per row of the .npy: id (file path, or
                       split:position), label (empty when unlabelled), class name
-    embed.json        what was embedded, with what, how long it took, what was skipped
+    embed.json        what was embedded, with what (the encoder's description, path and
+                      fingerprint, `loader.weights_fingerprint`), how long it took, what
+                      was skipped
     neighbours.png    seeded query images (left column) and their nearest by cosine
     projector_config.pbtxt, embedding.ckpt-1.*, metadata.tsv, sprite.png
                       the TensorBoard projector (`tensorboard --logdir OUT_DIR`, tab
@@ -307,8 +309,11 @@ def embed(
         embed_seconds = summary.pop("embed_seconds")
         summary = {
             "encoder": model.description,
-            # What use/search.py reopens to embed query images with the same encoder.
+            # Only named, never opened from here: search takes the encoder from its user,
+            # and this path tells the user which one the index was built with.
             "encoder_path": os.path.abspath(os.fspath(encoder_path)),
+            # What search and inspect compare to know an encoder is this one.
+            "encoder_fingerprint": model.fingerprint,
             "which": which,
             "preset": model.preset,
             "image_size": model.image_size,

@@ -196,7 +196,7 @@ def inspect_embeddings(
     indexes = [search.Index.load(d, key) for d in embed_dirs]
     if len(indexes) == 2:
         a, b = indexes
-        if a.dim != b.dim or a.summary.get("encoder") != b.summary.get("encoder"):
+        if a.dim != b.dim or not search.same_encoder(a, b):
             raise ValueError(
                 f"{a.directory} ({a.summary.get('encoder')}, {key} size {a.dim}) and "
                 f"{b.directory} ({b.summary.get('encoder')}, size {b.dim}) come from "

@@ -65,14 +65,19 @@ def test_export_and_keras_file_give_the_workdir_features(tiny_run, tmp_path):
     base = str(tmp_path / "export")
     export.export_encoder(backbone.load_encoder(tiny_run), os.path.join(base, "1"))
     keras_file = backbone.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
-    features = {}
+    features, fingerprints = {}, {}
     for name, path in (("workdir", tiny_run), ("export", base), ("keras", keras_file)):
         out = str(tmp_path / f"emb_{name}")
-        embed.embed(path, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
+        summary = embed.embed(
+            path, config.data, "test", out, verbose=0, projector_examples=0, queries=0
+        )
         features[name] = np.load(os.path.join(out, "r1.npy"))
+        fingerprints[name] = summary["encoder_fingerprint"]
         assert not os.path.exists(os.path.join(out, embed.NEIGHBOURS_FILE))
     np.testing.assert_allclose(features["export"], features["workdir"], atol=1e-4)
     np.testing.assert_allclose(features["keras"], features["workdir"], atol=1e-4)
+    # embed.json records one identity for one encoder, whichever form it was read from.
+    assert set(fingerprints.values()) == {backbone.open_encoder(tiny_run).fingerprint}
 
 
 def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(tiny_run, tmp_path):

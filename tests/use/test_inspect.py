@@ -130,3 +130,28 @@ def test_train_against_test_reports_leakage_and_mislabels(tiny_run, tmp_path):
         assert json.load(f)["threshold"]["chosen"] == "given"
     with pytest.raises(ValueError, match="threshold=2"):
         inspect.inspect_embeddings(dirs, out, threshold=2)
+
+
+def test_one_run_named_two_ways_is_one_encoder_and_another_is_refused(
+    tiny_run, tmp_path, monkeypatch
+):
+    """Before: `./run` and its absolute path were "different encoders" (the recorded
+    descriptions, which quote the path as given, were compared as strings)."""
+    config = load_run_config(tiny_run)
+    monkeypatch.chdir(os.path.dirname(tiny_run))
+    dirs = []
+    for name, path in (("relative", "./" + os.path.basename(tiny_run)), ("absolute", tiny_run)):
+        out = str(tmp_path / name)
+        embed.embed(path, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
+        dirs.append(out)
+    summary = inspect.inspect_embeddings(dirs, str(tmp_path / "report"), top=0, verbose=False)
+    assert summary["counts"]["images"] == {"test(a)": 357, "test(b)": 357}
+
+    path = os.path.join(dirs[1], embed.SUMMARY_FILE)
+    with open(path) as f:
+        recorded = json.load(f)
+    recorded["encoder_fingerprint"] = "sha256:" + "0" * 64
+    with open(path, "w") as f:
+        json.dump(recorded, f)
+    with pytest.raises(ValueError, match="different encoders"):
+        inspect.inspect_embeddings(dirs, str(tmp_path / "report2"), top=0, verbose=False)
