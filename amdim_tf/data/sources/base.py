@@ -145,6 +145,12 @@ class Source:
         """Names of the items of `part` that the scan skipped (unreadable, undecodable)."""
         return []
 
+    def has_labels(self) -> bool:
+        """Whether the source gives labelled splits (the online probes, the kNN monitor,
+        finetuning and the mislabel check need them); a folder read with
+        data.labels="none" gives none."""
+        return True
+
     def has_unlabeled(self) -> bool:
         """Whether pretraining adds an unlabeled part to data.train_split."""
         return False
