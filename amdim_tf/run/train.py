@@ -190,12 +190,16 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
             f"delete {workdir} yourself, or use a new --workdir."
         )
     lock = None
+    created = bool(workdir) and chief and not os.path.exists(workdir)
+    returned = False
     try:
         if workdir and chief:
             make_workdir(workdir)
             # Before anything is written or deleted (--overwrite): one run per workdir.
             lock = WorkdirLock(workdir).acquire()
-        return _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
+        out = _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
+        returned = True
+        return out
     except (OSError, tf.errors.OpError) as e:
         error = storage_error(e, workdir) if workdir else None
         if error is None:
@@ -204,6 +208,11 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     finally:
         if lock is not None:
             lock.release()
+        if created and not returned:
+            # A failed start (a typo, unreadable data) leaves no empty work directory;
+            # rmdir removes only an empty one, so nothing a run wrote is lost.
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
 
 
 def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):

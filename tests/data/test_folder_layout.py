@@ -137,3 +137,16 @@ def test_npz_splits_share_one_index_space(tmp_path):
     source = data_lib.open_source(make_data(source="npz", path=path))
     assert source.labels("test").tolist() == [0, 2]
     assert source.class_names("test") == source.class_names() == ("blue", "green", "red")
+
+
+def test_an_empty_file_is_named_as_empty_and_a_missing_path_names_the_flag(photos):
+    from amdim_tf.data.sources import folder
+
+    assert folder._unreadable(os.fsencode(os.path.join(photos, "empty.png")), 2**25) == (
+        "an empty file (0 bytes)"
+    )
+    missing = make_data(source="folder", path="../shared/nowhere")
+    with pytest.raises(FileNotFoundError, match=r"fix data\.path \(--config\.data\.path=PATH\)"):
+        data_lib.open_source(missing).count("unlabeled")
+    with pytest.raises(FileNotFoundError, match=r"--config\.data\.path=DIR.*data\.unlabeled_path"):
+        data_lib.open_source(make_data(source="folder", path="")).count("unlabeled")

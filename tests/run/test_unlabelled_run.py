@@ -4,6 +4,7 @@ label-free health monitors still run."""
 
 import os
 
+import pytest
 from conftest import tiny_run_config
 from photo_folder import make_photos
 
@@ -25,3 +26,12 @@ def test_unlabeled_path_alone_pretrains_with_health_but_no_probes(tmp_path, caps
     keys = {k for r in read_metrics(os.path.join(workdir, METRICS_FILE)) for k in r}
     assert any(k.startswith("health/") for k in keys), keys
     assert not any(k.startswith("probe/eval_") for k in keys), keys
+
+
+def test_a_failed_start_leaves_no_empty_work_directory(tmp_path):
+    config = tiny_run_config()
+    config.data.source, config.data.path = "folder", str(tmp_path / "no_such_photos")
+    workdir = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="no_such_photos"):
+        train_lib.train(config, str(workdir))
+    assert not workdir.exists()

@@ -53,10 +53,11 @@ def is_unlabeled(part: str) -> bool:
 
 def require_path(path: str, key: str) -> None:
     """A one-line error naming `key` when the path it gives is empty or missing."""
+    # The flag's full name: a preset's relative path fails outside this repository.
     if not path:
-        raise FileNotFoundError(f"No data path given; set {key}.")
+        raise FileNotFoundError(f"No data path given; set {key} (--config.{key}=PATH).")
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path!r} does not exist; fix {key}.")
+        raise FileNotFoundError(f"{path!r} does not exist; fix {key} (--config.{key}=PATH).")
 
 
 def decodable(ds: tf.data.Dataset, decode: Callable) -> set:

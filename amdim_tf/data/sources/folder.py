@@ -162,9 +162,11 @@ def _say_unlabelled_layout(root, listed):
 def _unreadable(path, max_pixels):
     """Why the file at `path` (bytes) cannot be an image, before decoding it; or None."""
     try:
-        mode = os.stat(path).st_mode  # follows symlinks: a dangling or looping one fails
-        if not stat.S_ISREG(mode):
+        info = os.stat(path)  # follows symlinks: a dangling or looping one fails
+        if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
+        if info.st_size == 0:
+            return "an empty file (0 bytes)"
         head = decode.read_head(path)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
@@ -320,7 +322,11 @@ class FolderSource(Source):
         """(files, bad, where) of the unlabelled part: data.unlabeled_path, and data.path
         itself under data.labels="none"."""
         roots = []
-        if not self.labels_by_folder and (self.data.path or not self.data.unlabeled_path):
+        if not self.data.path and not self.data.unlabeled_path:
+            raise FileNotFoundError(
+                "No data path given; set data.path (--config.data.path=DIR) or data.unlabeled_path."
+            )
+        if not self.labels_by_folder and self.data.path:
             require_path(self.data.path, "data.path")
             roots.append((self.data.path, "data.path"))
         if self.data.unlabeled_path:
