@@ -123,20 +123,35 @@ def test_a_test_split_with_a_class_unknown_to_training_is_refused_by_name(tmp_pa
         source.labels("test")
 
 
-def test_npz_splits_share_one_index_space(tmp_path):
-    """npz (and tfrecord, whose labels are stored integers) keep one index space: a label
-    is the number stored with the record, the names one tuple for every split."""
+def test_npz_and_tfrecord_splits_share_one_index_space(tmp_path):
+    """npz and tfrecord keep one index space: a label is the number stored with the record,
+    the names (npz: class_names) one tuple for every split. (tfds: the builder's label
+    names, one for every split; not run here, it needs a prepared dataset.)"""
     blob = tf.io.encode_png(np.zeros((8, 8, 3), np.uint8)).numpy()
     path = str(tmp_path / "d.npz")
     arrays = {"class_names": np.array(["blue", "green", "red"])}
-    for split, labels in {"train": [0, 1, 2], "test": [0, 2]}.items():
+    splits = {"train": [0, 1, 2], "test": [0, 2]}
+    for split, labels in splits.items():
         arrays[f"{split}_jpeg"] = np.frombuffer(blob * len(labels), np.uint8)
         arrays[f"{split}_offsets"] = np.arange(len(labels) + 1) * len(blob)
         arrays[f"{split}_labels"] = np.array(labels)
+        with tf.io.TFRecordWriter(str(tmp_path / f"{split}-0")) as writer:
+            for label in labels:
+                feature = {
+                    "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(value=[blob])),
+                    "image/class/label": tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[label])
+                    ),
+                }
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
     np.savez(path, **arrays)
     source = data_lib.open_source(make_data(source="npz", path=path))
     assert source.labels("test").tolist() == [0, 2]
     assert source.class_names("test") == source.class_names() == ("blue", "green", "red")
+    pattern = str(tmp_path / "{split}-*")
+    source = data_lib.open_source(make_data(source="tfrecord", path=pattern, num_classes=3))
+    assert source.labels("test").tolist() == [0, 2] and source.num_classes() == 3
 
 
 def test_an_empty_file_is_named_as_empty_and_a_missing_path_names_the_flag(photos):
