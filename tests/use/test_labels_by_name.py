@@ -71,3 +71,26 @@ def test_inspect_compares_names_not_numbers(tiny_run, tmp_path):
         dirs.append(out)
     summary = inspect.inspect_embeddings(dirs, str(tmp_path / "report"), k=3, top=0, verbose=False)
     assert sum(summary["counts"]["likely_mislabels"].values()) == 0, summary["counts"]
+
+    # An index numbered on its own (as embed wrote the test split before): red is 1 there.
+    tsv = os.path.join(dirs[1], embed.INDEX_FILE)
+    with open(tsv) as f:
+        header, *lines = f.read().splitlines()
+    own = {"blue": 0, "red": 1}
+    lines = [f"{i}\t{own[c]}\t{c}" for i, _, c in (line.split("\t") for line in lines)]
+    with open(tsv, "w") as f:
+        f.write("\n".join([header, *lines]) + "\n")
+    summary = inspect.inspect_embeddings(dirs, str(tmp_path / "again"), k=3, top=0, verbose=False)
+    assert sum(summary["counts"]["likely_mislabels"].values()) == 0, summary["counts"]
+
+
+def test_inspect_names_the_predicted_class_from_the_reference_split():
+    class Ix:  # what search.Index holds that labels_by_name reads
+        def __init__(self, labels, class_names):
+            self.labels, self.class_names = np.array(labels), class_names
+
+    ref = Ix([0, 1, 2], ("blue", "green", "red"))
+    test = Ix([0, 1, -1, 2], ("blue", "red", "purple"))
+    assert inspect.labels_by_name(test, ref).tolist() == [0, 2, -1, -1]
+    unnamed = Ix([0, 1], ("", ""))  # no class names: numbers are the names
+    assert inspect.labels_by_name(unnamed, Ix([0, 1], ("", ""))).tolist() == [0, 1]
