@@ -165,3 +165,11 @@ def test_an_empty_file_is_named_as_empty_and_a_missing_path_names_the_flag(photo
         data_lib.open_source(missing).count("unlabeled")
     with pytest.raises(FileNotFoundError, match=r"--config\.data\.path=DIR.*data\.unlabeled_path"):
         data_lib.open_source(make_data(source="folder", path="")).count("unlabeled")
+
+
+def test_a_folder_without_images_names_the_path_and_its_key(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("not an image")
+    source = data_lib.open_source(make_data(source="folder", path=str(tmp_path / "notes")))
+    with pytest.raises(UserError, match=r"No decodable image files.*notes \(data\.path\)"):
+        source.count("unlabeled")

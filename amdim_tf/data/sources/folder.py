@@ -314,8 +314,12 @@ class FolderSource(Source):
             labels, names = [UNLABELED] * len(files), ()
         else:
             files, labels, bad, names = self._labelled_files(part, strict, max_pixels)
+            where = f"{self.class_root(part)} (data.path)"
         if not files:
-            raise ValueError(f"No decodable image files for split {part!r} of the folder source.")
+            raise UserError(
+                f"No decodable image files for split {part!r} under {where}; fix the path "
+                f"(images are {'/'.join(e[1:] for e in decode.IMAGE_EXTENSIONS)} files)."
+            )
         return _Scan(files, np.array(labels, np.int32), [os.fsdecode(p) for p in bad], names)
 
     def _unlabelled_files(self, strict, max_pixels):
@@ -339,7 +343,7 @@ class FolderSource(Source):
                 _say_unlabelled_layout(root, listed)
             good, skipped = _valid_files(listed, strict, f"{root} ({key})", max_pixels)
             files, bad = files + good, bad + skipped
-        return files, bad, " and ".join(r for r, _ in roots)
+        return files, bad, " and ".join(f"{r} ({k})" for r, k in roots)
 
     def _labelled_files(self, part, strict, max_pixels):
         """(files, labels, bad, class names) of a labelled part, numbered by the names of
