@@ -67,7 +67,10 @@ def base_config():
     c.data.source = "tfds"  # npz | tfds | folder | tfrecord | digits
     c.data.name = "cifar10"  # TFDS name (source=tfds)
     c.data.path = ""  # npz file / image folder / tfrecord glob / tfds data_dir
-    c.data.unlabeled_path = ""  # flat folder of unlabeled images (folder source)
+    c.data.unlabeled_path = ""  # folder of unlabeled images (folder source)
+    # Folder source: "none" reads every image under data.path (sub-folders included) as
+    # unlabelled; "folders" reads its sub-directories as the classes (data/sources/folder.py).
+    c.data.labels = "none"
     c.data.image_size = 32
     c.data.augment = ""  # '' = preset for image_size
     c.data.strict = False  # fail on a bad image file instead of skipping it

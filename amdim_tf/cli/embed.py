@@ -2,7 +2,7 @@
 
     python tools/embed.py --encoder=runs/c10 --out=runs/c10/embed          # the run's eval split
     python tools/embed.py --encoder=runs/c10/export --out=emb \\
-        --config.data.source=folder --config.data.path=my_photos           # a flat folder
+        --config.data.source=folder --config.data.path=my_photos           # unlabelled photos
     python tools/embed.py --encoder=encoder.keras --out=emb --split=test \\
         --config.data.source=npz --config.data.path=../shared/data/cifar10/cifar10-jpeg.npz
     tensorboard --logdir emb                                                # tab PROJECTOR
@@ -10,8 +10,8 @@
 --encoder takes a work directory (its latest or --which=best checkpoint), a SavedModel
 export of tools/export.py, or a .keras file (--save_keras writes one). The data come from
 the run's config.json for a work directory (else the defaults), with any
---config.data.* override on top: every source the trainer reads (folder with class
-sub-directories, or flat: unlabelled; npz; tfrecord; tfds). Writes OUT/r1.npy (N x D),
+--config.data.* override on top: every source the trainer reads (a folder: unlabelled,
+or classes with --config.data.labels=folders; npz; tfrecord; tfds). Writes OUT/r1.npy (N x D),
 OUT/index.tsv (id, label, class; one line per row), OUT/neighbours.png, OUT/embed.json and
 the projector files (amdim_tf/use/embed.py).
 """

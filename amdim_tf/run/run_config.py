@@ -90,6 +90,10 @@ def _diff(old, new, prefix=""):
 
 def _with_added_defaults(resolved):
     """A config.json dict, completed with the values its run had for keys added since."""
+    data = resolved.get("data")
+    if isinstance(data, dict) and "labels" not in data:
+        # Before data.labels, the folder source read sub-directories as classes.
+        data["labels"] = "folders" if data.get("source") == "folder" else "none"
     for dotted, value in ADDED_KEY_DEFAULTS.items():
         *parents, key = dotted.split(".")
         section = resolved

@@ -43,6 +43,12 @@ from amdim_tf.run.workdir import BEST_FILE, read_best, repair_after_kill, trim_m
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
+# Said once at the start of a run on unlabelled data (a folder read with data.labels="none").
+UNLABELLED_NOTE = (
+    "Unlabelled data (data.labels='none'): the online probes and the kNN monitor are off; "
+    "the label-free health monitors run. Set data.labels=folders if data.path's "
+    "sub-folders are classes."
+)
 
 
 def fit_verbose(verbose: int, stream=None) -> int:
@@ -184,12 +190,16 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
             f"delete {workdir} yourself, or use a new --workdir."
         )
     lock = None
+    created = bool(workdir) and chief and not os.path.exists(workdir)
+    returned = False
     try:
         if workdir and chief:
             make_workdir(workdir)
             # Before anything is written or deleted (--overwrite): one run per workdir.
             lock = WorkdirLock(workdir).acquire()
-        return _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
+        out = _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
+        returned = True
+        return out
     except (OSError, tf.errors.OpError) as e:
         error = storage_error(e, workdir) if workdir else None
         if error is None:
@@ -198,6 +208,11 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     finally:
         if lock is not None:
             lock.release()
+        if created and not returned:
+            # A failed start (a typo, unreadable data) leaves no empty work directory;
+            # rmdir removes only an empty one, so nothing a run wrote is lost.
+            with contextlib.suppress(OSError):
+                os.rmdir(workdir)
 
 
 def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
@@ -214,9 +229,15 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
             f"config.train.batch_size={batch} (the global batch) must be a multiple "
             f"of the {strategy.num_replicas_in_sync} replicas; change it."
         )
-    num_classes = data_lib.num_classes(source)
-    # Plain dataset: Keras distributes validation data over the replicas itself.
-    eval_ds = eval_dataset(config, source)
+    labelled = source.has_labels()
+    if labelled:
+        num_classes = data_lib.num_classes(source)
+        # Plain dataset: Keras distributes validation data over the replicas itself.
+        eval_ds = eval_dataset(config, source)
+    else:
+        # The probes are built (one class) but never see a label, so they learn nothing.
+        num_classes, eval_ds = 1, None
+        print(UNLABELLED_NOTE, flush=True)
     if workdir:
         # Only now that the data opened: a failed start leaves no config.json behind.
         prepare_workdir(config, workdir, overwrite, write=chief)
@@ -258,7 +279,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     # Before the logger, which writes the value it adds to the epoch's logs.
     knn = KNNMonitor(
         source,
-        config.train.knn_examples,
+        config.train.knn_examples if labelled else 0,
         seed=config.seed,
         batch_size=config.train.eval_batch_size,
     )
@@ -288,7 +309,10 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         and config.method == "amdim"
     ):
         # Score maps (and mixture assignments) of the same eval images, in TensorBoard.
-        images = score_maps.sample_images(source, config.data.eval_split, 8, seed=config.seed)
+        if labelled:
+            images = score_maps.sample_images(source, config.data.eval_split, 8, seed=config.seed)
+        else:
+            images = _first_images(source, data_lib.UNLABELED_SPLIT, 8, preset)
         every = config.train.visualize_every_steps
         cbs.append(score_maps.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
@@ -338,6 +362,14 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     elif stopper.preempted:
         result["status"] = "preempted"
     return model, result
+
+
+def _first_images(source, part, n, preset):
+    """The first n images of `part` as the evaluation view sees them: float32 [n, S, S, 3]
+    in [0, 1] (score maps of unlabelled data, which has no class-balanced sample)."""
+    examples = source.examples(part)
+    ds = examples.ds.take(n).map(lambda x, y: augment.eval_pixels(examples.decode(x), preset))
+    return np.stack(list(ds.as_numpy_iterator()))
 
 
 def _evaluate_epoch(model, eval_ds, epoch, epoch_end_callbacks):

@@ -3,7 +3,7 @@
     embed(encoder_path, data, split, out_dir)
 
 reads the images of `split` from any source the trainer reads (`data` is a config's
-`data` section: an image folder with class sub-directories or a flat one, npz, TFRecord,
+`data` section: an image folder (unlabelled, or classes with data.labels=folders), npz, TFRecord,
 TFDS), encodes them with a trained encoder (anything `loader.open_encoder` opens: a work
 directory, a SavedModel export of tools/export.py, or a `.keras` file of
 `loader.save_encoder`) in inference mode, and writes to `out_dir`:
@@ -111,7 +111,8 @@ def _stream(source, split, preset, thumb):
 
 
 def _source_for(data, image_size, preset, split):
-    """(opened source, split) for the encoder's input size; a flat folder is unlabelled."""
+    """(opened source, split) for the encoder's input size; a folder read with
+    data.labels="none" is its split "unlabeled" (every image under data.path)."""
     data = data_lib.Data(data.to_dict())
     data.image_size = image_size
     data.augment = preset
@@ -269,8 +270,8 @@ def embed(
         encoder_path: a work directory, a SavedModel export (or its base directory), or
             a `.keras` file written by `loader.save_encoder`.
         data: a config's `data` section (source, path, ...); its image size and
-            preset are set to the encoder's. A folder source whose `path` holds no
-            class sub-directories is read as a flat folder of unlabelled images.
+            preset are set to the encoder's. A folder source with data.labels="none"
+            (the default) is read as unlabelled images, sub-folders included.
         split: e.g. "test", "train", "train+unlabeled", "unlabeled".
         out_dir: where to write (created; existing outputs are replaced).
         features: keys among ("r1", "r5", "r7"), one .npy each; the first one feeds

@@ -118,6 +118,18 @@ def knn_disagreement(neighbour_labels, labels, num_classes: int, agreement: floa
     return flagged, predicted, share
 
 
+def labels_by_name(ix, ref) -> np.ndarray:
+    """int [len(ix)]: `ix`'s labels numbered as `ref` numbers the same class names (-1 for
+    unlabelled rows and for a class `ref` lacks). Votes come from `ref`, so labels are
+    compared by name, never by number: two splits numbered on their own (train {blue,
+    green, red}, test {blue, red}) would make every red test image "red -> 2"."""
+    # A class without a name (an npz without class_names) is known by its number.
+    index = {n or str(i): i for i, n in enumerate(ref.class_names)}
+    table = [index.get(n or str(i), -1) for i, n in enumerate(ix.class_names)]
+    table = np.array(table + [-1], np.int64)
+    return np.where(ix.labels >= 0, table[ix.labels], -1)
+
+
 def _write_atomic(path, text):
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -249,13 +261,19 @@ def inspect_embeddings(
         if not ix.labelled or not ref.labelled:
             label_note.append(f"{name}: unlabelled, mislabel check skipped")
             continue
-        num_classes = int(max(ref.labels.max(), ix.labels.max())) + 1
+        labels = labels_by_name(ix, ref)  # [N]: ref's numbering, -1 for a class it lacks
+        unknown = int(np.sum((ix.labels >= 0) & (labels < 0)))
+        if unknown:
+            label_note.append(
+                f"{name}: {unknown} images of classes {names[0]} lacks, mislabel check skipped"
+            )
+        num_classes = int(max(ref.labels.max(), labels.max())) + 1
         flagged, predicted, share = knn_disagreement(
-            ref.labels[rows], ix.labels, num_classes, agreement
+            ref.labels[rows], labels, num_classes, agreement
         )
         for row in flagged:
             mislabels.append(
-                (name, int(row), int(ix.labels[row]), int(predicted[row]), float(share[row]))
+                (name, int(row), int(labels[row]), int(predicted[row]), float(share[row]))
             )
     say("pairs, outliers and label votes")
 
@@ -265,7 +283,8 @@ def inspect_embeddings(
         return str(by_name[name].ids[row])
 
     def cls(name, label):
-        classes = by_name[name].class_names
+        # Mislabels hold labels in the reference split's numbering (labels_by_name).
+        classes = indexes[0].class_names
         return classes[label] if 0 <= label < len(classes) else str(label)
 
     exact = sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE)

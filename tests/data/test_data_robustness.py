@@ -84,7 +84,9 @@ def test_large_images_decode_bounded_and_small_ones_exactly(tmp_path):
     np.testing.assert_array_equal(decode.decode_image(tf.constant(small)).numpy(), exact)
     assert decode.decode_file(tf.constant(str(root / "b" / "mid.jpg"))).shape == (480, 512, 3)
 
-    data = make_data(source="folder", path=str(root), image_size=64, eval_split="train")
+    data = make_data(
+        source="folder", labels="folders", path=str(root), image_size=64, eval_split="train"
+    )
     assert data_lib.num_examples(data, "train") == 4
     assert set(_first_pretrain_batch(data)) == {0, 1}
     assert sorted(_eval_labels(data, "test").tolist()) == [0, 0, 1, 1]
@@ -286,7 +288,7 @@ def test_folder_reads_file_names_that_are_not_utf8(tmp_path):
     _write(os.path.join(root, b"cat", b"ok.png"), _png(_image(32, 32, 3, 0)))
     _write(os.path.join(root, b"cat", b"bad\xff.jpg"), _jpeg(_image(32, 32, 3, 1)))
     _write(os.path.join(root, b"dog", b"caf\xe9.png"), _png(_image(32, 32, 3, 2)))
-    data = make_data(source="folder", path=os.fsdecode(root), eval_split="train")
+    data = make_data(source="folder", labels="folders", path=os.fsdecode(root), eval_split="train")
     assert data_lib.num_examples(data, "train") == 3
     assert sorted(_eval_labels(data, "train").tolist()) == [0, 0, 1]
     assert set(_first_pretrain_batch(data)) <= {0, 1}

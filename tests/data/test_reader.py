@@ -97,7 +97,7 @@ def test_a_tiny_png_claiming_20000_squared_is_skipped_without_decoding(tmp_path,
     bomb = root / "a" / "bomb.png"
     _write(str(bomb), _huge_png(20000, 20000))
     assert os.path.getsize(bomb) < 100_000  # 1.2 GB of pixels in a small file
-    data = make_data(source="folder", path=str(root), image_size=32)
+    data = make_data(source="folder", labels="folders", path=str(root), image_size=32)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
     source = data_lib.open_source(data)
     with caplog.at_level(logging.WARNING):
@@ -109,7 +109,9 @@ def test_a_tiny_png_claiming_20000_squared_is_skipped_without_decoding(tmp_path,
     assert "Skipping 1 of 4" in caplog.text and "bomb.png" in caplog.text
     assert "data.max_pixels" in caplog.text  # the warning says why, not "does not decode"
     with pytest.raises(ValueError, match=r"bomb\.png.*20000x20000.*data\.max_pixels"):
-        data_lib.open_source(make_data(source="folder", path=str(root), strict=True)).count("train")
+        data_lib.open_source(
+            make_data(source="folder", labels="folders", path=str(root), strict=True)
+        ).count("train")
 
 
 def test_npz_and_tfrecord_records_go_through_the_gate(tmp_path):
@@ -156,24 +158,25 @@ def odd_folder(tmp_path):
 
 def test_webp_is_read_and_odd_names_are_skipped_counted_and_named(odd_folder, caplog):
     source = data_lib.open_source(
-        make_data(source="folder", path=str(odd_folder), eval_split="train")
+        make_data(source="folder", labels="folders", path=str(odd_folder), eval_split="train")
     )
     with caplog.at_level(logging.WARNING):
         labels = source.labels("train")
     assert sorted(labels.tolist()) == [0, 0, 0, 1, 1]  # the WebP counts, top.png is no class's
     skipped = sorted(os.path.basename(p) for p in source.skipped("train"))
-    assert skipped == ["dangling.png", "f.png", "loop.png"]
+    # top.png is no class's: skipped and named as such (issue 32), never in silence.
+    assert skipped == ["dangling.png", "f.png", "loop.png", "top.png"]
     assert "Skipping 3 of 8" in caplog.text
+    assert "Skipping 1 images outside its class folders" in caplog.text
+    assert "top.png" in caplog.text
     # Readable images are never reported as unreadable.
-    assert not any(
-        os.path.basename(p) in ("top.png", "photo.webp") for p in source.skipped("train")
-    )
+    assert not any(os.path.basename(p) == "photo.webp" for p in source.skipped("train"))
     batch = next(iter(data_lib.make_pretrain_dataset(source, BATCH, seed=0)))
     assert batch[0][0].shape == (BATCH, 32, 32, 3)
     with pytest.raises(ValueError, match=r"dangling\.png.*cannot be read.*data\.strict"):
-        data_lib.open_source(make_data(source="folder", path=str(odd_folder), strict=True)).count(
-            "train"
-        )
+        data_lib.open_source(
+            make_data(source="folder", labels="folders", path=str(odd_folder), strict=True)
+        ).count("train")
 
 
 def test_a_sub_symlink_to_the_root_reports_nothing_unreadable(tmp_path):
@@ -181,7 +184,9 @@ def test_a_sub_symlink_to_the_root_reports_nothing_unreadable(tmp_path):
     for cls in ("a", "b"):
         _write(str(root / cls / "0.png"), _png(32, 32))
     os.symlink(".", root / "sub")
-    source = data_lib.open_source(make_data(source="folder", path=str(root), eval_split="train"))
+    source = data_lib.open_source(
+        make_data(source="folder", labels="folders", path=str(root), eval_split="train")
+    )
     assert source.skipped("train") == []
     assert source.count("train") >= 2
 
@@ -215,7 +220,7 @@ def test_an_opened_source_scans_once_and_is_passed_down(tmp_path, monkeypatch):
         "_valid_files",
         lambda *a: calls.append(a[2]) or real(*a),
     )
-    source = data_lib.open_source(make_data(source="folder", path=str(root)))
+    source = data_lib.open_source(make_data(source="folder", labels="folders", path=str(root)))
     data_lib.num_pretrain_examples(source)
     data_lib.num_classes(source)
     data_lib.make_pretrain_dataset(source, BATCH, seed=0)
@@ -223,7 +228,7 @@ def test_an_opened_source_scans_once_and_is_passed_down(tmp_path, monkeypatch):
     data_lib.make_eval_dataset(source, "train", BATCH, max_examples=4, balanced=True)
     assert len(calls) == 1
     # A new opened source scans again (files may have changed between runs).
-    data_lib.num_examples(make_data(source="folder", path=str(root)), "train")
+    data_lib.num_examples(make_data(source="folder", labels="folders", path=str(root)), "train")
     assert len(calls) == 2
 
 

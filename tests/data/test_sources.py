@@ -155,7 +155,7 @@ def image_folder(tmp_path):
 
 def test_folder_source_skips_bad_files_and_logs(image_folder, caplog):
     root, unlabeled = image_folder
-    data = make_data(source="folder", path=root, unlabeled_path=unlabeled)
+    data = make_data(source="folder", labels="folders", path=root, unlabeled_path=unlabeled)
     with caplog.at_level(logging.WARNING):
         ds = data_lib.make_pretrain_dataset(data, BATCH, seed=0)
     log = caplog.text
@@ -176,21 +176,23 @@ def test_folder_source_skips_bad_files_and_logs(image_folder, caplog):
 
 def test_folder_source_at_64_pixels(image_folder):
     root, _ = image_folder
-    data = make_data(source="folder", path=root, image_size=64, cache=False)
+    data = make_data(source="folder", labels="folders", path=root, image_size=64, cache=False)
     check_pretrain_structure(data_lib.make_pretrain_dataset(data, BATCH, seed=0), 64)
     assert len(eval_labels(data_lib.make_eval_dataset(data, "test", BATCH), 64)) == 2
 
 
 def test_folder_strict_mode_names_the_bad_file(image_folder):
     root, _ = image_folder
-    data = make_data(source="folder", path=root, strict=True)
+    data = make_data(source="folder", labels="folders", path=root, strict=True)
     with pytest.raises(ValueError, match=r"corrupt\.jpg.*data\.strict"):
         data_lib.make_pretrain_dataset(data, BATCH, seed=0)
 
 
 def test_folder_missing_unlabeled_path_names_the_key(image_folder):
     root, _ = image_folder
-    data = make_data(source="folder", path=root, unlabeled_path="/nonexistent/unlab")
+    data = make_data(
+        source="folder", labels="folders", path=root, unlabeled_path="/nonexistent/unlab"
+    )
     with pytest.raises(FileNotFoundError, match="unlab.*data.unlabeled_path"):
         data_lib.make_pretrain_dataset(data, BATCH, seed=0)
 

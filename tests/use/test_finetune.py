@@ -392,7 +392,7 @@ def test_a_folder_without_split_dirs_is_scored_on_held_out_images(run_dir, tmp_p
     named folder classes "0", "1", "2"."""
     folder = str(tmp_path / "pets")
     write_folder(folder)
-    data = {"data.source": "folder", "data.path": folder}
+    data = {"data.source": "folder", "data.path": folder, "data.labels": "folders"}
     result = finetune.run_few_label_evaluation(
         run_dir, str(tmp_path / "out"), finetune.parse_budgets([], ["3"]), arms=("finetune",),
         recipe=TINY_RECIPE, data_overrides=data,

@@ -53,10 +53,11 @@ def is_unlabeled(part: str) -> bool:
 
 def require_path(path: str, key: str) -> None:
     """A one-line error naming `key` when the path it gives is empty or missing."""
+    # The flag's full name: a preset's relative path fails outside this repository.
     if not path:
-        raise FileNotFoundError(f"No data path given; set {key}.")
+        raise FileNotFoundError(f"No data path given; set {key} (--config.{key}=PATH).")
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path!r} does not exist; fix {key}.")
+        raise FileNotFoundError(f"{path!r} does not exist; fix {key} (--config.{key}=PATH).")
 
 
 def decodable(ds: tf.data.Dataset, decode: Callable) -> set:
@@ -144,6 +145,12 @@ class Source:
     def skipped(self, part: str) -> list:
         """Names of the items of `part` that the scan skipped (unreadable, undecodable)."""
         return []
+
+    def has_labels(self) -> bool:
+        """Whether the source gives labelled splits (the online probes, the kNN monitor,
+        finetuning and the mislabel check need them); a folder read with
+        data.labels="none" gives none."""
+        return True
 
     def has_unlabeled(self) -> bool:
         """Whether pretraining adds an unlabeled part to data.train_split."""

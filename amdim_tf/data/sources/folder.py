@@ -1,8 +1,28 @@
 """The "folder" source, and the one reader of image files every consumer goes through.
 
-`data.path/class_x/*.{jpg,jpeg,png,bmp,gif,webp}` (labels are the sorted class dirs), or
-`data.path/<split>/class_x/...` when such a split dir exists; plus an optional flat
-folder of unlabeled images, `data.unlabeled_path`, used for pretraining only.
+A folder is read as its user keeps it, the same way by every command; one key says how:
+
+- `data.labels="none"` (the default): every image under `data.path`, loose or in
+  sub-folders at any depth, is unlabelled (split part "unlabeled", label -1), and so is
+  every image under `data.unlabeled_path`; either path alone is enough. Pretraining
+  reads them all; the online probes and the kNN monitor are off (they need labels) and a
+  labelled split ("train", "test") is refused with a line naming this key.
+- `data.labels="folders"`: the sub-directories of `data.path` are the classes,
+  `data.path/class_x/**/*.{jpg,jpeg,png,bmp,gif,webp}`, or `data.path/<split>/class_x/...`
+  when such a split dir exists; `data.unlabeled_path` adds unlabelled images to
+  pretraining. Images beside the class folders (no class's) are skipped, counted and
+  named, in one line that says how to read them instead; a folder without class
+  sub-directories is refused.
+
+When `data.path` holds sub-folders and `data.labels="none"`, one line says what is read
+and how to read the sub-folders as classes instead, before any work.
+
+Labels are class names: every labelled split is numbered by the class names of the
+training split (data.train_split), so a class missing from the test split keeps its
+number ("red" is 2 in train {blue, green, red} and in test {blue, red}); a class of
+another split that the training split does not have is refused in one line naming it
+(no classifier trained on that split could predict it, and a number would silently mean
+another class).
 
 Held-out split. When data.path has neither a data.train_split nor a data.eval_split
 directory, both splits would read the same class dirs, and every tool would score the
@@ -46,11 +66,15 @@ from amdim_tf.data.sources.base import (
     split_parts,
     why_undecodable,
 )
+from amdim_tf.errors import UserError
 
 # The held-out split of a folder without split directories (module docstring).
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 0
 _WHOLE = "\0whole"  # the scan cache's key for data.path read whole, before the split
+# data.labels: how data.path is read (module docstring).
+LABELS = ("none", "folders")
+MAX_LOGGED = 5  # loose images named in the warning
 
 
 def held_out(labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED):
@@ -83,12 +107,66 @@ def list_images(directory: str | bytes) -> list:
     return files
 
 
+def labels_mode(data) -> str:
+    """data.labels, checked: "none" (every image is unlabelled) or "folders"."""
+    mode = data.get("labels", "none")
+    if mode not in LABELS:
+        raise UserError(
+            f"data.labels={mode!r} is not allowed; use 'none' (every image under data.path "
+            "is unlabelled) or 'folders' (its sub-directories are the classes)."
+        )
+    return mode
+
+
+def _loose_images(directory) -> list:
+    """Files directly in `directory` named as images, sorted, as bytes paths."""
+    with os.scandir(os.fsdecode(directory)) as entries:
+        names = sorted(
+            e.name
+            for e in entries
+            if e.name.lower().endswith(decode.IMAGE_EXTENSIONS)
+            and not e.name.startswith(".")
+            and not e.is_dir()
+        )
+    return [os.fsencode(os.path.join(os.fsdecode(directory), n)) for n in names]
+
+
+def _sub_folders(directory) -> list:
+    """Names of the visible sub-directories of `directory`, sorted."""
+    return sorted(
+        d
+        for d in os.listdir(directory)
+        if not d.startswith(".") and os.path.isdir(os.path.join(directory, d))
+    )
+
+
+def _say_unlabelled_layout(root, listed):
+    """One line, when data.path has sub-folders, on how data.labels="none" reads it."""
+    subs = _sub_folders(root)
+    if not subs:
+        return
+    loose = len(_loose_images(root))
+    where = f"{loose} images beside " if loose else ""
+    logging.warning(
+        "%s holds %s%d images in %d sub-folder(s) (%s): reading all %d as unlabelled images "
+        "(data.labels='none'); set data.labels=folders to read its sub-folders as classes.",
+        root,
+        where,
+        len(listed) - loose,
+        len(subs),
+        ", ".join(subs[:3]) + (", ..." if len(subs) > 3 else ""),
+        len(listed),
+    )
+
+
 def _unreadable(path, max_pixels):
     """Why the file at `path` (bytes) cannot be an image, before decoding it; or None."""
     try:
-        mode = os.stat(path).st_mode  # follows symlinks: a dangling or looping one fails
-        if not stat.S_ISREG(mode):
+        info = os.stat(path)  # follows symlinks: a dangling or looping one fails
+        if not stat.S_ISREG(info.st_mode):
             return "not a regular file"
+        if info.st_size == 0:
+            return "an empty file (0 bytes)"
         head = decode.read_head(path)
     except OSError as e:
         return f"cannot be read: {e.strerror or e}"
@@ -135,6 +213,11 @@ class FolderSource(Source):
     def __init__(self, data):
         super().__init__(data)
         self._scans = {}  # part -> _Scan
+        self.labels_by_folder = labels_mode(data) == "folders"
+
+    def has_labels(self) -> bool:
+        """Whether data.path is read as class folders (data.labels="folders")."""
+        return self.labels_by_folder and bool(self.data.path)
 
     def class_root(self, part: str) -> str:
         """The directory whose sub-directories are the classes of split `part`."""
@@ -155,17 +238,27 @@ class FolderSource(Source):
 
     @staticmethod
     def _classes(class_root):
-        classes = sorted(
-            d
-            for d in os.listdir(class_root)
-            if not d.startswith(".") and os.path.isdir(os.path.join(class_root, d))
-        )
+        classes = _sub_folders(class_root)
         if not classes:
-            raise ValueError(
-                f"{class_root!r} has no class sub-directories; the folder source expects "
-                "data.path/class_x/*.jpg (or data.path/<split>/class_x/*.jpg)."
+            raise UserError(
+                f"{class_root!r} has no class sub-directories; data.labels='folders' expects "
+                "data.path/class_x/*.jpg (or data.path/<split>/class_x/*.jpg). Set "
+                "data.labels=none to read its images as unlabelled."
             )
         return classes
+
+    def _training_classes(self, part):
+        """The class names that number every labelled split: the training split's."""
+        train = [p for p in split_parts(self.data.train_split) if not is_unlabeled(p)]
+        return tuple(self._classes(self.class_root(train[0] if train else part)))
+
+    def _require_labels(self, part):
+        if not self.labels_by_folder:
+            raise UserError(
+                f"split {part!r} needs class labels, but data.labels='none' reads "
+                f"{self.data.path or self.data.unlabeled_path!r} as unlabelled images; set "
+                "data.labels=folders if the sub-directories of data.path are the classes."
+            )
 
     def _holdout_side(self, part):
         """ "train" / "eval" when `part` is data.train_split's / data.eval_split's
@@ -217,27 +310,85 @@ class FolderSource(Source):
     def _scan_part(self, part):
         strict, max_pixels = self.data.strict, int(self.data.max_pixels)
         if is_unlabeled(part):
-            unlabeled = self.data.unlabeled_path
-            require_path(unlabeled, "data.unlabeled_path")
-            where = f"{unlabeled} (data.unlabeled_path)"
-            files, bad = _valid_files(list_images(unlabeled), strict, where, max_pixels)
+            files, bad, where = self._unlabelled_files(strict, max_pixels)
             labels, names = [UNLABELED] * len(files), ()
         else:
-            class_root = self.class_root(part)
-            names = tuple(self._classes(class_root))
-            listed, listed_labels = [], []
-            for label, name in enumerate(names):
-                found = list_images(os.path.join(class_root, name))
-                listed += found
-                listed_labels += [label] * len(found)
-            where = f"{class_root} (data.path)"
-            good, bad = _valid_files(listed, strict, where, max_pixels)
-            good = set(good)
-            keep = [i for i, f in enumerate(listed) if f in good]
-            files, labels = [listed[i] for i in keep], [listed_labels[i] for i in keep]
+            files, labels, bad, names = self._labelled_files(part, strict, max_pixels)
+            where = f"{self.class_root(part)} (data.path)"
         if not files:
-            raise ValueError(f"No decodable image files for split {part!r} of the folder source.")
+            raise UserError(
+                f"No decodable image files for split {part!r} under {where}; fix the path "
+                f"(images are {'/'.join(e[1:] for e in decode.IMAGE_EXTENSIONS)} files)."
+            )
         return _Scan(files, np.array(labels, np.int32), [os.fsdecode(p) for p in bad], names)
+
+    def _unlabelled_files(self, strict, max_pixels):
+        """(files, bad, where) of the unlabelled part: data.unlabeled_path, and data.path
+        itself under data.labels="none"."""
+        roots = []
+        if not self.data.path and not self.data.unlabeled_path:
+            raise FileNotFoundError(
+                "No data path given; set data.path (--config.data.path=DIR) or data.unlabeled_path."
+            )
+        if not self.labels_by_folder and self.data.path:
+            require_path(self.data.path, "data.path")
+            roots.append((self.data.path, "data.path"))
+        if self.data.unlabeled_path:
+            require_path(self.data.unlabeled_path, "data.unlabeled_path")
+            roots.append((self.data.unlabeled_path, "data.unlabeled_path"))
+        files, bad = [], []
+        for root, key in roots:
+            listed = list_images(root)
+            if key == "data.path":
+                _say_unlabelled_layout(root, listed)
+            good, skipped = _valid_files(listed, strict, f"{root} ({key})", max_pixels)
+            files, bad = files + good, bad + skipped
+        return files, bad, " and ".join(f"{r} ({k})" for r, k in roots)
+
+    def _labelled_files(self, part, strict, max_pixels):
+        """(files, labels, bad, class names) of a labelled part, numbered by the names of
+        the training split's classes."""
+        self._require_labels(part)
+        class_root = self.class_root(part)
+        names = self._training_classes(part)
+        own = self._classes(class_root)
+        unknown = [c for c in own if c not in names]
+        if unknown:
+            raise UserError(
+                f"class {unknown[0]!r} of split {part!r} ({class_root}) is not a class of "
+                f"data.train_split {self.data.train_split!r} {list(names)}; every split is "
+                "labelled by the training split's class names. Add its images to the "
+                "training split, or remove the folder."
+            )
+        listed, listed_labels = [], []
+        for name in own:
+            found = list_images(os.path.join(class_root, name))
+            listed += found
+            listed_labels += [names.index(name)] * len(found)
+        where = f"{class_root} (data.path)"
+        good, bad = _valid_files(listed, strict, where, max_pixels)
+        good = set(good)
+        keep = [i for i, f in enumerate(listed) if f in good]
+        files, labels = [listed[i] for i in keep], [listed_labels[i] for i in keep]
+        return files, labels, bad + self._outside_classes(class_root), names
+
+    def _outside_classes(self, class_root):
+        """Images beside the class folders (no class's): named in one line, skipped."""
+        roots = [class_root]
+        if os.path.normpath(class_root) != os.path.normpath(self.data.path):
+            roots.append(self.data.path)  # beside the split directories
+        loose = [p for r in roots for p in _loose_images(r)]
+        if loose:
+            logging.warning(
+                "Skipping %d images outside its class folders under %s (data.labels='folders' "
+                "reads only the sub-folders as classes): %s%s. Move them into a class folder, "
+                "or set data.labels=none to read every image as unlabelled.",
+                len(loose),
+                self.data.path,
+                ", ".join(repr(os.fsdecode(p)) for p in loose[:MAX_LOGGED]),
+                ", ..." if len(loose) > MAX_LOGGED else "",
+            )
+        return loose
 
     def examples(self, part: str) -> Examples:
         scan = self._scan(part)
@@ -255,32 +406,28 @@ class FolderSource(Source):
         return len(self.class_names())
 
     def class_names(self, part: str | None = None) -> tuple:
-        """The class sub-directories of `part` (default: of data.train_split), sorted."""
+        """The class names that number the labels of `part` (of every labelled part):
+        data.train_split's class sub-directories, sorted; () when unlabelled."""
         part = part or split_parts(self.data.train_split)[0]
-        if is_unlabeled(part):
+        if is_unlabeled(part) or not self.has_labels():
             return ()
-        return tuple(self._classes(self.class_root(part)))
+        return self._training_classes(part)
 
     def has_unlabeled(self) -> bool:
         return bool(self.data.unlabeled_path)
 
     def pretrain_parts(self, parts: list) -> list:
-        if not self.data.path and self.data.unlabeled_path:
-            # Pretraining from an unlabeled folder alone is allowed; probes need data.path.
+        if not self.has_labels():
+            # data.labels="none", or data.unlabeled_path alone: every image is unlabelled.
             return [UNLABELED_SPLIT]
         return super().pretrain_parts(parts)
 
     def is_flat(self) -> bool:
-        """Whether data.path is a folder of images without class sub-directories."""
-        root = self.data.path
-        if not root or not os.path.isdir(root):
-            return False
-        return not any(
-            not d.startswith(".") and os.path.isdir(os.path.join(root, d)) for d in os.listdir(root)
-        )
+        """Whether data.path is read as unlabelled images (data.labels="none"), with or
+        without sub-folders: consumers then read split "unlabeled"."""
+        return bool(self.data.path) and not self.labels_by_folder
 
     def flat_as_unlabeled(self) -> "FolderSource":
-        """A source reading data.path as a flat folder of unlabeled images (split "unlabeled")."""
-        data = type(self.data)(self.data.to_dict())
-        data.unlabeled_path, data.path = data.path, ""
-        return FolderSource(data)
+        """The source that reads data.path as unlabelled images (split "unlabeled"): this
+        one, whose "unlabeled" part already does."""
+        return self
