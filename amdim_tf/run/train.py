@@ -24,13 +24,13 @@ import sys
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from amdim_tf import config_lib, distribute
 from amdim_tf import data as data_lib
-from amdim_tf.data import augment
+from amdim_tf.data import augment, samples
+from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import callbacks, hparams, score_maps
 from amdim_tf.run.build import build_model, resolve_precision
 from amdim_tf.run.checkpoints import RunCheckpoint
@@ -239,7 +239,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     if workdir and chief:
         # Records past the checkpoint are logged again by the steps that redo them.
         trim_metrics(workdir, step, drop_eval_at=step if unevaluated else None)
-    n_params = sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables)
+    n_params = count_trainable_params(model.encoder)
     print(
         f"encoder: {n_params:,} trainable parameters; {spe} steps per epoch of {batch} pairs over "
         f"{strategy.num_replicas_in_sync} replica(s), {config.precision}; {start}",
@@ -288,7 +288,10 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         and config.method == "amdim"
     ):
         # Score maps (and mixture assignments) of the same eval images, in TensorBoard.
-        images = score_maps.sample_images(source, config.data.eval_split, 8, seed=config.seed)
+        # A class-balanced sample: the CIFAR JPEG copy is sorted by class.
+        images, _ = samples.eval_pixels(
+            source, config.data.eval_split, 8, config.seed, balanced=True, batch=8
+        )
         every = config.train.visualize_every_steps
         cbs.append(score_maps.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
