@@ -2,12 +2,10 @@
 pretraining examples each equal the copy they replaced (the seeded results do not move)."""
 
 import numpy as np
-import pytest
-import tensorflow as tf
 from conftest import make_data
 
 from amdim_tf import data as data_lib
-from amdim_tf.data import augment, pixel_scale, samples
+from amdim_tf.data import augment, samples
 
 
 def _old_finetune_holdout(y, fraction, seed):
@@ -63,15 +61,6 @@ def test_chosen_examples_are_a_seeded_uniform_choice():
     positions = np.concatenate([[int(i) for i, _ in ds.as_numpy_iterator()] for ds in chosen])
     rng = np.random.default_rng(2)
     np.testing.assert_array_equal(positions, np.sort(rng.choice(total, 9, replace=False)))
-
-
-@pytest.mark.parametrize("peak", [1.0, 255.0])
-def test_pixel_scale_rounds_and_clips(peak):
-    x = np.array([-0.2, 0.0, 0.5, 100.4 / 255, 1.0, 1.3], np.float32) * peak
-    got = pixel_scale.to_uint8(x, peak).numpy()
-    assert got.tolist() == [0, 0, 128, 100, 255, 255]
-    unit = pixel_scale.to_unit(tf.constant([0, 51, 255], tf.uint8)).numpy()
-    np.testing.assert_allclose(unit, [0.0, 0.2, 1.0])
 
 
 def test_a_folders_held_out_split_is_the_same_rule_with_its_own_seed():
