@@ -192,7 +192,11 @@ def inspect_embeddings(
     # Rows of NaN or inf features have no cosine: every statistic below skips them, and
     # `kept[s][i]` maps position i of split s's finite rows back to its row in the index.
     kept = [ix.finite_rows() for ix in indexes]
-    feats = [ix.features[rows] for ix, rows in zip(indexes, kept, strict=True)]
+    # A copy only when some rows are dropped: 60,000 x 512 floats are 123 MB.
+    feats = [
+        ix.features if len(rows) == len(ix) else ix.features[rows]
+        for ix, rows in zip(indexes, kept, strict=True)
+    ]
     for rows, name in zip(kept, names, strict=True):
         if len(rows) < k + 1:
             raise ValueError(

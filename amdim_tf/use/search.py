@@ -214,7 +214,8 @@ class Index:
                 stacklevel=2,
             )
         if self._refs is None:
-            self._refs = tf.constant(self.features[finite])
+            usable = self.features if len(finite) == len(self) else self.features[finite]
+            self._refs = tf.constant(usable)
         rows, sims = topk_cosine(l2_normalise(features), self._refs, min(int(k), len(finite)))
         return finite[rows], sims
 
