@@ -8,10 +8,12 @@
     loaded.pooled(pixels, ("r1", "r5"))               # pixels 0..255, any size -> {key: [B, D]}
     loaded.pooled_unit_views(views01, ("r1",))        # eval views in [0, 1], size S -> same
     loaded.encoder / loaded.keras_model               # Keras models where there are ones
+    model, config, ckpt = open_run_model("runs/c10")  # a run's encoder and objective (pictures)
+    encoder = untrained_encoder(config, seed=1)       # a baseline; the caller's RNGs untouched
 
 Every tool and library function that needs an encoder (evaluate, embed, export,
-visualize, finetune, compare) comes through `open_encoder`; the run-checkpoint restore
-beneath it is `checkpoints.restore_parts`.
+finetune, compare) comes through `open_encoder`, and visualize's training model through
+`open_run_model`; the run-checkpoint restore beneath both is `checkpoints.restore_parts`.
 
 The Keras side, `load_encoder` and `save_encoder` (also `amdim_tf.load_encoder` /
 `amdim_tf.save_encoder`):
