@@ -51,16 +51,17 @@ def _main(argv):
         cli.fail("pass --workdir=DIR, or --export=DIR --config=configs/<preset>.py.", code=1)
 
     def run():
+        from amdim_tf.data import samples
         from amdim_tf.run.run_config import load_run_config
-        from amdim_tf.use import edge, edge_cost
+        from amdim_tf.use import edge_cost
 
         config = cli.load_config_flag(_CONFIG) if config_given else None
         config = config or load_run_config(workdir)
         threads = [int(n) for n in _THREADS.value]
         export_dir = _EXPORT.value or os.path.join(workdir, "export")
         data = config.data
-        train = edge.labelled_pixels(data, data.train_split, _MAX_TRAIN.value, seed=0)
-        test = edge.labelled_pixels(data, data.eval_split)
+        train = samples.eval_pixels(data, data.train_split, _MAX_TRAIN.value, 0, uint8=True)
+        test = samples.eval_pixels(data, data.eval_split, seed=0, uint8=True)
         rows = edge_cost.cost_report(export_dir, train, test, threads, _REPEATS.value)
         print(edge_cost.format_table(rows))
         if _JSON.value:

@@ -9,6 +9,9 @@
   sampling and counts, over a `data` section or an opened `Source`;
 - `augment.py`: the augmentations and normalisation presets (pure, seedable ops), and
   the one preset rule (`augment.preset_for`).
+- `samples.py`: seeded samples held in memory (evaluation views or pixels, the health
+  monitor's chosen examples) and the one stratified held-out split;
+- `pixel_scale.py`: the one uint8 0..255 <-> float [0, 1] conversion.
 
 Import the public names from here.
 """

@@ -41,6 +41,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from amdim_tf.data.pixel_scale import to_unit
+
 
 @dataclasses.dataclass(frozen=True)
 class _Preset:
@@ -153,7 +155,7 @@ def _as_seed(seed):
 def _to_float(image):
     image = tf.convert_to_tensor(image)
     if image.dtype == tf.uint8:
-        return tf.cast(image, tf.float32) / 255.0
+        return to_unit(image)
     return tf.cast(image, tf.float32)
 
 

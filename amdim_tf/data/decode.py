@@ -25,6 +25,8 @@ import struct
 
 import tensorflow as tf
 
+from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
+
 # Longest decoded image side: 4x the largest preset view (128 px), so random crops still
 # see detail, while 8 cached images of any size take 8 * 512 * 512 * 3 bytes, not GBs.
 MAX_DECODE_SIDE = 512
@@ -164,7 +166,7 @@ def bound_size(image: tf.Tensor) -> tf.Tensor:
         size = tf.maximum(1, tf.cast(tf.round(tf.cast(hw, tf.float32) * scale), tf.int32))
         # Antialiasing averages the pixels a plain bilinear resize would skip.
         out = tf.image.resize(image, size, method="bilinear", antialias=True)
-        return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.uint8)
+        return to_uint8(out, peak=PIXEL_MAX)
 
     return tf.cond(side > MAX_DECODE_SIDE, shrink, lambda: image)
 

@@ -98,6 +98,7 @@ def build_on_dummy_batch(encoder, input_shape) -> None:
 
 
 def count_trainable_params(model) -> int:
+    """Trainable parameters of a Keras model or layer: the one count every report prints."""
     return int(sum(int(ops.size(v)) for v in model.trainable_variables))
 
 

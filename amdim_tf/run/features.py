@@ -1,9 +1,9 @@
-"""Features of a frozen encoder, pooled to vectors, and the cosine maths on them.
+"""Features of a frozen encoder, pooled to vectors, and the kNN accuracy on them.
 
 The one place that turns an encoder's feature maps into vectors (`pool`: r1
 [B, 1, 1, D] flattened, r5 / r7 average-pooled over locations), encodes a dataset with
-them (`extract_features`), scales rows to unit length (`l2_normalise`) and scores a
-cosine kNN (`knn_accuracy`): the frozen evaluation, the online kNN monitor and
+them (`extract_features`) and scores a cosine kNN (`knn_accuracy`, with the neighbours
+and the vote of `run/neighbours.py`): the frozen evaluation, the online kNN monitor and
 embedding all read their features through here, so they agree.
 """
 
@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf.methods.features import GLOBAL
+from amdim_tf.run.neighbours import knn_votes, l2_normalise, topk_cosine
 
 _FEATURE_FNS = weakref.WeakKeyDictionary()
 
@@ -89,23 +90,12 @@ def pixel_features(dataset, max_examples: int = None) -> tuple:
     return _collect(dataset, flat, max_examples)
 
 
-def l2_normalise(x) -> np.ndarray:
-    """Rows of `x` scaled to unit length (float32), so dot products are cosines."""
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def knn_accuracy(train_x, train_y, test_x, test_y, k: int = 20, batch: int = 1024) -> float:
-    """Cosine kNN (L2-normalised features, majority vote among the k nearest train examples)."""
+    """Cosine kNN (L2-normalised features, majority vote among the k nearest train examples;
+    ties go to the lowest class index)."""
     k = min(k, len(train_x))
     train_n, test_n = l2_normalise(train_x), l2_normalise(test_x)
     n_classes = int(max(train_y.max(), test_y.max())) + 1
-    correct = 0
-    for i in range(0, len(test_n), batch):
-        sims = test_n[i : i + batch] @ train_n.T  # [b, N]
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # [b, k]
-        votes = np.zeros((len(sims), n_classes))
-        np.add.at(votes, (np.arange(len(sims))[:, None], train_y[nearest]), 1)
-        # Ties go to the lowest class index, deterministically.
-        correct += int(np.sum(votes.argmax(1) == test_y[i : i + batch]))
-    return correct / len(test_n)
+    rows, _ = topk_cosine(test_n, train_n, k, block=batch)  # [M, k]
+    votes = knn_votes(np.asarray(train_y)[rows], n_classes)  # [M, C]
+    return int(np.sum(votes.argmax(1) == test_y)) / len(test_n)

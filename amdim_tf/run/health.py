@@ -32,16 +32,16 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf import data as data_lib
-from amdim_tf.data import augment
+from amdim_tf.data import augment, samples
 from amdim_tf.methods.features import GLOBAL
+from amdim_tf.run.neighbours import l2_normalise
 
 PREFIX = "health/"
 _EPS = 1e-7  # RankMe's epsilon inside the log of the normalised singular values
 
 
 def _normalised(z):
-    z = np.asarray(z, np.float64)
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    return l2_normalise(z, np.float64)  # float64: the statistics sum over many pairs
 
 
 def effective_rank(z) -> float:
@@ -100,30 +100,14 @@ def sample_view_pairs(data, num_examples: int, seed: int):
     source = data_lib.opened(data)
     section = source.data
     preset = augment.preset_for(section.augment, section.image_size)
-    parts = data_lib.split_parts(data_lib.pretrain_split(source))
-    counts = [source.count(p) for p in parts]
-    total = sum(counts)
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(total, min(int(num_examples), total), replace=False))
     key = tf.constant([1, seed], tf.int64)
+
+    def views(i, image):
+        return augment.two_views(image, tf.random.experimental.stateless_fold_in(key, i), preset)
+
     firsts, seconds = [], []
-    offset = 0
-    for part, count in zip(parts, counts, strict=True):
-        mine = chosen[(chosen >= offset) & (chosen < offset + count)] - offset
-        offset += count
-        if not len(mine):
-            continue
-        examples = source.examples(part)
-        mask = np.zeros(count, bool)
-        mask[mine] = True
-        mask = tf.constant(mask)
-
-        def views(i, example, decode=examples.decode):
-            payload, _ = example
-            seed_i = tf.random.experimental.stateless_fold_in(key, i)
-            return augment.two_views(decode(payload), seed_i, preset)
-
-        ds = examples.ds.enumerate().filter(lambda i, x, m=mask: tf.gather(m, i))
+    split = data_lib.pretrain_split(source)
+    for ds in samples.chosen_examples(source, split, num_examples, seed):
         for v1, v2 in ds.map(views).batch(256).as_numpy_iterator():
             firsts.append(v1)
             seconds.append(v2)

@@ -5,12 +5,15 @@
     loaded = open_encoder("runs/c10/export")          # a SavedModel export (or one version)
     loaded = open_encoder("enc.weights.h5", config=config)    # weights, or a checkpoint
     loaded.features(pixels)                           # pixels 0..255, any size -> maps
-    loaded.pooled(eval_pixels, ("r1", "r5"))          # eval views in [0, 1] -> {key: [B, D]}
+    loaded.pooled(pixels, ("r1", "r5"))               # pixels 0..255, any size -> {key: [B, D]}
+    loaded.pooled_unit_views(views01, ("r1",))        # eval views in [0, 1], size S -> same
     loaded.encoder / loaded.keras_model               # Keras models where there are ones
+    model, config, ckpt = open_run_model("runs/c10")  # a run's encoder and objective (pictures)
+    encoder = untrained_encoder(config, seed=1)       # a baseline; the caller's RNGs untouched
 
 Every tool and library function that needs an encoder (evaluate, embed, export,
-visualize, finetune, compare) comes through `open_encoder`; the run-checkpoint restore
-beneath it is `checkpoints.restore_parts`.
+finetune, compare) comes through `open_encoder`, and visualize's training model through
+`open_run_model`; the run-checkpoint restore beneath both is `checkpoints.restore_parts`.
 
 The Keras side, `load_encoder` and `save_encoder` (also `amdim_tf.load_encoder` /
 `amdim_tf.save_encoder`):
@@ -59,6 +62,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import uuid
 import zipfile
 
@@ -67,7 +71,9 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf import config_lib
 from amdim_tf.data import augment
+from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
 from amdim_tf.errors import first_line
 from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder, build_encoder
 from amdim_tf.methods.features import GLOBAL
@@ -107,11 +113,20 @@ def _describe(config):
 
 
 def untrained_encoder(config: ml_collections.ConfigDict, seed: int = None) -> keras.Model:
-    """The encoder of `config`, built, with the initial weights of `seed` (default config.seed)."""
-    keras.utils.set_random_seed(config.seed if seed is None else seed)
-    enc = build_encoder(config)
-    size = config.model.image_size
-    enc.build((None, size, size, 3))
+    """The encoder of `config`, built, with the initial weights of `seed` (default config.seed).
+
+    The caller's random state is left as it was: Keras draws the seed of every unseeded
+    initializer from Python's `random` as the layer is made, so that module alone is seeded,
+    and only while the encoder is built (the weights are those `keras.utils.set_random_seed`
+    would give, without resetting the NumPy, TensorFlow and Keras seeds of the caller)."""
+    state = random.getstate()
+    random.seed(config.seed if seed is None else seed)
+    try:
+        enc = build_encoder(config)
+        size = config.model.image_size
+        enc.build((None, size, size, 3))
+    finally:
+        random.setstate(state)
     return enc
 
 
@@ -301,16 +316,22 @@ class Loaded:
             return self.encoder(views(pixels, self.preset, self.image_size, what), training=False)
         check_pixels_shape(pixels.shape, self.image_size, what)
         if pixels.dtype != tf.uint8:
-            pixels = tf.cast(
-                tf.round(tf.clip_by_value(tf.cast(pixels, tf.float32), 0, 255)), tf.uint8
-            )
+            pixels = to_uint8(pixels, peak=PIXEL_MAX)
         out = self.saved_model.serving_default(pixels)
         return {k: out[k] for k in self.feature_names}
 
-    def pooled(self, eval_pixels, keys=(GLOBAL,)) -> dict:
-        """{key: float32 [B, D]} (`features.pool`) of evaluation views given as pixels:
-        float [B, S, S, 3] in [0, 1], what `augment.eval_pixels` returns (embed's path;
-        the [0, 1] form is this method's, never guessed from a dtype)."""
+    def pooled(self, pixels, keys=(GLOBAL,)) -> dict:
+        """{key: float32 [B, D]} (`features.pool`) of images [B, H, W, 3], pixels 0..255
+        (uint8 or float), any size: the pixel contract of `features`."""
+        keys = tuple(keys)
+        check_feature_keys(keys, self.feature_names, f"the encoder at {self.path}")
+        return pool(self.features(pixels), keys)
+
+    def pooled_unit_views(self, unit_views, keys=(GLOBAL,)) -> dict:
+        """`pooled` of evaluation views already made, as pixels: float [B, S, S, 3] in
+        [0, 1] at the encoder's size S, what `augment.eval_pixels` returns (embed's path,
+        which views each image once in tf.data; this scale is this method's, never guessed
+        from a dtype)."""
         keys = tuple(keys)
         if keys not in self._pooled_fns:
             check_feature_keys(keys, self.feature_names, f"the encoder at {self.path}")
@@ -325,7 +346,30 @@ class Loaded:
                 return pool(out, keys)
 
             self._pooled_fns[keys] = encode
-        return self._pooled_fns[keys](eval_pixels)
+        return self._pooled_fns[keys](unit_views)
+
+
+def open_run_model(workdir, which: str = "latest", overrides=None) -> tuple:
+    """(model, config, checkpoint path): a run's `SelfSupervisedModel` with its trained
+    encoder and objective (the mixture MLP that AMDIM's q needs), for pictures of what
+    it learned; the probes are not restored.
+
+    `overrides` ({"data.path": ...} or ["data.path=...", ...]) changes where the run's
+    data are, not what was trained (`config_lib.with_data_overrides`). The encoder and
+    objective are read by `checkpoints.restore_parts`, so a run of another architecture
+    fails loudly.
+    """
+    from amdim_tf.run.build import build_model  # the training model: only this needs it
+
+    config = config_lib.with_data_overrides(load_run_config(workdir), overrides)
+    path = checkpoints.checkpoint_path(workdir, which)
+    # The probes are not needed (nor restored): the run's class count only sizes them.
+    model = build_model(config, steps_per_epoch=1, num_classes=int(config.data.num_classes))
+    parts = {"encoder": model.encoder}
+    if isinstance(model.objective, keras.layers.Layer):
+        parts["objective"] = model.objective
+    checkpoints.restore_parts(path, **parts)
+    return model, config, path
 
 
 def weights_fingerprint(weights, preset: str) -> str:

@@ -36,10 +36,9 @@ import keras
 import tensorflow as tf
 
 from amdim_tf.data import augment
+from amdim_tf.data.pixel_scale import to_unit
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run.features import check_feature_keys
-
-PIXEL_MAX = 255.0
 
 
 def min_image_side(image_size: int) -> int:
@@ -142,7 +141,7 @@ def views(images, preset: str, image_size: int, what: str = "the encoder"):
         images = assert_pixels_shape(images, image_size, what)
     if images.dtype.is_floating:
         images = _refuse_unit_floats(images, what)
-    pixels = tf.cast(images, tf.float32) / PIXEL_MAX  # [B, H, W, 3] in [0, 1]
+    pixels = to_unit(images)  # [B, H, W, 3] in [0, 1]
     size = int(image_size)
     height, width = pixels.shape[1], pixels.shape[2]
     if height == size and width == size:

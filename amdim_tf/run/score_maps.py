@@ -26,7 +26,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import data as data_lib
 from amdim_tf.data import augment
 
 # A qualitative palette (matplotlib's tab10): component j is always this colour.
@@ -222,20 +221,6 @@ def make_figures(model, images, preset, seed=0) -> dict:
             augment.denormalise(clean, preset).numpy(), own["q7"]
         )
     return figs
-
-
-def sample_images(data, split, n, seed=0):
-    """n images of `split` of the `data` config section (or the `Source` opened from it):
-    float32 [n, S, S, 3] in [0, 1].
-
-    A class-balanced seeded sample (the CIFAR JPEG copy is sorted by class), as the
-    evaluation view (CIFAR: the image itself; STL/ImageNet: the centre crop).
-    """
-    section = data_lib.data_section(data)
-    preset = augment.preset_for(section.augment, section.image_size)
-    ds = data_lib.make_eval_dataset(data, split, n, max_examples=n, sample_seed=seed, balanced=True)
-    views, _ = next(iter(ds))
-    return augment.denormalise(views, preset).numpy()
 
 
 class VisualizeCallback(keras.callbacks.Callback):

@@ -24,13 +24,13 @@ import sys
 import warnings
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from amdim_tf import config_lib, distribute
 from amdim_tf import data as data_lib
-from amdim_tf.data import augment
+from amdim_tf.data import augment, samples
+from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import callbacks, hparams, score_maps
 from amdim_tf.run.build import build_model, resolve_precision
 from amdim_tf.run.checkpoints import RunCheckpoint
@@ -260,7 +260,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     if workdir and chief:
         # Records past the checkpoint are logged again by the steps that redo them.
         trim_metrics(workdir, step, drop_eval_at=step if unevaluated else None)
-    n_params = sum(int(np.prod(v.shape)) for v in model.encoder.trainable_variables)
+    n_params = count_trainable_params(model.encoder)
     print(
         f"encoder: {n_params:,} trainable parameters; {spe} steps per epoch of {batch} pairs over "
         f"{strategy.num_replicas_in_sync} replica(s), {config.precision}; {start}",
@@ -310,9 +310,12 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     ):
         # Score maps (and mixture assignments) of the same eval images, in TensorBoard.
         if labelled:
-            images = score_maps.sample_images(source, config.data.eval_split, 8, seed=config.seed)
+            # A class-balanced sample: the CIFAR JPEG copy is sorted by class.
+            images, _ = samples.eval_pixels(
+                source, config.data.eval_split, 8, config.seed, balanced=True, batch=8
+            )
         else:
-            images = _first_images(source, data_lib.UNLABELED_SPLIT, 8, preset)
+            images = samples.first_pixels(source, data_lib.UNLABELED_SPLIT, 8)
         every = config.train.visualize_every_steps
         cbs.append(score_maps.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
@@ -362,14 +365,6 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     elif stopper.preempted:
         result["status"] = "preempted"
     return model, result
-
-
-def _first_images(source, part, n, preset):
-    """The first n images of `part` as the evaluation view sees them: float32 [n, S, S, 3]
-    in [0, 1] (score maps of unlabelled data, which has no class-balanced sample)."""
-    examples = source.examples(part)
-    ds = examples.ds.take(n).map(lambda x, y: augment.eval_pixels(examples.decode(x), preset))
-    return np.stack(list(ds.as_numpy_iterator()))
 
 
 def _evaluate_epoch(model, eval_ds, epoch, epoch_end_callbacks):

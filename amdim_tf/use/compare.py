@@ -26,10 +26,10 @@ import statistics
 import time
 from collections.abc import Mapping
 
-import numpy as np
 import tensorflow as tf
 
 from amdim_tf import config_lib, presets
+from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import loader
 from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.run.storage import write_json_atomic
@@ -69,7 +69,7 @@ class CompareOptions:
         eval_steps: batches of each online eval (0 = the whole eval split).
         batch_size: pretraining batch of every method (0 = each config's own).
         overrides: "KEY=VALUE" for every method or "METHOD:KEY=VALUE" for one,
-            applied last (see `apply_overrides`).
+            applied last (see `set_overrides`).
         workdir: each method runs in WORKDIR/<method>; the outputs go here.
         overwrite: replace a method's run whose config differs (else refused).
         max_train: train examples used to fit the frozen classifiers.
@@ -108,37 +108,39 @@ class CompareOptions:
         if self.eval_every <= 0:
             raise ValueError(f"--eval_every={self.eval_every} must be positive.")
         for item in self.overrides:
-            parse_override(item)  # syntax and method names now, keys once configs are loaded
+            method_override(item)  # syntax and method names now, keys once configs are loaded
 
     def variant(self, method):
         return self.variants.get(method, DEFAULT_VARIANTS[method])
 
 
-def parse_override(item):
-    """(method or None, dotted key, raw value) of "KEY=VALUE" or "METHOD:KEY=VALUE"."""
-    key, sep, raw = item.partition("=")
-    if not sep:
-        raise ValueError(f"--set={item!r} is not KEY=VALUE")
-    target, colon, rest = key.partition(":")
-    if not colon:
-        return None, key.strip(), raw
-    if target not in METHODS:
+def method_override(item):
+    """(method or None, "KEY=VALUE") of a --set item "KEY=VALUE" or "METHOD:KEY=VALUE";
+    the KEY=VALUE part is checked by `config_lib.parse_override`, the one parser."""
+    target, colon, rest = item.partition(":")
+    if not colon or "=" in target:  # a ":" inside the value addresses no method
+        target, rest = None, item
+    elif target not in METHODS:
         raise ValueError(f"--set={item!r}: {target!r} is not a method of {list(METHODS)}")
-    return target, rest.strip(), raw
+    try:
+        config_lib.parse_override(rest)
+    except ValueError as e:
+        raise ValueError(f"--set={item!r}: {e}") from None
+    return target, rest
 
 
-def apply_overrides(config, method, overrides):
-    """Applies the overrides addressed to every method or to `method`, in order.
+def set_overrides(config, method, overrides):
+    """Applies the --set items addressed to every method or to `method`, in order.
 
     Each goes through `config_lib.apply_overrides` (literals for non-string keys,
     the ConfigDict's type check, an unknown key refused); an error names the --set.
     """
     for item in overrides:
-        target, key, raw = parse_override(item)
+        target, override = method_override(item)
         if target not in (None, method):
             continue
         try:
-            config_lib.apply_overrides(config, [f"{key}={raw}"], what=f"the {method} config")
+            config_lib.apply_overrides(config, [override], what=f"the {method} config")
         except ValueError as e:
             raise ValueError(f"--set={item!r}: {e}") from None
     return config
@@ -165,7 +167,7 @@ def method_config(method, options):
     else:
         c.train.steps_per_epoch = options.eval_every
         c.train.epochs = FOREVER_EPOCHS
-    apply_overrides(c, method, options.overrides)
+    set_overrides(c, method, options.overrides)
     return c, name
 
 
@@ -179,10 +181,6 @@ def _read_json(path, default):
 def _checkpoint_step(workdir):
     path = tf.train.latest_checkpoint(os.path.join(workdir, "checkpoints"))
     return int(path.rsplit("-", 1)[1]) if path else -1
-
-
-def _count(variables):
-    return sum(int(np.prod(v.shape)) for v in variables)
 
 
 def _metrics_values(metrics, key):
@@ -226,7 +224,7 @@ def _run_method(method, config, config_name, options):
         t0 = time.time()
         model, result = train(config, wd, overwrite=options.overwrite)
         state["pretrain_seconds"] = spent + time.time() - t0
-        state["encoder_params"] = _count(model.encoder.trainable_variables)
+        state["encoder_params"] = count_trainable_params(model.encoder)
         write_json_atomic(state_path, state)
         if result["status"] == "preempted":
             return None
@@ -246,7 +244,7 @@ def _run_method(method, config, config_name, options):
         )
         scores = {k: rows[0][k] for k in ("linear_acc", "knn_acc", "n_train", "n_test")}
         state["eval"] = {**key, **scores}
-        state["encoder_params"] = _count(encoder.trainable_variables)
+        state["encoder_params"] = count_trainable_params(encoder)
         write_json_atomic(state_path, state)
     speeds = _metrics_values(metrics, "perf/images_per_sec")
     return {

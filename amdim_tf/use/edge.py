@@ -56,6 +56,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf.data import samples
+from amdim_tf.data.pixel_scale import to_unit
 from amdim_tf.errors import first_line
 from amdim_tf.methods import amdim
 from amdim_tf.run import loader
@@ -135,7 +137,7 @@ def _edge_function(encoder, preset, image_size, features):
     """uint8 [B, S, S, 3] -> {feature: map}: serving_default's graph, without its checks."""
 
     def encode(images):  # [B, S, S, 3] uint8
-        pixels = tf.cast(images, tf.float32) / 255.0
+        pixels = to_unit(images)
         out = encoder(export.normalise(pixels, preset), training=False)
         return {k: out[k] for k in features}
 
@@ -371,10 +373,12 @@ def export_edge_for_data(
     of the eval split for the checks, `representative_images` of the train split to
     calibrate litert_int8. Returns one printable line per file written (what amdim-export
     and the demo print)."""
-    images, _ = labelled_pixels(data, data.eval_split, check_images)
+    images, _ = samples.eval_pixels(data, data.eval_split, check_images, seed=0, uint8=True)
     representative = None
     if "litert_int8" in formats:
-        representative, _ = labelled_pixels(data, data.train_split, representative_images, seed=1)
+        representative, _ = samples.eval_pixels(
+            data, data.train_split, representative_images, seed=1, uint8=True
+        )
     try:
         results = export_edge(
             encoder, export_dir, formats, images, representative=representative,
@@ -424,18 +428,3 @@ def edge_files(export_dir: str) -> dict:
         if os.path.isfile(path) and _sha256(path) == meta["sha256"]:
             found[fmt] = {**meta, "path": path}
     return found
-
-
-def labelled_pixels(data, split: str, n: int = 0, seed: int = 0) -> tuple:
-    """(images uint8 [n, S, S, 3], labels int64 [n]): a seeded sample of `n` examples of
-    `split` (0 = all) as raw pixels, in the evaluation view (resized / centre-cropped as
-    the encoder sees it) before normalising, the protocol of `evaluate.evaluate_encoders`."""
-    from amdim_tf import data as data_lib
-    from amdim_tf.data import augment
-
-    source = data_lib.opened(data)
-    preset = augment.preset_for(source.data.augment, source.data.image_size)
-    ds = data_lib.make_eval_dataset(source, split, 256, max_examples=n, sample_seed=seed)
-    views, labels = zip(*((v.numpy(), y.numpy()) for v, y in ds), strict=True)
-    pixels = augment.denormalise(np.concatenate(views), preset).numpy()
-    return np.round(pixels * 255.0).astype(np.uint8), np.concatenate(labels).astype(np.int64)

@@ -63,7 +63,7 @@ def cost_report(
     Args:
         export_dir: a SavedModel version with checked edge files (`edge.edge_files`).
         train, test: (uint8 images [N, S, S, 3], int labels [N]), e.g. from
-            `edge.labelled_pixels`; every format sees exactly these images.
+            `samples.eval_pixels(..., uint8=True)`; every format sees exactly these images.
         threads: thread counts of the latency columns (LiteRT and ONNX runtimes).
         repeats: timed calls per latency figure (the median is reported).
         k, max_iter: of the kNN and the logistic regression (`evaluate.evaluate_features`).

@@ -47,9 +47,11 @@ import tensorflow as tf
 
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment
+from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
-from amdim_tf.run.features import check_feature_keys, l2_normalise
+from amdim_tf.run.features import check_feature_keys
+from amdim_tf.run.neighbours import finite_rows, l2_normalise, topk_cosine
 from amdim_tf.use import report, staging
 
 INDEX_FILE = "index.tsv"
@@ -95,7 +97,7 @@ def _part(source, part, preset, thumb):
         # (and the sprite) take; eval_view holds the preset's resize/centre-crop.
         pixels = augment.eval_pixels(examples.decode(payload), preset)
         small = tf.image.resize(pixels, [thumb, thumb], antialias=True)
-        small = tf.cast(tf.round(tf.clip_by_value(small, 0.0, 1.0) * 255.0), tf.uint8)
+        small = to_uint8(small)
         return name, pixels, label, small
 
     ds = examples.ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
@@ -142,22 +144,28 @@ def _index_line(name, label, class_names):
 def nearest(features, query_rows, k, chunk=65536):
     """(rows [Q, k], cosine [Q, k]) of the k nearest rows to each query row, itself excluded.
 
-    Reads `features` ([N, D], e.g. a memmap) in chunks, so N is not held in memory.
+    Reads `features` ([N, D], e.g. a memmap) in chunks, so N is not held in memory; rows
+    of NaN or inf features are never neighbours (`neighbours.finite_rows`).
     """
+    query_rows = np.asarray(query_rows)
     queries = l2_normalise(features[query_rows])  # [Q, D]
     best_rows = np.zeros((len(queries), 0), np.int64)
     best_sims = np.zeros((len(queries), 0), np.float32)
     for start in range(0, len(features), chunk):
-        block = l2_normalise(features[start : start + chunk])  # [C, D]
-        sims = queries @ block.T  # [Q, C]
-        rows = np.arange(start, start + len(block))
-        sims[rows[None, :] == np.asarray(query_rows)[:, None]] = -np.inf  # not itself
+        block = np.asarray(features[start : start + chunk])  # [C, D]
+        usable = np.flatnonzero(finite_rows(block))  # [F]
+        if not len(usable):
+            continue
+        # k + 1: a query's own row is among the nearest and is dropped below.
+        rows, sims = topk_cosine(queries, l2_normalise(block[usable]), min(k + 1, len(usable)))
         all_sims = np.concatenate([best_sims, sims], axis=1)
-        all_rows = np.concatenate([best_rows, np.broadcast_to(rows, sims.shape)], axis=1)
-        keep = np.argsort(-all_sims, axis=1, kind="stable")[:, :k]
+        all_rows = np.concatenate([best_rows, start + usable[rows]], axis=1)
+        keep = np.argsort(-all_sims, axis=1, kind="stable")[:, : k + 1]
         best_sims = np.take_along_axis(all_sims, keep, 1)
         best_rows = np.take_along_axis(all_rows, keep, 1)
-    return best_rows, best_sims
+    # Stable: the others keep their order; without its own row a query drops its k+1-th.
+    keep = np.argsort(best_rows == query_rows[:, None], axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(best_rows, keep, 1), np.take_along_axis(best_sims, keep, 1)
 
 
 def _display_name(index_line):
@@ -167,34 +175,22 @@ def _display_name(index_line):
 
 
 def _neighbour_figure(path, thumbs, labels, query_rows, rows, sims, key, titles):
-    from matplotlib.figure import Figure
-
-    q, k = rows.shape
-    fig = Figure(figsize=(1.1 * (k + 1), 1.25 * q + 0.4), layout="constrained")
-    axes = fig.subplots(q, k + 1, squeeze=False)
+    """The neighbour image: per query (left, titled by `titles`) its nearest, titled by
+    cosine and framed green (same label), red (another) or gray (unlabelled)."""
+    cells, names, frames = [], [], []
     for i, query in enumerate(query_rows):
-        for j in range(k + 1):
-            ax = axes[i, j]
-            row = query if j == 0 else rows[i, j - 1]
-            ax.imshow(thumbs[row], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if j == 0:
-                ax.set_title(titles[i][:18], fontsize=7)
-                colour = "black"
-            else:
-                ax.set_title(f"{sims[i, j - 1]:.3f}", fontsize=7)
-                same = labels[row] >= 0 and labels[row] == labels[query]
-                differ = labels[row] >= 0 and labels[query] >= 0 and not same
-                colour = "green" if same else "red" if differ else "gray"
-            for spine in ax.spines.values():
-                spine.set_edgecolor(colour)
-                spine.set_linewidth(2)
-    fig.suptitle(
-        f"{k} nearest by cosine of {key} (title: similarity; frame green = same label)",
-        fontsize=8,
+        cells.append([thumbs[query]] + [thumbs[row] for row in rows[i]])
+        names.append([titles[i][:18]] + [f"{sim:.3f}" for sim in sims[i]])
+        colours = ["black"]
+        for row in rows[i]:
+            same = labels[row] >= 0 and labels[row] == labels[query]
+            differ = labels[row] >= 0 and labels[query] >= 0 and not same
+            colours.append("green" if same else "red" if differ else "gray")
+        frames.append(colours)
+    header = (
+        f"{rows.shape[1]} nearest by cosine of {key} (title: similarity; frame green = same label)"
     )
-    return report.save_png(fig, path)
+    return report.thumbnail_grid(path, cells, names, header, frames, title_size=7)
 
 
 def _metadata_line(index_line, labelled):
@@ -217,8 +213,8 @@ def _write_projector(out_dir, features, rows, thumbs, index_lines, key, labelled
     for start in range(0, n, 4096):
         chunk = np.asarray(thumbs[rows[start : start + 4096]])
         if tile != thumb:
-            chunk = tf.image.resize(chunk, [tile, tile], antialias=True).numpy()
-            chunk = np.clip(np.round(chunk), 0, 255).astype(np.uint8)
+            chunk = tf.image.resize(chunk, [tile, tile], antialias=True)
+            chunk = to_uint8(chunk, peak=PIXEL_MAX).numpy()
         for i, image in enumerate(chunk, start):
             r, c = divmod(i, side)
             sprite[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] = image
@@ -356,7 +352,7 @@ def _write_outputs(
 ):  # fmt: skip
     """Writes the features, index, neighbours and projector into `out_dir` (the stage);
     `start` is when reading the data began."""
-    probe = model.pooled(tf.zeros([1, model.image_size, model.image_size, 3]), features)
+    probe = model.pooled_unit_views(tf.zeros([1, model.image_size, model.image_size, 3]), features)
     arrays = {
         k: _allocated(
             os.path.join(out_dir, f"{k}.npy"), np.float32, (total, int(probe[k].shape[-1]))
@@ -373,7 +369,7 @@ def _write_outputs(
         index.write("id\tlabel\tclass\n")
         batches = ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
         for names, pixels, batch_labels, small in batches.as_numpy_iterator():
-            out = model.pooled(pixels, features)
+            out = model.pooled_unit_views(pixels, features)
             end = row + len(names)
             if end > total:
                 raise RuntimeError(f"the data yielded more than the {total} images counted.")

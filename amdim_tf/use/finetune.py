@@ -74,7 +74,7 @@ import tensorflow as tf
 
 from amdim_tf import compat, config_lib
 from amdim_tf import data as data_lib
-from amdim_tf.data import augment
+from amdim_tf.data import augment, samples
 from amdim_tf.errors import first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
@@ -228,16 +228,6 @@ def light_augment(view, seed):
     )
 
 
-def _materialise(ds):
-    xs, ys = [], []
-    for x, y in ds.as_numpy_iterator():
-        xs.append(x)
-        ys.append(y)
-    if not xs:
-        return None, None
-    return np.concatenate(xs), np.concatenate(ys).astype(np.int64)
-
-
 def labelled_subset(data, per_class, seed, names):
     """(images float32 [N, S, S, 3] eval views, labels int64 [N]): `per_class` per class.
 
@@ -248,22 +238,16 @@ def labelled_subset(data, per_class, seed, names):
     source, data = data, data_lib.data_section(data)
     split = data.train_split
     try:
-        ds = data_lib.make_eval_dataset(
-            source,
-            split,
-            500,
-            max_examples=per_class * len(names),
-            sample_seed=seed,
-            balanced=True,
+        x, y = samples.eval_views(
+            source, split, per_class * len(names), seed, balanced=True, batch=500
         )
-        x, y = _materialise(ds)
     except ValueError as e:
         raise ValueError(
             f"few-label evaluation needs labelled images in split {split!r} of "
             f"data.source={data.source!r} (class sub-directories, or labels other than -1): "
             f"{first_line(e)}"
         ) from e
-    if x is None:
+    if not len(y):
         raise ValueError(
             f"split {split!r} of data.source={data.source!r} has no labelled images (every "
             "label is -1); few-label evaluation needs class labels."
@@ -282,15 +266,9 @@ def labelled_subset(data, per_class, seed, names):
 
 def _eval_split(data, max_examples):
     source, data = data, data_lib.data_section(data)
-    ds = data_lib.make_eval_dataset(
-        source,
-        data.eval_split,
-        500,
-        max_examples=max_examples,
-        sample_seed=0 if max_examples else None,
-    )
-    x, y = _materialise(ds)
-    if x is None:
+    seed = 0 if max_examples else None
+    x, y = samples.eval_views(source, data.eval_split, max_examples, seed, batch=500)
+    if not len(y):
         raise ValueError(f"eval split {data.eval_split!r} has no labelled images.")
     return x, y
 
@@ -339,14 +317,8 @@ def holdout_split(y, fraction, seed) -> tuple:
     """(train indices, held-out indices) of labels y [N]: `fraction` of each class, at
     least one image and never all of a class, seeded. A class of one image stays whole in
     training, so a budget of one label per class has an empty held-out split."""
-    rng = np.random.default_rng([seed, 7])
-    train, held = [], []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        n = min(max(1, round(fraction * len(idx))), len(idx) - 1)
-        held.extend(idx[:n])
-        train.extend(idx[n:])
-    return np.sort(train).astype(np.int64), np.sort(held).astype(np.int64)
+    held = samples.held_out(y, fraction, [seed, 7])  # [N] bool
+    return np.flatnonzero(~held).astype(np.int64), np.flatnonzero(held).astype(np.int64)
 
 
 def set_head(model, kernel, bias) -> None:

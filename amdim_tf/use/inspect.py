@@ -28,7 +28,12 @@ neighbouring distinct images do. The report states the median, the spread, the c
 threshold as a cosine, and how many exact (distance < 1e-5) pairs there are; pass
 `threshold=` (a cosine) to override.
 
-Computation is blocked (`search.topk_cosine`: [block, N] similarities at a time, never
+Rows of NaN or inf features have no cosine: they are skipped, counted in the report, and
+enter no statistic. A group of near-duplicates larger than k is counted whole: an image
+whose k-th neighbour is still a near-duplicate has its neighbours widened until one is not
+(`neighbours.neighbours_above`), so pairs.csv holds every pair.
+
+Computation is blocked (`neighbours.topk_cosine`: [block, N] similarities at a time, never
 N x N): for N = 60,000 it holds the features (N x D floats) and a 128 MB block. Outputs
 (each staged to a temporary name and renamed into place): report.md, report.json,
 pairs.csv (every near-duplicate pair), outliers.csv, mislabels.csv, and PNG grids of the
@@ -44,11 +49,13 @@ import time
 import numpy as np
 
 from amdim_tf.methods.features import GLOBAL
+from amdim_tf.run import neighbours
 from amdim_tf.use import report, search
 
 _ROBUST_Z = 3.0  # robust standard deviations of log distance below the median: duplicates
 _EXACT_DISTANCE = 1e-5  # cosine distance of pixel-identical images (float rounding only)
 _MAD_TO_STD = 1.4826  # median absolute deviation -> standard deviation of a normal
+_MAX_GROUP = 1000  # near-duplicates listed per image: bounds pairs.csv at a low threshold
 
 
 def duplicate_threshold(nearest_cosines, z: float = _ROBUST_Z) -> dict:
@@ -79,24 +86,18 @@ def duplicate_threshold(nearest_cosines, z: float = _ROBUST_Z) -> dict:
     }
 
 
-def _pairs_within(rows, sims, threshold):
-    """Unique (i, j, cosine), i < j, of the neighbour lists at or above threshold."""
-    i, col = np.nonzero(sims >= threshold)  # [P], [P]
-    j = rows[i, col]
+def _pairs_within(i, j, cos):
+    """Unique (i, j, cosine), i < j, of (query, neighbour, cosine) triples, closest first."""
     a, b = np.minimum(i, j), np.maximum(i, j)
-    cos = sims[i, col]
-    keys, first = np.unique(a * (rows.shape[0] + 1) + b, return_index=True)
-    del keys
+    _, first = np.unique(np.stack([a, b], axis=1), axis=0, return_index=True)
     order = np.argsort(-cos[first], kind="stable")
     return [(int(a[f]), int(b[f]), float(cos[f])) for f in first[order]]
 
 
-def _pairs_across(rows, sims, threshold):
-    """(query row, reference row, cosine) of neighbours at or above threshold."""
-    i, col = np.nonzero(sims >= threshold)
-    cos = sims[i, col]
+def _pairs_across(i, j, cos):
+    """(query row, reference row, cosine) triples, closest first."""
     order = np.argsort(-cos, kind="stable")
-    return [(int(i[o]), int(rows[i[o], col[o]]), float(cos[o])) for o in order]
+    return [(int(i[o]), int(j[o]), float(cos[o])) for o in order]
 
 
 def knn_disagreement(neighbour_labels, labels, num_classes: int, agreement: float):
@@ -105,12 +106,8 @@ def knn_disagreement(neighbour_labels, labels, num_classes: int, agreement: floa
 
     neighbour_labels: int [M, k] (-1 = unlabelled neighbour, no vote); labels: int [M].
     """
-    m, k = neighbour_labels.shape
-    votes = np.zeros((m, num_classes), np.int64)  # [M, C]
-    for j in range(k):
-        lab = neighbour_labels[:, j]
-        ok = lab >= 0
-        np.add.at(votes, (np.nonzero(ok)[0], lab[ok]), 1)
+    k = neighbour_labels.shape[1]
+    votes = neighbours.knn_votes(neighbour_labels, num_classes)  # [M, C]
     predicted = votes.argmax(1)  # [M]
     share = votes.max(1) / k  # [M]
     flagged = np.nonzero((labels >= 0) & (predicted != labels) & (share >= agreement))[0]
@@ -146,23 +143,10 @@ def _csv(header, rows):
 
 
 def tiles_png(path, thumbs, titles, cols, header="") -> str:
-    """A PNG of uint8 [n, s, s, 3] thumbnails in `cols` columns, each titled."""
-    from matplotlib.figure import Figure
-
-    n = len(thumbs)
-    r = max(1, -(-n // cols))
-    fig = Figure(figsize=(1.05 * cols, 1.2 * r + 0.35), layout="constrained")
-    axes = fig.subplots(r, cols, squeeze=False)
-    for idx, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.axis("on" if idx < n else "off")
-        if idx < n:
-            ax.imshow(thumbs[idx], interpolation="nearest")
-            ax.set_title(titles[idx], fontsize=5)
-    if header:
-        fig.suptitle(header, fontsize=7)
-    return report.save_png(fig, path)
+    """A PNG of thumbnails (uint8 [s, s, 3] each, None: missing) in rows of `cols`, titled."""
+    rows = [list(thumbs[i : i + cols]) for i in range(0, len(thumbs), cols)]
+    names = [list(titles[i : i + cols]) for i in range(0, len(titles), cols)]
+    return report.thumbnail_grid(path, rows, names, header, title_size=5)
 
 
 def _short(name, width=18):
@@ -217,21 +201,35 @@ def inspect_embeddings(
     names = [str(ix.summary.get("split", f"split{i}")) for i, ix in enumerate(indexes)]
     if len(names) == 2 and names[0] == names[1]:
         names = [f"{names[0]}(a)", f"{names[1]}(b)"]
-    for ix, name in zip(indexes, names, strict=True):
-        if len(ix) < k + 1:
-            raise ValueError(f"{name} holds {len(ix)} images; k={k} needs at least {k + 1}.")
+    # Rows of NaN or inf features have no cosine: every statistic below skips them, and
+    # `kept[s][i]` maps position i of split s's finite rows back to its row in the index.
+    kept = [ix.finite_rows() for ix in indexes]
+    # A copy only when some rows are dropped: 60,000 x 512 floats are 123 MB.
+    feats = [
+        ix.features if len(rows) == len(ix) else ix.features[rows]
+        for ix, rows in zip(indexes, kept, strict=True)
+    ]
+    for rows, name in zip(kept, names, strict=True):
+        if len(rows) < k + 1:
+            raise ValueError(
+                f"{name} holds {len(rows)} images with finite features; k={k} needs at "
+                f"least {k + 1}."
+            )
 
     def say(msg):
         if verbose:
             print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
 
-    within = []
     for ix, name in zip(indexes, names, strict=True):
-        within.append(search.topk_cosine(ix.features, ix.features, k, self_offset=0))
-        say(f"{k} nearest within {name} ({len(ix):,} images)")
+        if ix.skipped_nonfinite:
+            say(f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped")
+    within = []
+    for x, name in zip(feats, names, strict=True):
+        within.append(neighbours.topk_cosine(x, x, k, self_offset=0))
+        say(f"{k} nearest within {name} ({len(x):,} images)")
     across = None
     if len(indexes) == 2:
-        across = search.topk_cosine(indexes[1].features, indexes[0].features, k)
+        across = neighbours.topk_cosine(feats[1], feats[0], k)
         say(f"{k} nearest in {names[0]} of each {names[1]} image")
 
     nearest = [s[:, 0] for _, s in within] + ([across[1][:, 0]] if across else [])
@@ -239,25 +237,46 @@ def inspect_embeddings(
     chosen = float(threshold) if threshold is not None else rule["cosine"]
 
     pairs = []  # (kind, split_a, row_a, split_b, row_b, cosine)
-    for (rows, sims), name in zip(within, names, strict=True):
-        pairs += [("within", name, i, name, j, c) for i, j, c in _pairs_within(rows, sims, chosen)]
+    capped = 0  # images with more near-duplicates than _MAX_GROUP (a very low threshold)
+    for x, rows, (near, sims), name in zip(feats, kept, within, names, strict=True):
+        i, j, c, cut = neighbours.neighbours_above(
+            x, x, chosen, near, sims, np.arange(len(x)), _MAX_GROUP
+        )
+        capped += cut
+        pairs += [
+            ("within", name, a, name, b, cos) for a, b, cos in _pairs_within(rows[i], rows[j], c)
+        ]
     leaked = []
     if across:
-        found = _pairs_across(*across, chosen)
+        i, j, c, cut = neighbours.neighbours_above(
+            feats[1], feats[0], chosen, *across, max_k=_MAX_GROUP
+        )
+        capped += cut
+        found = _pairs_across(kept[1][i], kept[0][j], c)
         pairs += [("across", names[1], i, names[0], j, c) for i, j, c in found]
         leaked = sorted({i for i, _, _ in found})
     by_name = dict(zip(names, indexes, strict=True))
 
-    outliers, mislabels, label_note = [], [], []
-    for (_, sims), name in zip(within, names, strict=True):
-        density = sims.mean(1)  # [N]
-        for row in np.argsort(density, kind="stable")[: max(top, 100)]:
-            outliers.append((name, int(row), float(density[row])))
+    outliers, mislabels = [], []
+    label_note = [
+        f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped (in no statistic)"
+        for ix, name in zip(indexes, names, strict=True)
+        if ix.skipped_nonfinite
+    ]
+    if capped:
+        label_note.append(
+            f"{capped} images have more than {_MAX_GROUP} near-duplicates at this threshold; "
+            f"pairs.csv lists their {_MAX_GROUP} closest only"
+        )
+    for rows, (_, sims), name in zip(kept, within, names, strict=True):
+        density = sims.mean(1)  # [F]
+        for at in np.argsort(density, kind="stable")[: max(top, 100)]:
+            outliers.append((name, int(rows[at]), float(density[at])))
     for s, (ix, name) in enumerate(zip(indexes, names, strict=True)):
         # Votes come from the reference split (the first): for the second split its
         # nearest reference images, as a kNN classifier trained on it would vote.
         ref = indexes[0]
-        rows = within[0][0] if s == 0 else across[0]
+        near = within[0][0] if s == 0 else across[0]  # positions among kept[0]
         if not ix.labelled or not ref.labelled:
             label_note.append(f"{name}: unlabelled, mislabel check skipped")
             continue
@@ -269,11 +288,12 @@ def inspect_embeddings(
             )
         num_classes = int(max(ref.labels.max(), labels.max())) + 1
         flagged, predicted, share = knn_disagreement(
-            ref.labels[rows], labels, num_classes, agreement
+            ref.labels[kept[0][near]], labels[kept[s]], num_classes, agreement
         )
-        for row in flagged:
+        for at in flagged:
+            row = kept[s][at]
             mislabels.append(
-                (name, int(row), int(labels[row]), int(predicted[row]), float(share[row]))
+                (name, int(row), int(labels[row]), int(predicted[at]), float(share[at]))
             )
     say("pairs, outliers and label votes")
 
@@ -324,13 +344,19 @@ def inspect_embeddings(
         "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
         "exact_duplicate_pairs": exact,
         "leaked_images": len(leaked),
+        "nonfinite_rows_skipped": {n: ix.skipped_nonfinite for n, ix in by_name.items()},
         "likely_mislabels": {
             n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
         },
     }
     grids = []
     if top:
-        grids = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
+        grids, missing = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
+        if missing:
+            label_note.append(
+                f"{missing} images of the grids are no longer where they were indexed "
+                "(moved or deleted): drawn as missing"
+            )
         say(f"grids {', '.join(grids)}")
     summary = {
         "embeddings": {n: ix.directory for n, ix in by_name.items()},
@@ -355,7 +381,8 @@ def inspect_embeddings(
 
 
 def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
-    """PNG grids of the top findings; thumbnails read back per split in one pass each."""
+    """(files, missing images) of the PNG grids of the top findings; thumbnails read back
+    per split in one pass each."""
     wanted = {}  # split -> rows
     dup = [p for p in pairs if p[0] == "within"][: top // 2]
     leak = [p for p in pairs if p[0] == "across"][: top // 2]
@@ -366,11 +393,14 @@ def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
         wanted.setdefault(sb, set()).add(rb)
     for n, r, *_ in out_rows + mis:
         wanted.setdefault(n, set()).add(r)
-    thumbs = {}
+    thumbs = {}  # (split, row) -> uint8 [s, s, 3], or None: the image has moved
     for name, rows in wanted.items():
         rows = sorted(rows)
-        images = by_name[name].thumbnails(rows, thumb)
-        thumbs.update({(name, r): im for r, im in zip(rows, images, strict=True)})
+        images, found = by_name[name].thumbnails_found(rows, thumb)
+        thumbs.update(
+            {(name, r): im if ok else None for r, im, ok in zip(rows, images, found, strict=True)}
+        )
+    missing = sum(im is None for im in thumbs.values())
 
     def ident(name, row):
         return _short(by_name[name].ids[row])
@@ -386,15 +416,15 @@ def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
         for _, sa, ra, sb, rb, c in found:
             images += [thumbs[(sa, ra)], thumbs[(sb, rb)]]
             titles += [f"{ident(sa, ra)}", f"{ident(sb, rb)}\ncos {c:.4f}"]
-        tiles_png(os.path.join(out_dir, file), np.stack(images), titles, 8, what)
+        tiles_png(os.path.join(out_dir, file), images, titles, 8, what)
         written.append(file)
     if out_rows:
-        images = np.stack([thumbs[(n, r)] for n, r, _ in out_rows])
+        images = [thumbs[(n, r)] for n, r, _ in out_rows]
         titles = [f"{ident(n, r)}\nd {d:.3f}" for n, r, d in out_rows]
         tiles_png(os.path.join(out_dir, "outliers.png"), images, titles, 8, "lowest kNN density")
         written.append("outliers.png")
     if mis:
-        images = np.stack([thumbs[(n, r)] for n, r, *_ in mis])
+        images = [thumbs[(n, r)] for n, r, *_ in mis]
         titles = [
             f"{ident(n, r)}\n{cls(n, lab)[:8]}→{cls(n, p)[:8]} {s:.0%}" for n, r, lab, p, s in mis
         ]
@@ -406,7 +436,7 @@ def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
             "likely mislabels: label → kNN label (vote share)",
         )
         written.append("mislabels.png")
-    return written
+    return written, missing
 
 
 def _markdown(summary, pairs, ident):

@@ -1,4 +1,9 @@
-"""Probe accuracy against wall time, read back from a run's metrics.jsonl.
+"""Reports as pictures: probe accuracy against wall time, and grids of thumbnails.
+
+`thumbnail_grid` is the one figure of images in rows (embed's neighbours, search's
+results, inspection's findings); names are drawn as plain text (a `$` in a file or class
+name is not matplotlib mathtext) and an image that could not be read back is an empty,
+titled cell.
 
 Used by tools/compare.py (one curve per method) and tools/plot_run.py (the
 README curve of one run). Wall time is *active* time: a run that was stopped
@@ -15,6 +20,8 @@ display, no global backend switch).
 
 import json
 import os
+
+import numpy as np
 
 MAX_GAP_SECONDS = 300.0
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"  # online linear head, eval split, once per epoch
@@ -139,6 +146,45 @@ def plot_health_curves(metrics_jsonl_path, path, title):
         fontsize=10,
     )
     return save_png(fig, path, dpi=110)
+
+
+def thumbnail_grid(path, cells, titles, header: str = "", frames=None, title_size: int = 6):
+    """Writes a PNG of thumbnails in rows; returns path.
+
+    Args:
+        cells: rows of thumbnails, cells[r][c] uint8 [s, s, 3], or None for an image that
+            could not be read (an empty cell marked "missing"); a row shorter than the
+            longest leaves its end blank.
+        titles: titles[r][c], plain text (never parsed as mathtext).
+        header: the figure's title.
+        frames: frames[r][c], a colour for the cell's frame, or None for none.
+    """
+    from matplotlib.figure import Figure
+
+    n_rows = max(1, len(cells))
+    n_cols = max([len(row) for row in cells] + [1])
+    fig = Figure(figsize=(1.1 * n_cols, 1.25 * n_rows + 0.4), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    for r, c in np.ndindex(n_rows, n_cols):
+        ax = axes[r, c]
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if r >= len(cells) or c >= len(cells[r]):
+            ax.axis("off")
+            continue
+        if cells[r][c] is None:
+            ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=title_size,
+                    color="gray", transform=ax.transAxes, parse_math=False)  # fmt: skip
+        else:
+            ax.imshow(cells[r][c], interpolation="nearest")
+        ax.set_title(titles[r][c], fontsize=title_size, parse_math=False)
+        colour = frames[r][c] if frames else None
+        for spine in ax.spines.values() if colour else ():
+            spine.set_edgecolor(colour)
+            spine.set_linewidth(2)
+    if header:
+        fig.suptitle(header, fontsize=8, parse_math=False)
+    return save_png(fig, path)
 
 
 def save_png(fig, path: str, dpi: int = 100) -> str:

@@ -17,21 +17,21 @@ unless `allow_other_encoder`; they are read through the decode gate, must be at 
 of the encoder's preset). Query *features* are taken as they are. Either way a feature
 size other than the index's is refused, naming both.
 
-Search is exact (cosine = dot product of normalised rows) and blocked: `topk_cosine`
-scores a block of queries against all N rows ([block, N] floats, at most
-`_BLOCK_FLOATS`), keeps the k best per row with `tf.math.top_k` (a heap, ~10x faster than
-`np.argpartition` here), and never forms an N x N matrix. One query against 60,000 rows of
-512 floats is a 123 MB matrix-vector product: a few milliseconds, so no approximate index
-(ScaNN, faiss, usearch) is used; BUILD.md gives the measured time and its command.
+Search is exact (cosine = dot product of normalised rows) and blocked
+(`neighbours.topk_cosine`, never an N x N matrix); BUILD.md gives the measured time and
+its command. Rows of non-finite features (NaN or inf) have no cosine: search leaves them
+out and warns how many, so they never rank above a real match.
 
-`grid_png` draws queries and neighbours; `Index.thumbnails` reads the indexed images back
-from the source embed.json names (files for a folder, `split:position` for npz, TFRecord,
-TFDS, digits), so an index needs no stored copy of the pixels.
+`search_files` draws queries and neighbours (`report.thumbnail_grid`); `Index.thumbnails`
+reads the indexed images back from the source embed.json names (files for a folder,
+`split:position` for npz, TFRecord, TFDS, digits), so an index needs no stored copy of the
+pixels; an image moved since is drawn as "missing" and counted.
 """
 
 import dataclasses
 import json
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -40,69 +40,17 @@ from absl import logging
 from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, decode
+from amdim_tf.data.pixel_scale import to_uint8
 from amdim_tf.data.sources import folder as folder_lib
 from amdim_tf.errors import UserError, first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run import pixels as pixels_lib
+from amdim_tf.run.neighbours import finite_rows, l2_normalise, topk_cosine
 from amdim_tf.use import embed, report
 
 INDEX_FILE = embed.INDEX_FILE
 SUMMARY_FILE = embed.SUMMARY_FILE
-_BLOCK_FLOATS = 2**25  # similarity floats per block (128 MB)
-
-
-def normalise(x) -> np.ndarray:
-    """Rows of `x` scaled to unit length (float32), so dot products are cosines."""
-    x = np.asarray(x, np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-@tf.function(reduce_retracing=True)
-def _block_topk(queries, refs, k):
-    sims = tf.matmul(queries, refs, transpose_b=True)  # [B, N]
-    return tf.math.top_k(sims, k)  # values [B, k], indices [B, k]
-
-
-def topk_cosine(queries, refs, k: int, self_offset: int | None = None, block: int = 0):
-    """(rows int64 [Q, k], cosines float32 [Q, k]) of the k nearest `refs` rows per query.
-
-    Args:
-        queries: float32 [Q, D], rows L2-normalised.
-        refs: float32 [N, D] (array or tensor), rows L2-normalised (held whole; only
-            [block, N] is scored at a time).
-        k: neighbours per query (at most N, or N - 1 with `self_offset`).
-        self_offset: the queries are refs[self_offset : self_offset + Q]: each query's own
-            row is left out (by row, not by value, so an exact duplicate still counts).
-        block: queries scored per step (0 = as many as fit `_BLOCK_FLOATS`).
-
-    Sorted by decreasing cosine; ties keep the lower row first (`tf.math.top_k`).
-    """
-    queries = np.asarray(queries, np.float32)
-    # A tensor is used as it is: an index converts its features once, not per query.
-    refs_t = refs if tf.is_tensor(refs) else tf.constant(np.asarray(refs, np.float32))
-    n = int(refs_t.shape[0])
-    extra = 0 if self_offset is None else 1
-    if not 0 < k <= n - extra:
-        raise ValueError(f"k={k} neighbours asked of {n} rows; use 1 <= k <= {n - extra}.")
-    block = block or max(1, min(4096, _BLOCK_FLOATS // max(n, 1)))
-    rows = np.zeros((len(queries), k), np.int64)
-    sims = np.zeros((len(queries), k), np.float32)
-    for start in range(0, len(queries), block):
-        q = queries[start : start + block]  # [B, D]
-        values, indices = _block_topk(tf.constant(q), refs_t, tf.constant(k + extra))
-        values, indices = values.numpy(), indices.numpy().astype(np.int64)  # [B, k(+1)]
-        if extra:
-            own = self_offset + start + np.arange(len(q))  # [B]
-            is_self = indices == own[:, None]  # [B, k+1]
-            # Stable: non-self entries keep their order; a row without its own index
-            # among the k+1 (ties at the boundary) drops its last, k+1-th entry.
-            keep = np.argsort(is_self, axis=1, kind="stable")[:, :k]  # [B, k]
-            values = np.take_along_axis(values, keep, 1)
-            indices = np.take_along_axis(indices, keep, 1)
-        rows[start : start + len(q)] = indices
-        sims[start : start + len(q)] = values
-    return rows, sims
 
 
 def _bad_index(path, what):
@@ -232,6 +180,7 @@ class Index:
     key: str = GLOBAL
     _embedders: dict = dataclasses.field(default_factory=dict)  # (path, allow) -> Loaded
     _refs: object = None  # the features as a tensor, made at the first search
+    _finite: object = None  # int64 [F]: the rows of finite features, the searchable ones
 
     @classmethod
     def load(cls, directory, key: str = GLOBAL) -> "Index":
@@ -263,7 +212,7 @@ class Index:
             )
         features = np.empty(raw.shape, np.float32)
         for start in range(0, len(raw), 65536):  # the memmap read in bounded pieces
-            features[start : start + 65536] = normalise(raw[start : start + 65536])
+            features[start : start + 65536] = l2_normalise(raw[start : start + 65536])
         class_names = {}
         for label, name in zip(labels, names, strict=True):
             if label >= 0:
@@ -354,7 +303,7 @@ class Index:
         pixels = tf.stack([augment.eval_pixels(tf.constant(im), model.preset) for im in images])
         return np.concatenate(
             [
-                model.pooled(pixels[i : i + 256], (self.key,))[self.key].numpy()
+                model.pooled_unit_views(pixels[i : i + 256], (self.key,))[self.key].numpy()
                 for i in range(0, len(pixels), 256)
             ]
         )
@@ -384,14 +333,47 @@ class Index:
                     f"{self.directory} holds {self.key} of size {self.dim}; embed the "
                     "queries with the index's encoder."
                 )
+        finite = self.finite_rows()
+        if not len(finite):
+            raise UserError(
+                f"every one of the {len(self)} rows of {self.directory}/{self.key}.npy is NaN "
+                "or inf, so nothing can be searched; embed again with a working encoder."
+            )
+        if self.skipped_nonfinite:
+            warnings.warn(
+                f"{self.skipped_nonfinite} of the {len(self)} rows of {self.directory}/"
+                f"{self.key}.npy are NaN or inf: left out of the search.",
+                stacklevel=2,
+            )
         if self._refs is None:
-            self._refs = tf.constant(self.features)
-        return topk_cosine(normalise(features), self._refs, min(int(k), len(self)))
+            usable = self.features if len(finite) == len(self) else self.features[finite]
+            self._refs = tf.constant(usable)
+        rows, sims = topk_cosine(l2_normalise(features), self._refs, min(int(k), len(finite)))
+        return finite[rows], sims
+
+    def finite_rows(self) -> np.ndarray:
+        """int64 [F]: the rows with finite features, the only ones with a cosine."""
+        if self._finite is None:
+            self._finite = np.flatnonzero(finite_rows(self.features)).astype(np.int64)
+        return self._finite
+
+    @property
+    def skipped_nonfinite(self) -> int:
+        """How many rows have NaN or inf features (never searched, never counted)."""
+        return len(self) - len(self.finite_rows())
 
     def thumbnails(self, rows, size: int = 48) -> np.ndarray:
-        """uint8 [len(rows), size, size, 3]: the indexed images, read back from their source."""
+        """uint8 [len(rows), size, size, 3]: the indexed images, read back from their source
+        (black where an image file is gone: see `thumbnails_found`)."""
+        return self.thumbnails_found(rows, size)[0]
+
+    def thumbnails_found(self, rows, size: int = 48) -> tuple:
+        """(thumbnails uint8 [n, size, size, 3], found bool [n]) of the indexed images, read
+        back from their source; an image file moved, deleted or replaced since it was
+        indexed is not found (its thumbnail stays black), never an error."""
         rows = [int(r) for r in rows]
         out = np.zeros((len(rows), size, size, 3), np.uint8)
+        found = np.ones(len(rows), bool)
         preset = self.summary.get("preset") or augment.preset_for("", 32)
         by_part = {}
         for i, row in enumerate(rows):
@@ -400,7 +382,10 @@ class Index:
             if sep and pos.isdigit() and not os.path.exists(name):
                 by_part.setdefault(part, []).append((int(pos), i))
             else:
-                out[i] = _thumb(decode.decode_file(tf.constant(name)), preset, size)
+                try:
+                    out[i] = _thumb(decode.decode_file(tf.constant(name)), preset, size)
+                except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError):
+                    found[i] = False
         if by_part:
             source = self._source()
             for part, wanted in by_part.items():
@@ -412,7 +397,7 @@ class Index:
                 )
                 for j, (payload, _) in ds.as_numpy_iterator():
                     out[where[int(j)]] = _thumb(examples.decode(payload), preset, size)
-        return out
+        return out, found
 
     def _source(self):
         data = config_lib.base_config().data
@@ -442,7 +427,7 @@ def same_encoder(a: "Index", b: "Index") -> bool:
 def _thumb(image, preset, size):
     pixels = augment.eval_pixels(image, preset)
     small = tf.image.resize(pixels, [size, size], antialias=True)
-    return tf.cast(tf.round(tf.clip_by_value(small, 0.0, 1.0) * 255.0), tf.uint8).numpy()
+    return to_uint8(small).numpy()
 
 
 def read_query_images(path, max_pixels: int | None = None) -> tuple[list, list]:
@@ -480,30 +465,6 @@ def read_query_images(path, max_pixels: int | None = None) -> tuple[list, list]:
     return names, images
 
 
-def grid_png(path, query_thumbs, rows_thumbs, titles, row_labels=None, header="") -> str:
-    """A PNG of one row per query: the query (left) then its neighbours, each titled.
-
-    query_thumbs: uint8 [Q, s, s, 3]; rows_thumbs: uint8 [Q, k, s, s, 3];
-    titles: [Q][k] strings. Staged to a temporary name and renamed into place.
-    """
-    from matplotlib.figure import Figure
-
-    q, k = len(rows_thumbs), len(rows_thumbs[0]) if len(rows_thumbs) else 0
-    fig = Figure(figsize=(1.1 * (k + 1), 1.25 * max(q, 1) + 0.4), layout="constrained")
-    axes = fig.subplots(max(q, 1), k + 1, squeeze=False)
-    for i in range(q):
-        for j in range(k + 1):
-            ax = axes[i, j]
-            ax.imshow(query_thumbs[i] if j == 0 else rows_thumbs[i][j - 1], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            label = (row_labels[i] if row_labels else "query") if j == 0 else titles[i][j - 1]
-            ax.set_title(label, fontsize=6)
-    if header:
-        fig.suptitle(header, fontsize=8)
-    return report.save_png(fig, path)
-
-
 def search_files(
     index_dir, query, k: int = 8, out_png=None, encoder=None, thumb: int = 48,
     allow_other_encoder: bool = False,
@@ -537,14 +498,26 @@ def search_files(
     if out_png:
         preset = model.preset
         queries = np.stack([_thumb(tf.constant(im), preset, thumb) for im in images])
-        found = index.thumbnails(rows.reshape(-1), thumb).reshape(len(rows), -1, thumb, thumb, 3)
-        titles = [[f"{v:.3f}" for v in s] for s in sims]
-        grid_png(
-            out_png,
-            queries,
-            found,
-            titles,
-            [os.path.basename(n)[:14] for n in names],
-            f"{rows.shape[1]} nearest of {len(index):,} by cosine of {index.key}",
-        )
+        thumbs, found = index.thumbnails_found(rows.reshape(-1), thumb)
+        cells = [
+            [query] + [t if ok else None for t, ok in zip(ts, oks, strict=True)]
+            for query, ts, oks in zip(
+                queries, thumbs.reshape(rows.shape + thumbs.shape[1:]), found.reshape(rows.shape),
+                strict=True,
+            )
+        ]  # fmt: skip
+        titles = [
+            [os.path.basename(n)[:14]] + [f"{v:.3f}" for v in s]
+            for n, s in zip(names, sims, strict=True)
+        ]
+        header = f"{rows.shape[1]} nearest of {len(index):,} by cosine of {index.key}"
+        if not found.all():
+            missing = int(np.sum(~found))
+            header += f"; {missing} image(s) no longer at their indexed path"
+            warnings.warn(
+                f"{missing} of the {found.size} neighbour images are no longer where "
+                f"{index.directory} indexed them (moved or deleted): drawn as 'missing'.",
+                stacklevel=2,
+            )
+        report.thumbnail_grid(out_png, cells, titles, header)
     return results

@@ -1,22 +1,19 @@
 """Pictures of what a trained run learned: score maps and mixture assignments as PNG files.
 
-`visualize_run(workdir)` loads the run's model (encoder and objective: the mixture MLP
-that q needs), takes a few images (a folder, or a class-balanced sample of a split) and
+`visualize_run(workdir)` loads the run's model (`loader.open_run_model`: encoder and
+objective, the mixture MLP that q needs), takes a few images (a folder, or a class-balanced sample of a split) and
 writes the two figures of `run/score_maps.py` (Bachman et al. 2019 §3.7): the
 per-location NCE score maps and, with n_mix > 0, the mixture assignments.
 """
 
 import os
 
-import keras
 import numpy as np
 
 from amdim_tf import config_lib
-from amdim_tf.data import augment
-from amdim_tf.run import checkpoints
-from amdim_tf.run.build import build_model
-from amdim_tf.run.run_config import load_run_config
-from amdim_tf.run.score_maps import make_figures, sample_images
+from amdim_tf.data import augment, samples
+from amdim_tf.run import loader
+from amdim_tf.run.score_maps import make_figures
 from amdim_tf.use import report
 
 
@@ -38,7 +35,6 @@ def folder_images(folder, preset, n=16, data=None):
     embed read it: what cannot be read or decoded is skipped and named; `data` (a `data`
     config section, default the base one) gives data.strict and data.max_pixels.
     """
-    from amdim_tf import config_lib
     from amdim_tf import data as data_lib
 
     data = data_lib.Data((data or config_lib.base_config().data).to_dict())
@@ -54,27 +50,6 @@ def folder_images(folder, preset, n=16, data=None):
     return np.stack(images)
 
 
-def load_run_model(workdir, which="latest", overrides=None):
-    """(model, config, checkpoint path): the run's `SelfSupervisedModel` with its trained
-    encoder and objective (the mixture MLP that q needs); the probes are not restored.
-
-    `overrides` ({"data.path": ...} or ["data.path=...", ...]) changes where the run's
-    data are, not what was trained (`config_lib.with_data_overrides`).
-
-    The encoder and objective are read by `checkpoints.restore_parts`, so a run of
-    another architecture fails loudly.
-    """
-    config = config_lib.with_data_overrides(load_run_config(workdir), overrides)
-    path = checkpoints.checkpoint_path(workdir, which)
-    # The probes are not needed (nor restored): the run's class count only sizes them.
-    model = build_model(config, steps_per_epoch=1, num_classes=int(config.data.num_classes))
-    parts = {"encoder": model.encoder}
-    if isinstance(model.objective, keras.layers.Layer):
-        parts["objective"] = model.objective
-    checkpoints.restore_parts(path, **parts)
-    return model, config, path
-
-
 def visualize_run(
     workdir, out_dir="", which="latest", n=16, folder="", split="", seed=0, overrides=None
 ):
@@ -85,7 +60,7 @@ def visualize_run(
     OUT_DIR/<checkpoint name>_score_maps.png (and _assignments.png); default out_dir:
     WORKDIR/viz.
     """
-    model, config, path = load_run_model(workdir, which, overrides)
+    model, config, path = loader.open_run_model(workdir, which, overrides)
     preset = augment.preset_for(config.data.augment, config.data.image_size)
     if not folder and config.data.source == "folder":
         from amdim_tf import data as data_lib
@@ -96,6 +71,8 @@ def visualize_run(
     if folder:
         images = folder_images(folder, preset, n, config.data)
     else:
-        images = sample_images(config.data, split or config.data.eval_split, n, seed)
+        images, _ = samples.eval_pixels(
+            config.data, split or config.data.eval_split, n, seed, balanced=True, batch=n
+        )
     out_dir = out_dir or os.path.join(workdir, "viz")
     return save_figures(model, images, preset, out_dir, seed, name_prefix=os.path.basename(path))

@@ -55,7 +55,9 @@ def test_pixel_encoder_reads_uint8_and_float_pixels_alike_as_the_export_does(tin
     np.testing.assert_allclose(from_float, from_uint8, atol=1e-5)
     assert from_uint8.shape == (4, enc.n_rkhs)  # r1 flattened, what a Dense head reads
     # The right features: those evaluation computes from the same images.
-    want = backbone.open_encoder(tiny_run).pooled(augment.eval_pixels(pixels, "cifar"))["r1"]
+    want = backbone.open_encoder(tiny_run).pooled_unit_views(augment.eval_pixels(pixels, "cifar"))[
+        "r1"
+    ]
     np.testing.assert_allclose(from_float, want, atol=1e-5)
     with pytest.raises(ValueError, match=r"0\.\.255.*multiply") as e:
         enc(tf.constant(pixels / 255.0, tf.float32))  # [0, 1] floats: refused, not guessed
@@ -71,7 +73,9 @@ def test_pixel_encoder_takes_any_size_as_evaluation_views_it(tiny_run):
     """Issue 20 trap 7's Keras side: another image size failed deep in the graph."""
     enc = amdim_tf.load_encoder(tiny_run, include_preprocessing=True)
     big = np.random.default_rng(3).integers(0, 256, (2, 45, 60, 3), dtype=np.uint8)
-    want = backbone.open_encoder(tiny_run).pooled(augment.eval_pixels(big, "cifar"))["r1"]
+    want = backbone.open_encoder(tiny_run).pooled_unit_views(augment.eval_pixels(big, "cifar"))[
+        "r1"
+    ]
     np.testing.assert_allclose(enc(tf.constant(big))["r1"], want, atol=1e-5)
     x = keras.Input((None, None, 3), dtype="uint8")  # any size in a functional model
     model = keras.Model(x, enc(x)["r1"])
@@ -215,3 +219,40 @@ def test_damaged_files_and_wrong_images_get_one_line_naming_them(tiny_run, tmp_p
             enc(keras.Input(shape[1:], dtype="uint8"))  # a functional model's input
         with pytest.raises(ValueError, match=why):
             backbone.open_encoder(good).features(np.zeros(shape, np.uint8))
+
+
+def test_untrained_encoder_leaves_the_callers_random_state_alone():
+    """An untrained encoder reseeded the global RNGs inside a getter (finetune calls it per
+    candidate). Its weights stay those of a seeded build; the caller's RNGs do not move."""
+    import random
+
+    import keras
+    from conftest import tiny_run_config
+
+    from amdim_tf.methods import build_encoder
+
+    config = tiny_run_config()
+    keras.utils.set_random_seed(4)
+    want = build_encoder(config)
+    want.build((None, config.model.image_size, config.model.image_size, 3))
+    keras.utils.set_random_seed(123)
+    expected = (random.random(), np.random.rand(), float(tf.random.uniform([])))
+    keras.utils.set_random_seed(123)
+    got = backbone.untrained_encoder(config, seed=4)
+    assert (random.random(), np.random.rand(), float(tf.random.uniform([]))) == expected
+    for a, b in zip(want.get_weights(), got.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pooled_takes_the_pixel_contract_and_unit_views_their_own_name(tiny_run):
+    """`features` took 0..255 pixels of any size while `pooled` took [0, 1] views at the
+    encoder's size: one object, two contracts. Both now take 0..255 of any size."""
+    loaded = backbone.open_encoder(tiny_run)
+    big = np.random.default_rng(5).integers(0, 256, (2, 45, 60, 3), dtype=np.uint8)
+    views = tf.stack([augment.eval_pixels(tf.constant(im), loaded.preset) for im in big])
+    want = loaded.pooled_unit_views(views, ("r1",))["r1"]
+    np.testing.assert_allclose(loaded.pooled(big, ("r1",))["r1"], want, atol=1e-5)
+    as_float = loaded.pooled(tf.constant(big, tf.float32), ("r1",))["r1"]
+    np.testing.assert_allclose(as_float, want, atol=1e-5)
+    with pytest.raises(ValueError, match="multiply"):
+        loaded.pooled(big / 255.0, ("r1",))  # [0, 1] floats: refused, not guessed

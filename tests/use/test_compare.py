@@ -149,7 +149,7 @@ def test_compare_user_errors_are_one_line(tmp_path):
 
 def test_overrides_parse_literals_type_check_and_address_methods():
     c = presets.load("cpc:tiny")
-    compare.apply_overrides(
+    compare.set_overrides(
         c,
         "cpc",
         [
@@ -166,7 +166,8 @@ def test_overrides_parse_literals_type_check_and_address_methods():
     assert c.model.ndf == 64 and c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
     assert c.optim.decay_epochs == (10, 20) and c.data.path == "123"  # a string key stays text
     assert c.data.cache is False and c.seed == 7 and c.train.verbose == 0
-    assert compare.parse_override("dim_local:model.ndf=1=2") == ("dim_local", "model.ndf", "1=2")
+    assert compare.method_override("dim_local:model.ndf=1=2") == ("dim_local", "model.ndf=1=2")
+    assert compare.method_override("data.path=a:b") == (None, "data.path=a:b")
     for bad, says in [
         ("model.nope=1", "no key 'model.nope' in the cpc config"),
         ("model.ndf.x=1", "no key"),
@@ -175,7 +176,7 @@ def test_overrides_parse_literals_type_check_and_address_methods():
         ("simclr:seed=1", "'simclr' is not a method"),
     ]:
         with pytest.raises(ValueError, match=says) as e:
-            compare.apply_overrides(c, "cpc", [bad])
+            compare.set_overrides(c, "cpc", [bad])
         assert "\n" not in str(e.value), bad
     assert c.model.ndf == 64  # a failed override changes nothing
 

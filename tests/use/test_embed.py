@@ -222,3 +222,13 @@ def test_a_directory_that_is_not_an_embedding_is_not_replaced(tiny_run, tmp_path
     with pytest.raises(ValueError, match="holds files that are not an embedding"):
         embed.embed(tiny_run, load_run_config(tiny_run).data, "test", str(tmp_path), verbose=0)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_class_name_with_mathtext_draws_as_plain_text(tmp_path):
+    """Issue 33 MED 8: a class or file name like `a$\\frac$b` failed the neighbour image."""
+    thumbs = np.zeros((3, 8, 8, 3), np.uint8)
+    rows, sims = np.array([[1, 2]]), np.array([[0.9, 0.5]], np.float32)
+    out = str(tmp_path / "n.png")
+    embed._neighbour_figure(out, thumbs, np.array([0, 0, 1]), [0], rows, sims, "r1",
+                            ["a$\\frac$b"])  # fmt: skip
+    assert os.path.getsize(out) > 0

@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from synthetic_index import write_index
 
 from amdim_tf import config_lib
 from amdim_tf.run.run_config import load_run_config
@@ -155,3 +156,56 @@ def test_one_run_named_two_ways_is_one_encoder_and_another_is_refused(
         json.dump(recorded, f)
     with pytest.raises(ValueError, match="different encoders"):
         inspect.inspect_embeddings(dirs, str(tmp_path / "report2"), top=0, verbose=False)
+
+
+def _clustered(n_per_class, rng, dim=8):
+    """Two labelled classes around two directions, with one exact duplicate in each."""
+    centres = np.eye(dim, dtype=np.float32)[:2] * 3.0
+    labels = np.repeat([0, 1], n_per_class)
+    x = centres[labels] + rng.normal(0, 1.0, (len(labels), dim)).astype(np.float32)
+    x[1] = x[0]
+    x[n_per_class + 1] = x[n_per_class]
+    return x, labels
+
+
+def test_non_finite_rows_change_no_finding(tmp_path):
+    """Issue 33 HIGH 5: 2 NaN/inf rows of 18 moved the threshold (1.0 -> 0.52), the pairs
+    (8 -> 13) and the mislabels (0 -> 6). They are skipped, counted, and change nothing."""
+    x, labels = _clustered(8, np.random.default_rng(4))
+    clean = write_index(tmp_path / "clean", x, labels, ("a", "b"))
+    broken_x = np.insert(x, [3, 11], np.nan, axis=0)
+    broken_x[12, 0] = np.inf  # rows 3 (NaN) and 12 (one inf) are the inserted ones
+    broken_x[12, 1:] = 1.0
+    broken = write_index(tmp_path / "broken", broken_x, np.insert(labels, [3, 11], 0), ("a", "b"))
+    want = inspect.inspect_embeddings(clean, str(tmp_path / "r0"), k=3, top=0, verbose=False)
+    got = inspect.inspect_embeddings(broken, str(tmp_path / "r1"), k=3, top=0, verbose=False)
+    assert got["threshold"]["cosine"] == pytest.approx(want["threshold"]["cosine"], abs=1e-6)
+    assert got["counts"]["nonfinite_rows_skipped"] == {"test": 2}
+    for key in ("near_duplicate_pairs_within", "exact_duplicate_pairs", "likely_mislabels"):
+        assert got["counts"][key] == want["counts"][key], key
+    with open(tmp_path / "r1" / "pairs.csv") as f:
+        ids = {row["id_a"] for row in csv.DictReader(f)}
+    assert ids and not ids & {"test:3", "test:12"}  # the broken rows, named by their own id
+    with open(tmp_path / "r1" / "report.md") as f:
+        assert "2 rows of NaN or inf features skipped" in f.read()
+
+
+def test_every_pair_of_a_duplicate_group_larger_than_k_is_counted(tmp_path):
+    """Issue 33 MED 16: 15 identical images with k=10 gave 39 of their 105 pairs."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    x[:15] = x[0]
+    out = tmp_path / "report"
+    summary = inspect.inspect_embeddings(
+        write_index(tmp_path / "emb", x), str(out), k=10, top=0, verbose=False
+    )
+    assert summary["counts"]["near_duplicate_pairs_within"]["test"] == 105
+    assert summary["counts"]["exact_duplicate_pairs"] == 105
+
+
+def test_grid_titles_with_mathtext_and_missing_images_draw(tmp_path):
+    """Issue 33 MED 8 and 10 in inspection's grids: `$...$` names are plain text and an
+    image that could not be read back is an empty cell, not an error."""
+    tiles = [np.zeros((8, 8, 3), np.uint8), None, np.full((8, 8, 3), 200, np.uint8)]
+    out = inspect.tiles_png(str(tmp_path / "t.png"), tiles, ["a$\\frac$b", "gone", "c"], 2)
+    assert os.path.getsize(out) > 0

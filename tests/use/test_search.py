@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 import pytest
 import tensorflow as tf
+from synthetic_index import write_index
 
 from amdim_tf.errors import UserError
 from amdim_tf.run import loader as backbone
@@ -27,32 +28,6 @@ def index_dir(tiny_run, tmp_path_factory):
     config = load_run_config(tiny_run)
     embed.embed(tiny_run, config.data, "test", out, verbose=0, projector_examples=0, queries=0)
     return out
-
-
-def _brute_force(q, x, k, exclude_self=False):
-    sims = search.normalise(q) @ search.normalise(x).T
-    if exclude_self:
-        np.fill_diagonal(sims, -np.inf)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(sims, order, 1)
-
-
-def test_blocked_topk_equals_brute_force_and_leaves_out_only_the_row_itself():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((300, 16)).astype(np.float32)
-    x[7] = x[3]  # an exact duplicate: it must stay a neighbour of row 3 (cosine 1)
-    xn = search.normalise(x)
-    rows, sims = search.topk_cosine(xn[:50], xn, 5, block=7)
-    want_rows, want_sims = _brute_force(x[:50], x, 5)
-    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
-    np.testing.assert_array_equal(rows[:, 0], np.where(np.arange(50) == 7, 3, np.arange(50)))
-    rows, sims = search.topk_cosine(xn, xn, 4, self_offset=0, block=64)
-    want_rows, want_sims = _brute_force(x, x, 4, exclude_self=True)
-    np.testing.assert_allclose(sims, want_sims, atol=1e-5)
-    assert rows[3, 0] == 7 and rows[7, 0] == 3 and sims[3, 0] == pytest.approx(1.0, abs=1e-5)
-    assert not np.any(rows == np.arange(300)[:, None])
-    with pytest.raises(ValueError, match="k=300"):
-        search.topk_cosine(xn, xn, 300, self_offset=0)
 
 
 def test_features_and_images_find_themselves(index_dir, tiny_run, tmp_path):
@@ -328,3 +303,58 @@ def test_query_images_pass_the_decode_gate(tmp_path):
     huge = _png_header(str(tmp_path / "huge.png"), 20000, 20000)
     with pytest.raises(UserError, match=r"huge.png .*20000x20000.*data.max_pixels"):
         search.read_query_images(huge)
+
+
+def test_non_finite_rows_are_never_neighbours(tmp_path):
+    """Issue 33 MED 13: a NaN index row ranked inside the top-k above exact cos-1.0
+    matches (shown as `nan`). It is left out, and the search warns how many."""
+    x = np.random.default_rng(6).normal(size=(10, 4)).astype(np.float32)
+    x[2] = np.nan
+    x[5, 1] = np.inf
+    index = search.Index.load(write_index(tmp_path / "emb", x))
+    with pytest.warns(UserWarning, match="2 of the 10 rows"):
+        rows, sims = index.search(x[[0, 7]], k=8)
+    assert rows.shape == (2, 8) and np.all(np.isfinite(sims))
+    assert rows[0, 0] == 0 and rows[1, 0] == 7
+    assert sims[:, 0] == pytest.approx(1.0, abs=1e-5)
+    assert not np.isin(rows, [2, 5]).any()
+    assert index.skipped_nonfinite == 2
+
+
+def _smooth_images(n, seed=0):
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (n, 4, 4, 3)).astype(np.float32)
+    return tf.cast(tf.image.resize(small, [32, 32], method="bicubic"), tf.uint8).numpy()
+
+
+def test_a_name_with_mathtext_draws_as_plain_text(index_dir, tiny_run, tmp_path):
+    """Issue 33 MED 8: a query named `a$\\frac$b` failed the grid with "error: \\frac"."""
+    query = tmp_path / "a$\\frac$b.png"
+    tf.io.write_file(str(query), tf.io.encode_png(_smooth_images(1)[0]))
+    out = tmp_path / "grid.png"
+    results = search.search_files(
+        index_dir, str(query), k=3, out_png=str(out), thumb=16, encoder=tiny_run
+    )
+    assert len(results) == 1 and out.exists()
+
+
+def test_moved_indexed_images_are_drawn_missing_and_counted(tiny_run, tmp_path):
+    """Issue 33 MED 10: a grid over images moved since embedding failed with a
+    NotFoundError traceback; the thumbnails are skipped and counted instead."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(_smooth_images(6, seed=1)):
+        tf.io.write_file(str(folder / f"img{i}.png"), tf.io.encode_png(image))
+    data = load_run_config(tiny_run).data
+    data.source, data.path = "folder", str(folder)
+    index = str(tmp_path / "emb")
+    embed.embed(tiny_run, data, "test", index, verbose=0, projector_examples=0, queries=0)
+    query = tmp_path / "query.png"
+    shutil.copy(folder / "img2.png", query)
+    shutil.move(str(folder), str(tmp_path / "moved"))
+    out = tmp_path / "grid.png"
+    with pytest.warns(UserWarning, match="3 of the 3 neighbour images are no longer"):
+        results = search.search_files(
+            index, str(query), k=3, out_png=str(out), thumb=16, encoder=tiny_run
+        )
+    assert results[0]["neighbours"][0]["id"].endswith("img2.png") and out.exists()

@@ -109,7 +109,7 @@ def _image_tags_of(path):
 def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
     """A tiny n_mix = 2 run that logs the pictures when asked, then the tool: both PNGs
     from its latest checkpoint."""
-    from amdim_tf.run import checkpoints
+    from amdim_tf.run import checkpoints, loader
     from amdim_tf.run.train import train
     from amdim_tf.use import visualize
 
@@ -123,7 +123,7 @@ def test_visualize_tool_on_a_trained_run(tiny_config, tmp_path):
     tags = [t for f in events for t in _image_tags_of(os.path.join(workdir, f))]
     assert (2, "viz/score_maps") in tags
     # The restored objective is the trained one (the mixture MLP that q needs).
-    loaded, _, _ = visualize.load_run_model(workdir)
+    loaded, _, _ = loader.open_run_model(workdir)
     for a, b in zip(model.objective.weights, loaded.objective.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     out = str(tmp_path / "viz")

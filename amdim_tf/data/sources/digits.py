@@ -7,6 +7,7 @@ once per opened source, so nothing here can be unreadable.
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
 from amdim_tf.data.sources.base import Examples, Source
 
 # Digits has no official split; the first 80% (1,440 of 1,797) are a stable "train".
@@ -19,8 +20,8 @@ def _load_digits():
     digits = load_digits()
     # 16 gray levels (0..16) -> uint8, then 8x8 -> 32x32 so CIFAR settings apply as is.
     images = (digits.images.astype(np.float32) * (255.0 / 16.0))[..., None]
-    images = tf.image.resize(images, [32, 32], method="bilinear").numpy()
-    images = np.clip(np.round(images), 0, 255).astype(np.uint8)
+    images = tf.image.resize(images, [32, 32], method="bilinear")
+    images = to_uint8(images, peak=PIXEL_MAX).numpy()
     return np.repeat(images, 3, axis=-1), digits.target.astype(np.int32)
 
 

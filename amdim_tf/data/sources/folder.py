@@ -53,7 +53,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf.data import decode
+from amdim_tf.data import decode, samples
 from amdim_tf.data.sources.base import (
     UNLABELED,
     UNLABELED_SPLIT,
@@ -77,16 +77,10 @@ LABELS = ("none", "folders")
 MAX_LOGGED = 5  # loose images named in the warning
 
 
-def held_out(labels: np.ndarray, fraction: float = HOLDOUT_FRACTION, seed: int = HOLDOUT_SEED):
-    """bool [N]: the seeded, class-stratified held-out rows of `labels` (int [N]):
-    round(fraction * n) of each class of n images, at least 1 and at most n - 1."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(labels), bool)
-    for c in np.unique(labels):
-        rows = np.flatnonzero(labels == c)
-        k = min(max(round(fraction * len(rows)), 1), len(rows) - 1)
-        mask[rng.permutation(rows)[:k]] = True
-    return mask
+def held_out(labels: np.ndarray) -> np.ndarray:
+    """bool [N]: the held-out rows of a folder read whole (`samples.held_out`, this
+    module's fraction and seed)."""
+    return samples.held_out(labels, HOLDOUT_FRACTION, HOLDOUT_SEED)
 
 
 def list_images(directory: str | bytes) -> list:
