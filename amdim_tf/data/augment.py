@@ -79,7 +79,7 @@ _PRESETS = {
 }
 PRESETS = tuple(_PRESETS)
 # The preset data.augment='' picks for each image size (the first of that size above).
-_BY_SIZE = {}
+_BY_SIZE: dict[int, str] = {}
 for _name, _spec in _PRESETS.items():
     _BY_SIZE.setdefault(_spec.size, _name)
 

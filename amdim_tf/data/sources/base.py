@@ -13,6 +13,7 @@ first few, or under `data.strict` a one-line error naming the first).
 
 import dataclasses
 from collections.abc import Callable
+from typing import TypeAlias
 
 import ml_collections
 import numpy as np
@@ -26,7 +27,7 @@ UNLABELED = -1
 UNLABELED_SPLIT = "unlabeled"
 MAX_LOGGED_BAD = 5
 
-Data = ml_collections.ConfigDict  # the `data` section of a run config
+Data: TypeAlias = ml_collections.ConfigDict  # the `data` section of a run config
 
 
 @dataclasses.dataclass
