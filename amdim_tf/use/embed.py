@@ -44,11 +44,12 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import data as data_lib
+from amdim_tf import durable
 from amdim_tf.data import augment
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run.features import check_feature_keys, l2_normalise
-from amdim_tf.use import report, staging
+from amdim_tf.use import report
 
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
@@ -287,6 +288,7 @@ def embed(
     """
     features = tuple(features)
     loading = time.perf_counter()
+    output = durable.OutputDir(out_dir, SUMMARY_FILE, "an embedding")  # refused before the work
     model = loader.open_encoder(encoder_path, which)
     check_feature_keys(features, model.feature_names, f"the encoder at {encoder_path}")
     start = time.perf_counter()
@@ -298,7 +300,7 @@ def embed(
     if total == 0:
         raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
-    with staging.staged(out_dir, SUMMARY_FILE, "an embedding") as stage:
+    with output.staged() as stage:
         summary = _write_outputs(
             start,
             stage, model, ds, parts, total, class_names, features, batch_size, thumb,
