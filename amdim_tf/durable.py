@@ -89,12 +89,11 @@ def _inside(path: str, root: str) -> bool:
 
 
 def _advice(code: int, flag: str) -> str:
-    where = flag or "a target"
     if code in _FULL:
-        return f"free space or pass {where} on another disk"
+        return f"free space or pass {flag} on another disk" if flag else "free space"
     if code in (errno.ENOTDIR, errno.EEXIST):
-        return f"move the file or pass another {flag or 'target'}"
-    return f"make it writable or pass a writable {flag or 'target'}"
+        return f"move the file or pass another {flag}" if flag else "move the file"
+    return f"make it writable or pass a writable {flag}" if flag else "make it writable"
 
 
 def storage_error(
