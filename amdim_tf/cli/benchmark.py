@@ -12,13 +12,12 @@ row is reported, not fatal). Figures are medians after warm-up; compare ratios
 measured in one run, since shared machines vary 2-6x between runs.
 """
 
-import json
 import os
 
 from absl import flags
 from ml_collections import config_flags
 
-from amdim_tf import cli, presets
+from amdim_tf import cli, durable, presets
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -170,8 +169,10 @@ def run():
             )
             print(f"| {size} px | {rate:.0f} | {rate / step_pairs:.0f}x |")
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump({"rows": rows, "pipeline": pipeline}, f, indent=1)
+        durable.write_json(
+            _JSON.value, {"rows": rows, "pipeline": pipeline}, indent=1, sort_keys=False,
+            flag="--json",
+        )  # fmt: skip
     if not ok:
         cli.fail("every benchmark row failed (see above)", code=1)
 

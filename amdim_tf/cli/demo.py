@@ -9,14 +9,13 @@ pixels, an untrained encoder of the same shape and the AMDIM-trained encoder
 and exports the encoder as a SavedModel. Re-running resumes/reuses the workdir.
 """
 
-import json
 import os
 import time
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from amdim_tf import cli, presets
+from amdim_tf import cli, durable, presets
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -77,17 +76,17 @@ def _main(argv):
                 model.encoder, export_path, edge_formats, config.data, overwrite=True
             ):
                 print(line)
-        with open(os.path.join(workdir, "demo.json"), "w") as f:
-            json.dump(
-                {
-                    "rows": rows,
-                    "train_seconds": train_s,
-                    "total_seconds": time.time() - t0,
-                    "start": result["start"],
-                },
-                f,
-                indent=1,
-            )
+        durable.write_json(
+            os.path.join(workdir, "demo.json"),
+            {
+                "rows": rows,
+                "train_seconds": train_s,
+                "total_seconds": time.time() - t0,
+                "start": result["start"],
+            },
+            indent=1,
+            sort_keys=False,
+        )
         print(f"\npretraining {train_s:.0f} s ({result['start']}); total {time.time() - t0:.0f} s")
         print(f"TensorBoard: tensorboard --logdir {workdir}")
         print(

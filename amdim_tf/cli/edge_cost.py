@@ -11,13 +11,12 @@ split) with the delta against the SavedModel, and the max difference its export 
 stored.
 """
 
-import json
 import os
 
 from absl import flags, logging
 from ml_collections import config_flags
 
-from amdim_tf import cli
+from amdim_tf import cli, durable
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -65,8 +64,7 @@ def _main(argv):
         rows = edge_cost.cost_report(export_dir, train, test, threads, _REPEATS.value)
         print(edge_cost.format_table(rows))
         if _JSON.value:
-            with open(_JSON.value, "w") as f:
-                json.dump(rows, f, indent=1)
+            durable.write_json(_JSON.value, rows, indent=1, sort_keys=False, flag="--json")
 
     cli.run_main(run)
 

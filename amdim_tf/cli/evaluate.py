@@ -10,12 +10,11 @@ of --encoder). --baselines adds raw pixels and an untrained encoder of the same 
 """
 
 import inspect
-import json
 import os
 
 from absl import flags, logging
 
-from amdim_tf import cli, config_lib
+from amdim_tf import cli, config_lib, durable
 from amdim_tf.use import evaluate
 
 # The library's defaults are the flags' defaults (one place to change them).
@@ -91,10 +90,9 @@ def _main(argv):
         print(evaluate.format_table(rows, _K.value))
         os.makedirs(out_dir, exist_ok=True)
         out = os.path.join(out_dir, "eval.json")
-        tmp = out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"which": _WHICH.value, "k": _K.value, "rows": rows}, f, indent=1)
-        os.replace(tmp, out)
+        durable.write_json(
+            out, {"which": _WHICH.value, "k": _K.value, "rows": rows}, indent=1, sort_keys=False
+        )
         print(f"wrote {out}")
 
     cli.run_main(run)

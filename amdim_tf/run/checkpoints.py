@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import compat
+from amdim_tf import compat, durable
 from amdim_tf.errors import first_line
 
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
@@ -96,10 +96,7 @@ def repair_checkpoint_folder(folder: str) -> None:
     lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in numbers]
     lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
     lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
-    tmp = os.path.join(folder, "checkpoint.tmp")
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(folder, "checkpoint"))
+    durable.write_text(os.path.join(folder, "checkpoint"), "\n".join(lines) + "\n")
 
 
 # What reading a checkpoint cut short (disk full, a killed copy) raises.

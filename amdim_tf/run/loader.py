@@ -63,7 +63,6 @@ import hashlib
 import json
 import os
 import random
-import uuid
 import zipfile
 
 import keras
@@ -71,7 +70,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import config_lib
+from amdim_tf import config_lib, durable
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
 from amdim_tf.errors import first_line
@@ -566,16 +565,7 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False) -> s
 
 
 def save_keras_atomic(model: keras.Model, out: str) -> None:
-    """`model.save(out)` through a temporary file beside `out`, renamed into place, so a
-    killed save never leaves a cut `.keras` file under the real name."""
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    # Named, not mkstemp'd: Keras creates the file, with the umask's permissions.
-    stage = os.path.join(directory, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}.keras")
-    try:
+    """`model.save(out)` through a stage beside `out` (`durable.atomic_path`), so a killed
+    save never leaves a cut `.keras` file under the real name."""
+    with durable.atomic_path(out, f"the Keras model {os.path.basename(out)}") as stage:
         model.save(stage)
-        os.replace(stage, out)
-    except BaseException:
-        if os.path.exists(stage):
-            os.remove(stage)
-        raise

@@ -267,6 +267,15 @@ class PixelEncoder(keras.Model):
         return cls(**config)
 
 
+def class_outputs(probs, class_names) -> dict:
+    """The outputs of a classifier's `classify` (in Python and in the exported signature):
+    {"class_name": string [B], "class_index": int32 [B], "probabilities": [B, K]} for
+    `probs` [B, K], columns in the order of `class_names`."""
+    index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
+    names = tf.gather(tf.constant(list(class_names)), index)  # [B]
+    return {"class_name": names, "class_index": index, "probabilities": probs}
+
+
 @keras.saving.register_keras_serializable(package="amdim_tf")
 class PixelClassifier(keras.Model):
     """A classifier with the pixel contract: raw images in, class probabilities out.
@@ -311,10 +320,7 @@ class PixelClassifier(keras.Model):
     def classify(self, images) -> dict:
         """{"class_name": str [B], "class_index": int [B], "probabilities": [B, K]}
         (inference), the outputs of the exported `classify` signature."""
-        probs = self(images, training=False)
-        index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
-        names = tf.gather(tf.constant(self.class_names), index)  # [B]
-        return {"class_name": names, "class_index": index, "probabilities": probs}
+        return class_outputs(self(images, training=False), self.class_names)
 
     def get_config(self):
         config = super().get_config()

@@ -16,13 +16,14 @@ import ml_collections
 from absl import logging
 
 from amdim_tf import config_lib
+from amdim_tf.durable import append_jsonl, write_json
 from amdim_tf.errors import first_line
 from amdim_tf.run.checkpoints import checkpoint_numbers
-from amdim_tf.run.storage import append_jsonl, make_workdir, write_json_atomic
 from amdim_tf.run.workdir import (
     CONFIG_FILE,
     HISTORY_FILE,
     WorkdirConflictError,
+    make_workdir,
     remove_run_outputs,
 )
 
@@ -191,5 +192,5 @@ def prepare_workdir(
             record = {"step": numbers[-1] if numbers else 0, "time": time.time()}
             record["changes"] = resumed
             append_jsonl(os.path.join(workdir, HISTORY_FILE), record)
-    write_json_atomic(path, new)  # a crash never leaves a half-written config
+    write_json(path, new)  # a crash never leaves a half-written config
     return workdir

@@ -10,7 +10,7 @@ The chief holds the work directory's lock for the whole run, mends what a kill
 left (`workdir.repair_after_kill`), and writes config.json only once the data
 has opened. SIGTERM and a first Ctrl-C checkpoint and stop (exit codes 143 and
 130 in tools/train.py); a second Ctrl-C aborts at once. Disk full, a read-only
-or misplaced work directory become one-line `storage.WorkdirError`s.
+or misplaced work directory become one-line `durable.WorkdirError`s.
 
 Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
 """
@@ -38,8 +38,14 @@ from amdim_tf.run.health import HealthMonitor
 from amdim_tf.run.knn_monitor import KNNMonitor
 from amdim_tf.run.lock import WorkdirLock
 from amdim_tf.run.run_config import prepare_workdir
-from amdim_tf.run.storage import make_workdir, storage_error
-from amdim_tf.run.workdir import BEST_FILE, read_best, repair_after_kill, trim_metrics
+from amdim_tf.run.workdir import (
+    BEST_FILE,
+    make_workdir,
+    read_best,
+    repair_after_kill,
+    trim_metrics,
+    workdir_storage_error,
+)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
@@ -201,7 +207,7 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
         returned = True
         return out
     except (OSError, tf.errors.OpError) as e:
-        error = storage_error(e, workdir) if workdir else None
+        error = workdir_storage_error(e, workdir) if workdir else None
         if error is None:
             raise
         raise error from e

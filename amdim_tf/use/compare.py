@@ -28,11 +28,10 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from amdim_tf import config_lib, presets
+from amdim_tf import config_lib, durable, presets
 from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import loader
 from amdim_tf.run.run_config import prepare_workdir
-from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.run.train import train
 from amdim_tf.run.workdir import METRICS_FILE
 from amdim_tf.use import evaluate
@@ -225,7 +224,7 @@ def _run_method(method, config, config_name, options):
         model, result = train(config, wd, overwrite=options.overwrite)
         state["pretrain_seconds"] = spent + time.time() - t0
         state["encoder_params"] = count_trainable_params(model.encoder)
-        write_json_atomic(state_path, state)
+        durable.write_json(state_path, state)
         if result["status"] == "preempted":
             return None
         encoder, step = model.encoder, int(model.optimizer.iterations.numpy())
@@ -245,7 +244,7 @@ def _run_method(method, config, config_name, options):
         scores = {k: rows[0][k] for k in ("linear_acc", "knn_acc", "n_train", "n_test")}
         state["eval"] = {**key, **scores}
         state["encoder_params"] = count_trainable_params(encoder)
-        write_json_atomic(state_path, state)
+        durable.write_json(state_path, state)
     speeds = _metrics_values(metrics, "perf/images_per_sec")
     return {
         "method": method,
@@ -276,7 +275,7 @@ def _pixel_row(config, options):
             config, {}, pixels=True, max_train=options.max_train, k=options.k
         )
         cached = {"key": key, "row": rows[0]}
-        write_json_atomic(path, cached)
+        durable.write_json(path, cached)
     return {"method": "pixels", **cached["row"]}
 
 
@@ -341,9 +340,8 @@ def compare(options):
     )
     table = format_markdown(rows, budget_line, options.k)
     paths = {ext: os.path.join(options.workdir, f"compare.{ext}") for ext in ("md", "json", "png")}
-    with open(paths["md"], "w") as f:
-        f.write("# Self-supervised methods under one budget\n\n" + table)
-    write_json_atomic(
+    durable.write_text(paths["md"], "# Self-supervised methods under one budget\n\n" + table)
+    durable.write_json(
         paths["json"],
         {
             "budget": {

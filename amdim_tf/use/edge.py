@@ -37,7 +37,7 @@ format (TOLERANCES), or with a non-finite value, is refused with the numbers
 go into the export's amdim_encoder.json under "edge".
 
 A file appears whole or not at all: it is written and checked in a hidden staging
-directory beside it (the rule of `export._staging_dir`), then renamed into place; the
+file beside it (`durable.atomic_path`), then renamed into place; the
 metadata is rewritten atomically after the rename, with the sha256 that says which file
 its numbers belong to.
 
@@ -48,20 +48,18 @@ The converters are optional (`pip install 'amdim-tf[edge]'`); a missing one rais
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf import durable
 from amdim_tf.data import samples
 from amdim_tf.data.pixel_scale import to_unit
 from amdim_tf.errors import first_line
 from amdim_tf.methods import amdim
 from amdim_tf.run import loader
-from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.use import export
 
 FORMATS = ("savedmodel", "litert", "litert_int8", "litert_int8w", "onnx")
@@ -322,23 +320,19 @@ def export_edge(
     results = {}
     for fmt in formats:
         target = os.path.join(export_dir, FILENAMES[fmt])
-        # The one staging rule of exports (a killed export leaves a hidden directory only).
-        stage = export._staging_dir(target)
-        try:
-            staged = os.path.join(stage, FILENAMES[fmt])
+        # Staged beside the target and checked there before it replaces it (a killed
+        # export leaves a hidden stage only, which the next write of the target removes).
+        with durable.atomic_path(target, f"the {fmt} file") as staged:
             if fmt == "onnx":
                 content = _to_onnx(fn, spec, onnx_opset)
                 converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
             else:
-                work = tempfile.mkdtemp(dir=stage)
                 quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
-                content = _to_litert(encoder, fn, spec, work, quantise, representative)
-                shutil.rmtree(work)
+                with durable.scratch_dir(target) as work:
+                    content = _to_litert(encoder, fn, spec, work, quantise, representative)
                 converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
             with open(staged, "wb") as f:
                 f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
             diffs = check_file(staged, export_dir, images, tolerances[fmt], expected)
             results[fmt] = {
                 "file": FILENAMES[fmt],
@@ -351,10 +345,6 @@ def export_edge(
             }
             if fmt == "litert_int8":
                 results[fmt]["representative_images"] = len(representative)
-            os.replace(staged, target)
-            _fsync_dir(export_dir)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
         _record(export_dir, {fmt: results[fmt]})
     return results
 
@@ -401,21 +391,13 @@ def export_edge_for_data(
     return lines
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _record(export_dir, entries):
     """Merges `entries` into amdim_encoder.json's "edge" (atomically rewritten)."""
     path = os.path.join(export_dir, loader.EXPORT_CONFIG_FILE)
     with open(path) as f:
         config = json.load(f)
     config.setdefault("edge", {}).update(entries)
-    write_json_atomic(path, config)
+    durable.write_json(path, config)
 
 
 def edge_files(export_dir: str) -> dict:

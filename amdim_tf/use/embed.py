@@ -46,13 +46,14 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import data as data_lib
+from amdim_tf import durable
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run.features import check_feature_keys
 from amdim_tf.run.neighbours import finite_rows, l2_normalise, topk_cosine
-from amdim_tf.use import report, staging
+from amdim_tf.use import report
 
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
@@ -286,6 +287,7 @@ def embed(
     """
     features = tuple(features)
     loading = time.perf_counter()
+    output = durable.OutputDir(out_dir, SUMMARY_FILE, "an embedding")  # refused before the work
     model = loader.open_encoder(encoder_path, which)
     check_feature_keys(features, model.feature_names, f"the encoder at {encoder_path}")
     start = time.perf_counter()
@@ -297,7 +299,7 @@ def embed(
     if total == 0:
         raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
-    with staging.staged(out_dir, SUMMARY_FILE, "an embedding") as stage:
+    with output.staged() as stage:
         summary = _write_outputs(
             start,
             stage, model, ds, parts, total, class_names, features, batch_size, thumb,

@@ -65,22 +65,27 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import compat, config_lib
+from amdim_tf import compat, config_lib, durable
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, samples
 from amdim_tf.errors import first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
-from amdim_tf.run.pixels import PixelClassifier, assert_pixels_shape, min_image_side, views
+from amdim_tf.run.pixels import (
+    PixelClassifier,
+    assert_pixels_shape,
+    class_outputs,
+    min_image_side,
+    views,
+)
 from amdim_tf.run.run_config import load_run_config
-from amdim_tf.use import evaluate, export, report, staging
+from amdim_tf.use import evaluate, export, report
 from amdim_tf.use.progress import Progress
 
 ARMS = ("frozen", "finetune", "scratch")
@@ -451,21 +456,20 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
     the preset's normalisation) and BatchNorm in inference mode; the K names, in column
     order, are in classifier.json beside it. Staged and renamed into place.
     """
+    output = export.saved_model_output(export_dir, CLASSIFIER_JSON, "a classifier export")
+    return export.write_saved_model(*_classifier_archive(classifier), output)
+
+
+def _classifier_archive(classifier: PixelClassifier):
+    """(the ExportArchive of `export_classifier`, its classifier.json)."""
     size = classifier.image_size
     spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
-    table = tf.constant(list(classifier.class_names))
 
     def classify(images):
         images = assert_pixels_shape(images, size, "classify")
         pixels = views(images, classifier.preset, size, "classify")
         logits = classifier.classifier(pixels, training=False)  # [B, K]
-        probs = tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
-        index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
-        return {
-            "class_name": tf.gather(table, index),  # [B]
-            "class_index": index,
-            "probabilities": probs,
-        }
+        return class_outputs(tf.nn.softmax(tf.cast(logits, tf.float32)), classifier.class_names)
 
     archive = keras.export.ExportArchive()
     archive.track(classifier)
@@ -481,16 +485,7 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
             "[B], probabilities [B,K]"
         },
     }
-    stage = export._staging_dir(export_dir)
-    try:
-        archive.write_out(stage, verbose=False)
-        with open(os.path.join(stage, CLASSIFIER_JSON), "w") as f:
-            json.dump(info, f, indent=1)
-        export._move_into_place(stage, export_dir)  # replaces our earlier output
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return export_dir
+    return archive, info
 
 
 def _summary(rows):
@@ -657,7 +652,7 @@ def run_few_label_evaluation(
     num_train = data_lib.num_examples(source, data.train_split)
     plan = [(b, b.resolve(num_train, names)) for b in budgets]
     plan.sort(key=lambda p: p[1])
-    staging.check(out_dir, RESULT_FILE, WHAT)  # before the work, not after it
+    output = durable.OutputDir(out_dir, RESULT_FILE, WHAT)  # refused before the work
 
     x_test, y_test = _eval_split(source, max_test)
     # One restore of the checkpoint; every fine-tuning run starts from a copy of it.
@@ -741,7 +736,7 @@ def run_few_label_evaluation(
     names_written = {"markdown": "finetune.md", "plot": "finetune.png", "json": RESULT_FILE}
     # The whole out_dir is written in a stage and renamed into place, finetune.json last:
     # a kill leaves the previous evaluation (table, classifier, export) or this one.
-    with staging.staged(out_dir, RESULT_FILE, WHAT) as stage:
+    with output.staged() as stage:
         with open(os.path.join(stage, "finetune.md"), "w") as f:
             f.write(table + "\n")
         plot_accuracy(
@@ -749,8 +744,10 @@ def run_few_label_evaluation(
         )
         if saved:
             classifier = pixel_classifier(saved["model"], names, preset)
-            loader.save_keras_atomic(classifier, os.path.join(stage, "classifier.keras"))
-            export_classifier(classifier, os.path.join(stage, "export", "1"))
+            # Plain writes: the stage is renamed into place whole.
+            classifier.save(os.path.join(stage, "classifier.keras"))
+            archive, info = _classifier_archive(classifier)
+            export.write_archive(archive, os.path.join(stage, "export", "1"), CLASSIFIER_JSON, info)
             names_written.update(keras="classifier.keras", export=os.path.join("export", "1"))
         with open(os.path.join(stage, RESULT_FILE), "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)
