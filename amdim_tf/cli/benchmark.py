@@ -1,12 +1,12 @@
 """Benchmarks the train step on this machine: images/s and GFLOP/s against the device's peak.
 
 Examples (the figures in BUILD.md):
-    python tools/benchmark.py --config=configs/amdim_cifar10.py --batch_sizes=200
-    python tools/benchmark.py --models=tiny,default,large8,large10 --batch_sizes=64,128,256
+    amdim-benchmark --config=configs/amdim_cifar10.py --batch_sizes=200
+    amdim-benchmark --models=tiny,default,large8,large10 --batch_sizes=64,128,256
 On a GPU, unchanged (the peak is then a bf16 matmul on the GPU):
-    python tools/benchmark.py --models=default,large10 --precision=bf16 --jit_compile
+    amdim-benchmark --models=default,large10 --precision=bf16 --jit_compile
 Where the time goes (tf.profiler trace per row, and a table by op type):
-    python tools/benchmark.py --models=parity --batch_sizes=128 --profile_dir=/tmp/prof
+    amdim-benchmark --models=parity --batch_sizes=128 --profile_dir=/tmp/prof
 Each (model, batch) row runs in a fresh process (its own peak memory; an out-of-memory
 row is reported, not fatal). Figures are medians after warm-up; compare ratios
 measured in one run, since shared machines vary 2-6x between runs.
@@ -58,12 +58,6 @@ _PIPELINE = flags.DEFINE_string(
 _PIPELINE_SECONDS = flags.DEFINE_float(
     "pipeline_seconds", 10.0, "Seconds per pipeline measurement."
 )
-
-
-def _main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    cli.run_main(run)
 
 
 def _configs(config, benchmark):
@@ -176,9 +170,7 @@ def run():
         cli.fail("every benchmark row failed (see above)", code=1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-benchmark` command (also `python -m amdim_tf.cli.benchmark`, `python tools/benchmark.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, run, quiet=False)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import ml_collections
 from absl import logging
 
 from amdim_tf import config_lib
-from amdim_tf.errors import first_line
+from amdim_tf.errors import cause
 from amdim_tf.run.checkpoints import checkpoint_numbers
 from amdim_tf.run.storage import append_jsonl, make_workdir, write_json_atomic
 from amdim_tf.run.workdir import (
@@ -116,7 +116,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{path} does not exist: --workdir must be a directory written by tools/train.py"
+            f"{path} does not exist: --workdir must be a directory written by amdim-train"
         )
     with open(path) as f:
         resolved = _with_added_defaults(json.load(f))
@@ -143,7 +143,7 @@ def _read_config_json(path, overwrite):
         if overwrite:
             return None
         raise WorkdirConflictError(
-            f"{path} is not valid JSON ({first_line(e, limit=100)}); restore it, or pass "
+            f"{path} is not valid JSON ({cause(e)}); restore it, or pass "
             "--overwrite to delete this workdir's run and start again."
         ) from None
 

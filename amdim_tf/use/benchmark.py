@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import compat, distribute
+from amdim_tf.errors import UserError
 from amdim_tf.methods import build_encoder
 from amdim_tf.run.build import PRECISIONS, build_model, resolve_precision
 
@@ -48,7 +49,7 @@ PRECISION_ALIASES = {
 def with_model(config, name):
     """A copy of `config` whose encoder has the shape of MODEL_SHAPES[name]."""
     if name not in MODEL_SHAPES:
-        raise ValueError(f"Unknown model {name!r}; available: {sorted(MODEL_SHAPES)}.")
+        raise UserError(f"Unknown model {name!r}; available: {sorted(MODEL_SHAPES)}.")
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.ndf, config.model.n_rkhs, config.model.n_depth = MODEL_SHAPES[name]
     return config
@@ -57,7 +58,7 @@ def with_model(config, name):
 def precision_policy(name):
     """The Keras policy for --precision (fp32/bf16/fp16 or a policy name)."""
     if name not in PRECISION_ALIASES:
-        raise ValueError(f"Unknown precision {name!r}; available: {sorted(PRECISION_ALIASES)}.")
+        raise UserError(f"Unknown precision {name!r}; available: {sorted(PRECISION_ALIASES)}.")
     return PRECISION_ALIASES[name]
 
 
@@ -199,7 +200,7 @@ def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     """
     name = config.distribute
     if name not in ("default", "mirrored"):
-        raise ValueError(
+        raise UserError(
             f"the benchmark runs on one host: config.distribute={name!r} must be "
             "'default' or 'mirrored'."
         )

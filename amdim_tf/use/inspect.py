@@ -43,6 +43,7 @@ import time
 
 import numpy as np
 
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.use import report, search
 
@@ -189,15 +190,15 @@ def inspect_embeddings(
     if isinstance(embed_dirs, (str, os.PathLike)):
         embed_dirs = [embed_dirs]
     if not 1 <= len(embed_dirs) <= 2:
-        raise ValueError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
+        raise UserError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
+        raise UserError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
     start = time.perf_counter()
     indexes = [search.Index.load(d, key) for d in embed_dirs]
     if len(indexes) == 2:
         a, b = indexes
         if a.dim != b.dim or a.summary.get("encoder") != b.summary.get("encoder"):
-            raise ValueError(
+            raise UserError(
                 f"{a.directory} ({a.summary.get('encoder')}, {key} size {a.dim}) and "
                 f"{b.directory} ({b.summary.get('encoder')}, size {b.dim}) come from "
                 "different encoders; embed both splits with the same one."
@@ -207,7 +208,7 @@ def inspect_embeddings(
         names = [f"{names[0]}(a)", f"{names[1]}(b)"]
     for ix, name in zip(indexes, names, strict=True):
         if len(ix) < k + 1:
-            raise ValueError(f"{name} holds {len(ix)} images; k={k} needs at least {k + 1}.")
+            raise UserError(f"{name} holds {len(ix)} images; k={k} needs at least {k + 1}.")
 
     def say(msg):
         if verbose:

@@ -36,6 +36,7 @@ from amdim_tf import config_lib
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, decode
 from amdim_tf.data.sources import folder as folder_lib
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.use import embed, report
@@ -77,7 +78,7 @@ def topk_cosine(queries, refs, k: int, self_offset: int | None = None, block: in
     n = int(refs_t.shape[0])
     extra = 0 if self_offset is None else 1
     if not 0 < k <= n - extra:
-        raise ValueError(f"k={k} neighbours asked of {n} rows; use 1 <= k <= {n - extra}.")
+        raise UserError(f"k={k} neighbours asked of {n} rows; use 1 <= k <= {n - extra}.")
     block = block or max(1, min(4096, _BLOCK_FLOATS // max(n, 1)))
     rows = np.zeros((len(queries), k), np.int64)
     sims = np.zeros((len(queries), k), np.float32)
@@ -103,9 +104,9 @@ def _read_index_tsv(path):
     with open(path, encoding="utf-8", errors="backslashreplace") as f:
         header = f.readline().rstrip("\n")
         if header != "id\tlabel\tclass":
-            raise ValueError(
+            raise UserError(
                 f"{path} starts with {header!r}, not 'id\\tlabel\\tclass'; "
-                "it is not an index.tsv written by tools/embed.py."
+                "it is not an index.tsv written by amdim-embed."
             )
         for line in f:
             line = line.rstrip("\n")
@@ -151,23 +152,23 @@ class Index:
             if not os.path.exists(path):
                 raise FileNotFoundError(
                     f"{path} does not exist; {directory} is not a complete embed output "
-                    f"(write one with tools/embed.py --out={directory})."
+                    f"(write one with amdim-embed --out={directory})."
                 )
         with open(os.path.join(directory, SUMMARY_FILE)) as f:
             summary = json.load(f)
         raw = np.load(npy, mmap_mode="r")
         ids, labels, names = _read_index_tsv(tsv)
         if raw.ndim != 2 or raw.shape[0] != len(ids):
-            raise ValueError(
+            raise UserError(
                 f"{npy} holds {raw.shape[0] if raw.ndim else 0} rows but {tsv} lists "
                 f"{len(ids)} images: a truncated or mixed embedding; embed again with "
-                "tools/embed.py."
+                "amdim-embed."
             )
         recorded = summary.get("features", {}).get(key)
         if recorded is not None and list(recorded) != list(raw.shape):
-            raise ValueError(
+            raise UserError(
                 f"{npy} has shape {list(raw.shape)} but {SUMMARY_FILE} records {recorded}: "
-                "files of two embeddings; embed again with tools/embed.py."
+                "files of two embeddings; embed again with amdim-embed."
             )
         features = np.empty(raw.shape, np.float32)
         for start in range(0, len(raw), 65536):  # the memmap read in bounded pieces
@@ -205,7 +206,7 @@ class Index:
             return self._embedder
         path = encoder or self.summary.get("encoder_path")
         if not path:
-            raise ValueError(
+            raise UserError(
                 f"{self.directory}/{SUMMARY_FILE} does not record the encoder's path (an "
                 "older embed); pass encoder=PATH (--encoder) or query with features."
             )
@@ -214,7 +215,7 @@ class Index:
         probe = model.pooled(zeros, (self.key,))
         dim = int(probe[self.key].shape[-1])
         if dim != self.dim:
-            raise ValueError(
+            raise UserError(
                 f"the encoder at {path} gives {self.key} of size {dim} but the index "
                 f"{self.directory} holds size {self.dim} (embedded with "
                 f"{self.summary.get('encoder', '?')}); query with the index's encoder."
@@ -247,7 +248,7 @@ class Index:
         else:
             features = np.atleast_2d(np.asarray(queries, np.float32))
             if features.shape[1] != self.dim:
-                raise ValueError(
+                raise UserError(
                     f"query features have size {features.shape[1]} but the index "
                     f"{self.directory} holds {self.key} of size {self.dim}; embed the "
                     "queries with the index's encoder."
@@ -321,7 +322,7 @@ def read_query_images(path) -> tuple[list, list]:
             images.append(decode.decode_file(tf.constant(name)).numpy())
         except (tf.errors.OpError, ValueError) as e:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise ValueError(
+            raise UserError(
                 f"cannot decode query image {name} ({reason}); remove or replace it."
             ) from None
     return names, images

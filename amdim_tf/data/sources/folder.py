@@ -46,6 +46,7 @@ from amdim_tf.data.sources.base import (
     split_parts,
     why_undecodable,
 )
+from amdim_tf.errors import UserError
 
 # The held-out split of a folder without split directories (module docstring).
 HOLDOUT_FRACTION = 0.2
@@ -161,7 +162,7 @@ class FolderSource(Source):
             if not d.startswith(".") and os.path.isdir(os.path.join(class_root, d))
         )
         if not classes:
-            raise ValueError(
+            raise UserError(
                 f"{class_root!r} has no class sub-directories; the folder source expects "
                 "data.path/class_x/*.jpg (or data.path/<split>/class_x/*.jpg)."
             )
@@ -236,7 +237,7 @@ class FolderSource(Source):
             keep = [i for i, f in enumerate(listed) if f in good]
             files, labels = [listed[i] for i in keep], [listed_labels[i] for i in keep]
         if not files:
-            raise ValueError(f"No decodable image files for split {part!r} of the folder source.")
+            raise UserError(f"No decodable image files for split {part!r} of the folder source.")
         return _Scan(files, np.array(labels, np.int32), [os.fsdecode(p) for p in bad], names)
 
     def examples(self, part: str) -> Examples:
