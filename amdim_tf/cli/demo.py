@@ -9,10 +9,6 @@ pixels, an untrained encoder of the same shape and the AMDIM-trained encoder
 and exports the encoder as a SavedModel. Re-running resumes/reuses the workdir.
 """
 
-import json
-import os
-import time
-
 from absl import flags
 from ml_collections import config_flags
 
@@ -38,57 +34,18 @@ _OVERWRITE = flags.DEFINE_bool(
 
 def _run():
     cli.check_name_lengths("workdir", _WORKDIR.value)
-
-    from amdim_tf.data import augment
-    from amdim_tf.run.loader import untrained_encoder
-    from amdim_tf.run.train import train
-    from amdim_tf.use import edge, evaluate
-    from amdim_tf.use.export import export_encoder
+    from amdim_tf.use import demo, edge
 
     formats = edge.parse_formats(_FORMAT.value)
     config = cli.load_config_flag(_CONFIG)
-    workdir = _WORKDIR.value
-    t0 = time.time()
-    model, result = train(config, workdir, overwrite=_OVERWRITE.value)
-    train_s = time.time() - t0
-    encoders = {
-        "AMDIM-trained encoder": model.encoder,
-        "untrained encoder, same shape": untrained_encoder(config, seed=config.seed + 1),
-    }
-    rows = evaluate.evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20)
-    print()
+    summary = demo.run_demo(config, _WORKDIR.value, formats, overwrite=_OVERWRITE.value)
     print(
-        f"Frozen-encoder evaluation on {config.data.name} "
-        f"({rows[0]['n_train']} train / {rows[0]['n_test']} test images):"
+        f"\npretraining {summary['train_seconds']:.0f} s ({summary['start']}); "
+        f"total {summary['total_seconds']:.0f} s"
     )
-    print(evaluate.format_table(rows))
-    # TF Serving layout: BASE/VERSION; re-running the demo replaces version 1.
-    export_path = os.path.join(workdir, "export", "1")
-    preset = augment.preset_for(config.data.augment, config.data.image_size)
-    export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
-    edge_formats = [f for f in formats if f != "savedmodel"]
-    if edge_formats:  # beside the SavedModel, each checked against it
-        for line in edge.export_edge_for_data(
-            model.encoder, export_path, edge_formats, config.data, overwrite=True
-        ):
-            print(line)
-    with open(os.path.join(workdir, "demo.json"), "w") as f:
-        json.dump(
-            {
-                "rows": rows,
-                "train_seconds": train_s,
-                "total_seconds": time.time() - t0,
-                "start": result["start"],
-            },
-            f,
-            indent=1,
-        )
-    print(f"\npretraining {train_s:.0f} s ({result['start']}); total {time.time() - t0:.0f} s")
-    print(f"TensorBoard: tensorboard --logdir {workdir}")
-    print(
-        f"SavedModel: {export_path} (serving_default takes uint8 images "
-        f"[B, {config.model.image_size}, {config.model.image_size}, 3])"
-    )
+    print(f"TensorBoard: tensorboard --logdir {_WORKDIR.value}")
+    # The SavedModel resizes: any image size works, not only the encoder's.
+    print(f"SavedModel: {summary['export']} (serving_default takes uint8 images [B, H, W, 3])")
 
 
 main = cli.command(__name__, _run)

@@ -219,3 +219,39 @@ def test_in_a_checkout_the_shared_copy_is_found_from_any_directory(tmp_path, mon
     assert amdim_cifar10_cpu.get_config().data.path == "../shared/data/cifar10/cifar10-jpeg.npz"
     monkeypatch.chdir(data)
     assert os.path.isfile(amdim_cifar10_cpu.get_config().data.path)
+
+
+# -- the commands are flags in, one library call out ----------------------------------
+
+
+def _fake_row(config, batch_size, steps, warmup, profile_dir):
+    if batch_size == 3:
+        return {"batch": batch_size, "error": "OOM"}
+    return {
+        "batch": batch_size,
+        "images_per_sec": 10.0,
+        "step_seconds": 0.2,
+        "gflops_per_sec": 1.0,
+        "peak_gflops": 2.0,
+        "device": "CPU",
+        "peak_dtype": "float32",
+        "fraction_of_peak": 0.5,
+        "peak_memory_gib": 0.1,
+    }
+
+
+def test_benchmark_tables_come_from_the_library(tmp_path, monkeypatch):
+    import json
+
+    from amdim_tf.use import benchmark
+
+    monkeypatch.setattr(benchmark, "measure_isolated", _fake_row)
+    proc = run_command(
+        "benchmark", f"--config={ROOT}/{TINY}", "--batch_sizes=2,3", "--json=b.json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| 2 | 10.0 | 0.200 |" in proc.stdout and "| 3 | failed: OOM |" in proc.stdout
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [r["batch"] for r in rows] == [2, 3] and rows[1]["error"] == "OOM"
+    failed = run_command("benchmark", f"--config={ROOT}/{TINY}", "--batch_sizes=3", cwd=tmp_path)
+    assert failed.returncode == 1 and one_error_line(failed).startswith("error: every benchmark")
