@@ -16,7 +16,7 @@ import ml_collections
 from absl import logging
 
 from amdim_tf import config_lib
-from amdim_tf.errors import cause
+from amdim_tf.errors import UserError, cause
 from amdim_tf.run.checkpoints import checkpoint_numbers
 from amdim_tf.run.storage import append_jsonl, make_workdir, write_json_atomic
 from amdim_tf.run.workdir import (
@@ -118,8 +118,14 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         raise FileNotFoundError(
             f"{path} does not exist: --workdir must be a directory written by amdim-train"
         )
-    with open(path) as f:
-        resolved = _with_added_defaults(json.load(f))
+    try:
+        with open(path) as f:
+            resolved = _with_added_defaults(json.load(f))
+    except (ValueError, UnicodeDecodeError) as e:  # a garbled file: the user restores it
+        raise UserError(
+            f"{path} is not valid JSON ({cause(e)}); restore it from a copy, or train "
+            "again in a new --workdir."
+        ) from None
     return ml_collections.ConfigDict(_merged(config_lib.base_config().to_dict(), resolved))
 
 

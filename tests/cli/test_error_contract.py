@@ -255,3 +255,11 @@ def test_benchmark_tables_come_from_the_library(tmp_path, monkeypatch):
     assert [r["batch"] for r in rows] == [2, 3] and rows[1]["error"] == "OOM"
     failed = run_command("benchmark", f"--config={ROOT}/{TINY}", "--batch_sizes=3", cwd=tmp_path)
     assert failed.returncode == 1 and one_error_line(failed).startswith("error: every benchmark")
+
+
+def test_a_garbled_run_config_is_one_line(tmp_path):
+    # A ValueError from json was one line only because every ValueError was.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{garbled")
+    proc = run_command("evaluate", f"--encoder={tmp_path / 'run'}", cwd=tmp_path)
+    assert "config.json is not valid JSON (" in one_error_line(proc)
