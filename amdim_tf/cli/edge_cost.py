@@ -11,7 +11,6 @@ split) with the delta against the SavedModel, and the max difference its export 
 stored.
 """
 
-import json
 import os
 
 from absl import flags
@@ -46,13 +45,17 @@ def _run():
     config_given = flags.FLAGS["config"].present
     if not (workdir or (config_given and _EXPORT.value)):
         cli.fail("pass --workdir=DIR, or --export=DIR --config=configs/<preset>.py.")
+    threads = [int(n) for n in _THREADS.value if n.strip().isdigit()]
+    shown = ",".join(_THREADS.value)
+    ok = len(threads) == len(_THREADS.value) and threads and min(threads) >= 1
+    cli.check_flag("threads", shown, bool(ok), "integers >= 1, e.g. 1,2")
 
     from amdim_tf.run.run_config import load_run_config
+    from amdim_tf.run.storage import write_json_atomic
     from amdim_tf.use import edge, edge_cost
 
     config = cli.load_config_flag(_CONFIG) if config_given else None
     config = config or load_run_config(workdir)
-    threads = [int(n) for n in _THREADS.value]
     export_dir = _EXPORT.value or os.path.join(workdir, "export")
     data = config.data
     train = edge.labelled_pixels(data, data.train_split, _MAX_TRAIN.value, seed=0)
@@ -60,8 +63,7 @@ def _run():
     rows = edge_cost.cost_report(export_dir, train, test, threads, _REPEATS.value)
     print(edge_cost.format_table(rows))
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json_atomic(_JSON.value, rows)
 
 
 main = cli.command(__name__, _run)

@@ -263,3 +263,9 @@ def test_a_garbled_run_config_is_one_line(tmp_path):
     (tmp_path / "run" / "config.json").write_text("{garbled")
     proc = run_command("evaluate", f"--encoder={tmp_path / 'run'}", cwd=tmp_path)
     assert "config.json is not valid JSON (" in one_error_line(proc)
+
+
+def test_edge_cost_threads_are_checked(tmp_path):
+    # int() of the flag was a ValueError, one line only through the old catch-all.
+    proc = run_command("edge_cost", "--workdir=run", "--threads=1,abc", cwd=tmp_path)
+    assert "--threads=1,abc is not allowed; expected integers >= 1" in one_error_line(proc)
