@@ -22,12 +22,13 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf.durable import append_jsonl, write_json
+from amdim_tf.errors import UserError
 from amdim_tf.run.workdir import METRICS_FILE, read_best
 
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 

@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf import compat, durable
-from amdim_tf.errors import first_line
+from amdim_tf.errors import UserError, cause
 
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 # A mixed_float16 run wraps its optimizer in a LossScaleOptimizer, which nests the
@@ -119,7 +119,7 @@ def newest_readable(folder: str, read=_read_every_tensor):
         try:
             read(path)
         except _UNREADABLE as e:
-            why = first_line(e, limit=200)
+            why = cause(e)
             logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, why)
             continue
         return path
@@ -130,12 +130,12 @@ def checkpoint_path(workdir: str, which: str = "latest") -> str:
     """The newest readable checkpoint of `workdir` ("latest" or "best"); a truncated newer
     one is skipped with a warning, as training's resume does."""
     if which not in ("latest", "best"):
-        raise ValueError(f"which={which!r}; expected 'latest' or 'best'.")
+        raise UserError(f"which={which!r}; expected 'latest' or 'best'.")
     folder = os.path.join(workdir, "checkpoints" if which == "latest" else "best")
     candidates = checkpoint_candidates(folder)
     if not candidates:
         raise FileNotFoundError(
-            f"no checkpoint in {folder}; train first (tools/train.py "
+            f"no checkpoint in {folder}; train first (amdim-train "
             f"--workdir={workdir}) or pick --which=latest."
         )
     path = newest_readable(folder)
@@ -170,7 +170,7 @@ def restore_parts(path: str, **parts) -> None:
     status.assert_existing_objects_matched()
     missing = [v.path for v in variables if bool(tf.reduce_all(tf.math.is_nan(v)))]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"checkpoint {path} holds no value for {len(missing)} variables of "
             f"{'/'.join(parts)} (e.g. {missing[0]}); it was written by a different "
             "architecture or code version. Read it with the config and code that trained it."

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import to_unit
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run.features import check_feature_keys
 
@@ -56,14 +57,14 @@ def check_pixels_shape(shape, image_size: int, what: str) -> None:
     shape = tuple(shape)
     least = min_image_side(image_size)
     if len(shape) != 4 or shape[3] not in (None, 3):
-        raise ValueError(
+        raise UserError(
             f"{what} takes a batch of RGB images [B, H, W, 3] (pixels 0..255), received "
             f"{_shown(shape)}; add the batch axis and drop an alpha channel (or convert "
             "grey to RGB) first."
         )
     small = [d for d in shape[1:3] if d is not None and d < least]
     if small:
-        raise ValueError(
+        raise UserError(
             f"{what} takes images of at least {least}x{least} px (its side "
             f"{image_size} px / 4), received {_shown(shape)}; use larger images."
         )
@@ -102,7 +103,7 @@ def _refuse_unit_floats(images, what):
     unit = tf.logical_and(top > 0.0, top <= 1.0)
     if isinstance(images, tf.Tensor) and hasattr(images, "numpy"):  # eager: a plain error
         if bool(unit):
-            raise ValueError(f"{message}; largest value {float(top):.4g}.")
+            raise UserError(f"{message}; largest value {float(top):.4g}.")
         return images
     check = tf.debugging.Assert(tf.logical_not(unit), [message + "; largest value", top])
     with tf.control_dependencies([check]):
@@ -133,7 +134,7 @@ def views(images, preset: str, image_size: int, what: str = "the encoder"):
     images = tf.convert_to_tensor(images)
     check_pixels_shape(images.shape, image_size, what)
     if not (images.dtype.is_integer or images.dtype.is_floating):
-        raise ValueError(
+        raise UserError(
             f"{what} takes pixels 0..255 as uint8 or float, received dtype "
             f"{images.dtype.name}; cast the images first."
         )
@@ -195,7 +196,7 @@ class PixelEncoder(keras.Model):
         super().__init__(**kwargs)
         preset = augment.preset_for(preset, encoder.image_size)
         if preset not in augment.PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS}.")
+            raise UserError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS}.")
         features = tuple(features)
         if GLOBAL not in features:
             features = (GLOBAL, *features)
@@ -299,7 +300,7 @@ class PixelClassifier(keras.Model):
         self.class_names = tuple(str(n) for n in class_names)
         k = int(classifier.output_shape[-1])
         if len(self.class_names) != k:
-            raise ValueError(
+            raise UserError(
                 f"class_names has {len(self.class_names)} names but the classifier has {k} "
                 "outputs; pass one name per class, in label order."
             )

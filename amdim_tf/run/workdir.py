@@ -22,6 +22,7 @@ import shutil
 from absl import logging
 
 from amdim_tf.durable import WorkdirError, repair_jsonl_tail, storage_error, write_bytes
+from amdim_tf.errors import UserError
 from amdim_tf.run.checkpoints import repair_checkpoint_folder
 
 CONFIG_FILE = "config.json"
@@ -35,7 +36,7 @@ RUN_OUTPUTS = ("checkpoints", "best", "train", "validation", METRICS_FILE, BEST_
 EVENTS_GLOB = "events.out.tfevents.*"
 
 
-class WorkdirConflictError(ValueError):
+class WorkdirConflictError(UserError):
     """The work directory holds a different run, or another process is training in it."""
 
 

@@ -1,4 +1,4 @@
-"""Several self-supervised methods under one budget: the library behind tools/compare.py.
+"""Several self-supervised methods under one budget: the library behind amdim-compare.
 
 Owns what makes the comparison fair and resumable:
 - each method's config, derived from its preset (`METHODS`, amdim_tf.presets): the same
@@ -29,6 +29,7 @@ from collections.abc import Mapping
 import tensorflow as tf
 
 from amdim_tf import config_lib, durable, presets
+from amdim_tf.errors import UserError
 from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import loader
 from amdim_tf.run.run_config import prepare_workdir
@@ -45,7 +46,7 @@ METHODS = {
     "cpc": ("CPC", "cpc"),
 }
 # Encoders of one size class (~5M parameters) where the configs allow it; see
-# tools/compare.py for the sizes.
+# amdim-compare for the sizes.
 DEFAULT_VARIANTS = {"amdim": "parity", "dim_local": "", "dim_global": "", "cpc": ""}
 STATE_FILE = "compare_state.json"
 PIXELS_FILE = "pixels.json"
@@ -95,17 +96,17 @@ class CompareOptions:
         # The messages name the tool's flags, which carry the same names as these fields.
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(
+            raise UserError(
                 f"--methods={','.join(self.methods)}: unknown {unknown}; choose from "
                 f"{','.join(METHODS)}"
             )
         unknown = [m for m in self.variants if m not in METHODS]
         if unknown:
-            raise ValueError(f"variants of unknown methods {unknown}; choose from {list(METHODS)}")
+            raise UserError(f"variants of unknown methods {unknown}; choose from {list(METHODS)}")
         if self.seconds <= 0 and self.steps <= 0:
-            raise ValueError("--seconds=0 and --steps=0 leave no budget; set one of them.")
+            raise UserError("--seconds=0 and --steps=0 leave no budget; set one of them.")
         if self.eval_every <= 0:
-            raise ValueError(f"--eval_every={self.eval_every} must be positive.")
+            raise UserError(f"--eval_every={self.eval_every} must be positive.")
         for item in self.overrides:
             method_override(item)  # syntax and method names now, keys once configs are loaded
 
@@ -120,11 +121,11 @@ def method_override(item):
     if not colon or "=" in target:  # a ":" inside the value addresses no method
         target, rest = None, item
     elif target not in METHODS:
-        raise ValueError(f"--set={item!r}: {target!r} is not a method of {list(METHODS)}")
+        raise UserError(f"--set={item!r}: {target!r} is not a method of {list(METHODS)}")
     try:
         config_lib.parse_override(rest)
     except ValueError as e:
-        raise ValueError(f"--set={item!r}: {e}") from None
+        raise UserError(f"--set={item!r}: {e}") from None
     return target, rest
 
 
@@ -141,7 +142,7 @@ def set_overrides(config, method, overrides):
         try:
             config_lib.apply_overrides(config, [override], what=f"the {method} config")
         except ValueError as e:
-            raise ValueError(f"--set={item!r}: {e}") from None
+            raise UserError(f"--set={item!r}: {e}") from None
     return config
 
 
@@ -304,7 +305,7 @@ def compare(options):
 
     Returns a dict with "status": "completed" or "preempted". Preemption is a
     status, not an exit: the library never ends the process, and the tool maps it
-    to train.PREEMPTED_EXIT_CODE as tools/train.py does with `train`'s status.
+    to train.PREEMPTED_EXIT_CODE as amdim-train does with `train`'s status.
     Completed: "rows" (one per method, then raw pixels), "table" (the markdown of
     compare.md without its title) and "paths" {"md", "json", "png"}. Preempted:
     "preempted" (the label of the method that was stopped) and the "rows" before it.

@@ -57,7 +57,7 @@ import tensorflow as tf
 from amdim_tf import durable
 from amdim_tf.data import samples
 from amdim_tf.data.pixel_scale import to_unit
-from amdim_tf.errors import first_line
+from amdim_tf.errors import OutputExistsError, UserError, first_line
 from amdim_tf.methods import amdim
 from amdim_tf.run import loader
 from amdim_tf.use import export
@@ -85,11 +85,11 @@ _PACKAGES = {
 }
 
 
-class MissingConverterError(ImportError, ValueError):
+class MissingConverterError(UserError, ImportError):
     """An optional converter or runtime is not installed (the message names the package)."""
 
 
-class EdgeCheckError(ValueError):
+class EdgeCheckError(UserError):
     """A converted file's outputs differ from the SavedModel's by more than the tolerance."""
 
 
@@ -113,7 +113,7 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
     names = [f for f in names if f]
     bad = [f for f in names if f not in FORMATS]
     if bad or not names:
-        raise ValueError(
+        raise UserError(
             f"format {','.join(bad) or repr(formats)} is unknown; use one or more of "
             f"{','.join(FORMATS)}, comma separated."
         )
@@ -192,7 +192,7 @@ def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], 
         return lambda images: dict(
             zip(names, session.run(None, {"images": np.asarray(images, np.uint8)}), strict=True)
         )
-    raise ValueError(f"{path} is neither a .tflite nor an .onnx file.")
+    raise UserError(f"{path} is neither a .tflite nor an .onnx file.")
 
 
 def run_batched(run: Callable, images: np.ndarray, batch: int = 64) -> dict:
@@ -284,7 +284,7 @@ def export_edge(
     export_dir = loader.resolve_export_dir(export_dir)
     features = list(features)
     if "r1" not in features or any(k not in config["outputs"] for k in features):
-        raise ValueError(
+        raise UserError(
             f"features {','.join(features)}: use r1 plus any of "
             f"{','.join(k for k in config['outputs'] if k in FEATURES and k != 'r1')} "
             "(the SavedModel's outputs)."
@@ -292,12 +292,12 @@ def export_edge(
     images = np.asarray(images)
     size = config["image_size"]
     if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or not len(images):
-        raise ValueError(
+        raise UserError(
             f"check images are {images.dtype} {list(images.shape)}; pass uint8 "
             f"[N, {size}, {size}, 3] raw pixels with N > 0."
         )
     if "litert_int8" in formats and (representative is None or not len(representative)):
-        raise ValueError(
+        raise UserError(
             "litert_int8 needs representative images (uint8 [M, S, S, 3] from the "
             "training source) to calibrate its int8 ranges."
         )
@@ -311,7 +311,7 @@ def export_edge(
     for fmt in formats:
         target = os.path.join(export_dir, FILENAMES[fmt])
         if os.path.exists(target) and not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{target} already exists; pass overwrite=True (--overwrite) to replace it."
             )
 
@@ -375,7 +375,7 @@ def export_edge_for_data(
             features=features, overwrite=overwrite,
         )  # fmt: skip
     except FileExistsError as e:  # a user error: one line, as for the SavedModel
-        raise ValueError(str(e)) from None
+        raise UserError(str(e)) from None
     lines = []
     for fmt, meta in results.items():
         check = meta["check"]

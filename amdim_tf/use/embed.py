@@ -5,7 +5,7 @@
 reads the images of `split` from any source the trainer reads (`data` is a config's
 `data` section: an image folder (unlabelled, or classes with data.labels=folders), npz, TFRecord,
 TFDS), encodes them with a trained encoder (anything `loader.open_encoder` opens: a work
-directory, a SavedModel export of tools/export.py, or a `.keras` file of
+directory, a SavedModel export of amdim-export, or a `.keras` file of
 `loader.save_encoder`) in inference mode, and writes to `out_dir`:
 
     r1.npy            float32 [N, D] (and r5.npy / r7.npy, average-pooled, on request)
@@ -49,6 +49,7 @@ from amdim_tf import data as data_lib
 from amdim_tf import durable
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run.features import check_feature_keys
@@ -297,7 +298,7 @@ def embed(
     ds, parts = _stream(source, split, model.preset, thumb)
     total = sum(p.count for p in parts)
     if total == 0:
-        raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
+        raise UserError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
     with output.staged() as stage:
         summary = _write_outputs(

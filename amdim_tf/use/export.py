@@ -21,7 +21,7 @@ rank is rejected at call time with a message naming the expected shape (the sign
 spec, plus an in-graph check for the concrete signatures that TF Serving runs).
 
 Layout (TensorFlow Serving wants numbered version directories under a base path;
-`tools/export.py --out=BASE` writes BASE/1/):
+`amdim-export --out=BASE` writes BASE/1/):
 
     export_dir/saved_model.pb, variables/, fingerprint.pb   the SavedModel
     export_dir/amdim_encoder.json                           image_size, ndf, n_rkhs, ...
@@ -53,6 +53,7 @@ import tensorflow as tf
 
 from amdim_tf import durable
 from amdim_tf.data import augment
+from amdim_tf.errors import OutputExistsError, UserError
 from amdim_tf.methods import amdim
 from amdim_tf.methods.features import GLOBAL
 
@@ -117,17 +118,15 @@ def export_encoder(
     trained_size = getattr(encoder, "image_size", None)
     image_size = image_size or trained_size
     if image_size is None:
-        raise ValueError(
-            "export_encoder needs image_size: the encoder has no image_size attribute."
-        )
+        raise UserError("export_encoder needs image_size: the encoder has no image_size attribute.")
     if trained_size is not None and image_size != trained_size:
-        raise ValueError(
+        raise UserError(
             f"image_size={image_size} differs from the encoder's image_size="
             f"{trained_size}; export at the size the encoder was built for."
         )
     preset = augment.preset_for(preset, image_size)
     if preset not in augment.PRESETS:
-        raise ValueError(
+        raise UserError(
             f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
             "(leave it empty to use the training preset for the image size)."
         )
@@ -137,7 +136,7 @@ def export_encoder(
         what = "already exists and is not empty"
         if missing:
             what = f"holds an incomplete export (missing {', '.join(missing)})"
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{export_dir} {what}; pick a new version directory or pass overwrite=True "
             "(--overwrite) to replace it."
         )
@@ -147,7 +146,7 @@ def export_encoder(
         encoder.build(tuple(spec_shape))
     probe = encoder(tf.zeros([1, image_size, image_size, 3]), training=False)
     if GLOBAL not in probe:
-        raise ValueError(
+        raise UserError(
             f"{type(encoder).__name__} returns {sorted(probe)}, no {GLOBAL!r}; "
             f"export_encoder needs the global feature {GLOBAL!r} [B, 1, 1, D]."
         )
@@ -155,7 +154,7 @@ def export_encoder(
         features = [k for k in FEATURES if k in probe]
     missing = [k for k in features if k not in probe]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"features {missing} are not outputs of {type(encoder).__name__}; "
             f"available: {sorted(probe)}."
         )

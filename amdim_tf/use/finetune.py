@@ -74,7 +74,7 @@ import tensorflow as tf
 from amdim_tf import compat, config_lib, durable
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, samples
-from amdim_tf.errors import first_line
+from amdim_tf.errors import UserError, first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
 from amdim_tf.run.pixels import (
@@ -118,20 +118,20 @@ class Recipe:
         object.__setattr__(self, "candidates", tuple(tuple(c) for c in self.candidates))
         for bn, multiplier in self.candidates:
             if bn not in BN_MODES or not multiplier >= 0:
-                raise ValueError(
+                raise UserError(
                     f"candidate ({bn!r}, {multiplier!r}): expected a BatchNorm mode of "
                     f"{BN_MODES} and a backbone learning-rate multiplier >= 0."
                 )
         if not self.candidates:
-            raise ValueError("Recipe needs at least one fine-tuning candidate.")
+            raise UserError("Recipe needs at least one fine-tuning candidate.")
         if self.batch_size < 1 or self.min_steps < 1 or 0 < self.max_steps < self.min_steps:
-            raise ValueError(
+            raise UserError(
                 f"Recipe needs batch_size >= 1, min_steps >= 1 and max_steps 0 (no cap) or "
                 f">= min_steps, received batch_size={self.batch_size}, "
                 f"min_steps={self.min_steps}, max_steps={self.max_steps}."
             )
         if not 0.0 < self.val_fraction < 1.0 or self.evals < 1:
-            raise ValueError(
+            raise UserError(
                 f"Recipe needs 0 < val_fraction < 1 and evals >= 1, received "
                 f"val_fraction={self.val_fraction}, evals={self.evals}."
             )
@@ -149,7 +149,7 @@ def parse_candidates(items) -> tuple:
         try:
             out.append((bn.strip(), float(multiplier)))
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"candidate {item!r}: expected BN:MULTIPLIER, e.g. frozen:0.1 or train:1."
             ) from None
     return tuple(out)
@@ -164,12 +164,12 @@ class Budget:
 
     def __post_init__(self):
         if bool(self.fraction) == bool(self.per_class):
-            raise ValueError(
+            raise UserError(
                 f"A label budget is a fraction or a per-class count, received "
                 f"fraction={self.fraction!r}, per_class={self.per_class!r}."
             )
         if not 0.0 <= self.fraction <= 1.0 or self.per_class < 0:
-            raise ValueError(
+            raise UserError(
                 f"Label fractions lie in (0, 1] and per-class counts are positive; received "
                 f"fraction={self.fraction!r}, per_class={self.per_class!r}."
             )
@@ -186,7 +186,7 @@ class Budget:
         per_class = images // len(names)
         if per_class < 1:
             need = len(names) / num_train
-            raise ValueError(
+            raise UserError(
                 f"label budget {self.name} of {num_train:,} train images is {images} "
                 f"image(s), fewer than one per class: class 0 ({names[0]!r}) and "
                 f"{len(names) - 1} others would have no example. Use a fraction of at "
@@ -195,12 +195,24 @@ class Budget:
         return per_class
 
 
+def _numbers(name, values, kind, example) -> list:
+    """`values` as numbers of `kind`; a UserError naming the flag `name` otherwise."""
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError):
+        shown = ",".join(map(str, values))
+        raise UserError(
+            f"--{name}={shown} is not allowed; expected {kind.__name__}s, e.g. {example}."
+        ) from None
+
+
 def parse_budgets(fractions=(), per_class=()) -> list:
-    """Budgets from fractions (0.01 = 1%) and per-class counts, smallest first."""
-    budgets = [Budget(fraction=float(f)) for f in fractions]
-    budgets += [Budget(per_class=int(n)) for n in per_class]
+    """Budgets from fractions (0.01 = 1%) and per-class counts (the --fractions and
+    --per_class flags of amdim-finetune), smallest first."""
+    budgets = [Budget(fraction=f) for f in _numbers("fractions", fractions, float, "0.01,0.1")]
+    budgets += [Budget(per_class=n) for n in _numbers("per_class", per_class, int, "10,50")]
     if not budgets:
-        raise ValueError("No label budget given; pass fractions (e.g. 0.01,0.1) or per_class.")
+        raise UserError("No label budget given; pass fractions (e.g. 0.01,0.1) or per_class.")
     return budgets
 
 
@@ -247,13 +259,13 @@ def labelled_subset(data, per_class, seed, names):
             source, split, per_class * len(names), seed, balanced=True, batch=500
         )
     except ValueError as e:
-        raise ValueError(
+        raise UserError(
             f"few-label evaluation needs labelled images in split {split!r} of "
             f"data.source={data.source!r} (class sub-directories, or labels other than -1): "
             f"{first_line(e)}"
         ) from e
     if not len(y):
-        raise ValueError(
+        raise UserError(
             f"split {split!r} of data.source={data.source!r} has no labelled images (every "
             "label is -1); few-label evaluation needs class labels."
         )
@@ -261,7 +273,7 @@ def labelled_subset(data, per_class, seed, names):
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         c = int(empty[0])
-        raise ValueError(
+        raise UserError(
             f"class {c} ({names[c]!r}) has no labelled example in split {split!r} of "
             f"data.source={data.source!r}, so no classifier can learn it; add images of it "
             "or evaluate on data whose classes all have labels."
@@ -274,7 +286,7 @@ def _eval_split(data, max_examples):
     seed = 0 if max_examples else None
     x, y = samples.eval_views(source, data.eval_split, max_examples, seed, batch=500)
     if not len(y):
-        raise ValueError(f"eval split {data.eval_split!r} has no labelled images.")
+        raise UserError(f"eval split {data.eval_split!r} has no labelled images.")
     return x, y
 
 
@@ -623,7 +635,7 @@ def run_few_label_evaluation(
     """Frozen / fine-tuned / scratch test accuracy of a run's encoder at several label budgets.
 
     Args:
-        workdir: a directory written by tools/train.py (read only).
+        workdir: a directory written by amdim-train (read only).
         out_dir: where finetune.{md,json,png}, classifier.keras and export/1 are written
             (the fine-tuned classifier of the largest budget and first seed).
         budgets: `Budget`s (parse_budgets).
@@ -641,7 +653,7 @@ def run_few_label_evaluation(
     """
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
-        raise ValueError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
+        raise UserError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
     run_config = load_run_config(workdir)
     config = config_lib.with_data_overrides(run_config, data_overrides)
     data = config.data

@@ -49,6 +49,7 @@ import time
 import numpy as np
 
 from amdim_tf import durable
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import neighbours
 from amdim_tf.use import report, search
@@ -184,16 +185,16 @@ def inspect_embeddings(
     if isinstance(embed_dirs, (str, os.PathLike)):
         embed_dirs = [embed_dirs]
     if not 1 <= len(embed_dirs) <= 2:
-        raise ValueError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
+        raise UserError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
+        raise UserError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
     output = durable.OutputDir(out_dir, "report.json", "an inspection report")
     start = time.perf_counter()
     indexes = [search.Index.load(d, key) for d in embed_dirs]
     if len(indexes) == 2:
         a, b = indexes
         if a.dim != b.dim or not search.same_encoder(a, b):
-            raise ValueError(
+            raise UserError(
                 f"{a.directory} ({a.summary.get('encoder')}, {key} size {a.dim}) and "
                 f"{b.directory} ({b.summary.get('encoder')}, size {b.dim}) come from "
                 "different encoders; embed both splits with the same one."
@@ -211,7 +212,7 @@ def inspect_embeddings(
     ]
     for rows, name in zip(kept, names, strict=True):
         if len(rows) < k + 1:
-            raise ValueError(
+            raise UserError(
                 f"{name} holds {len(rows)} images with finite features; k={k} needs at "
                 f"least {k + 1}."
             )

@@ -5,7 +5,7 @@ results, inspection's findings); names are drawn as plain text (a `$` in a file 
 name is not matplotlib mathtext) and an image that could not be read back is an empty,
 titled cell.
 
-Used by tools/compare.py (one curve per method) and tools/plot_run.py (the
+Used by amdim-compare (one curve per method) and amdim-plot-run (the
 README curve of one run). Wall time is *active* time: a run that was stopped
 and resumed later leaves a gap between two consecutive records, and a gap
 longer than `MAX_GAP_SECONDS` (5 minutes) is removed, so the x axis is the sum
