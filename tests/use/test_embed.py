@@ -63,7 +63,9 @@ def test_features_are_the_frozen_evaluation_features_and_every_output_is_written
 def test_export_and_keras_file_give_the_workdir_features(tiny_run, tmp_path):
     config = load_run_config(tiny_run)
     base = str(tmp_path / "export")
-    export.export_encoder(backbone.load_encoder(tiny_run), os.path.join(base, "1"))
+    export.export_encoder(
+        backbone.load_encoder(tiny_run, include_preprocessing=False), os.path.join(base, "1")
+    )
     keras_file = backbone.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
     features, fingerprints = {}, {}
     for name, path in (("workdir", tiny_run), ("export", base), ("keras", keras_file)):
