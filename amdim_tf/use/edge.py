@@ -7,9 +7,14 @@ Beside a SavedModel version written by `export.export_encoder`, this module writ
     export_dir/encoder_int8w.tflite  "litert_int8w" LiteRT, int8 weights, float activations
     export_dir/encoder.onnx          "onnx"         ONNX (tf2onnx, opset ONNX_OPSET)
 
-each with the input contract of the SavedModel's `serving_default` (`images`: uint8
-[B, S, S, 3], raw pixels 0..255; the training normalisation runs inside) and its named
-outputs: "r1" [B, 1, 1, D], plus "r5" / "r7" on request (Bachman et al. 2019, Sec. 3.5).
+each with the input contract of the SavedModel's `serving_default` at the encoder's
+size (`images`: uint8 [B, S, S, 3], raw pixels 0..255; the training normalisation runs
+inside) and its named outputs: "r1" [B, 1, 1, D], plus "r5" / "r7" on request (Bachman
+et al. 2019, Sec. 3.5). An image of another size is refused, the same rule for both
+formats, by the file's own runtime (ONNX's fixed input shape, LiteRT's `_only_size`) and
+with one line by `runner`; resizing stays the SavedModel's (its evaluation view is a
+bicubic resize, which LiteRT's builtin ops do not have). Each file's check at export
+time includes that refusal.
 
 Conversion uses the maintained converters only, no graph surgery: the graph is the same
 function the SavedModel serves (minus its shape asserts and empty-batch branch, which
@@ -133,15 +138,33 @@ def interpreter_class():
     return Interpreter
 
 
-def _edge_function(encoder, preset, image_size, features):
-    """uint8 [B, S, S, 3] -> {feature: map}: serving_default's graph, without its checks."""
+def _only_size(images, size):
+    """`images` [B, H, W, 3] as [B, size, size, 3], through two reshapes that fail in
+    every runtime unless H == W == size: the first keeps B*H*W*3 elements only if
+    H == size, the second only if then W == size. LiteRT resizes its input to whatever
+    it is given and has no assert op: without them an image of another size went
+    through the convolutions and came out a feature map [1, h, w, D] instead of r1,
+    without an error. (With H and W fixed in the input's spec the converter folds
+    them into constants and the check away, hence LITERT's spec leaves them open.)"""
+    shape = tf.shape(images)
+    rows = tf.reshape(images, tf.stack([shape[0], size, shape[2] * 3]))  # [B, S, W*3]
+    # The cast between the reshapes keeps the converters from merging them into one.
+    pixels = to_unit(rows)  # [B, S, W*3] in [0, 1]
+    return tf.reshape(pixels, tf.stack([shape[0], size, size, 3]))  # [B, S, S, 3]
+
+
+def _edge_function(encoder, preset, image_size, features, fixed_size=True):
+    """images uint8 [B, S, S, 3] -> {feature: map}: serving_default's graph at the
+    encoder's size S, without the SavedModel's checks. Another size is refused by the
+    runtime: by ONNX's fixed input shape (`fixed_size`), by LiteRT's `_only_size`."""
 
     def encode(images):  # [B, S, S, 3] uint8
-        pixels = to_unit(images)
+        pixels = _only_size(images, image_size)  # [B, S, S, 3] in [0, 1]
         out = encoder(export.normalise(pixels, preset), training=False)
         return {k: out[k] for k in features}
 
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+    side = image_size if fixed_size else None
+    spec = tf.TensorSpec([None, side, side, 3], tf.uint8, name="images")
     return tf.function(encode, input_signature=[spec]), spec
 
 
@@ -178,12 +201,17 @@ def _to_onnx(fn, spec, opset):
     return proto.SerializeToString()
 
 
-def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
-    """images uint8 [B, S, S, 3] -> {output: array} for a .tflite or .onnx file."""
+def _runtime(path, num_threads=None):
+    """(run, side): images uint8 -> {output: array} in the file's own runtime, unchecked,
+    and the image side S the file takes (None when it cannot tell)."""
     if path.endswith(".tflite"):
         interpreter = interpreter_class()(model_path=path, num_threads=num_threads)
         run = interpreter.get_signature_runner("serving_default")
-        return lambda images: run(images=np.asarray(images, np.uint8))
+        try:  # LiteRT's input leaves H and W open (`_only_size`): the export says S
+            side = int(loader.read_export_config(os.path.dirname(path))["image_size"])
+        except (OSError, ValueError, KeyError):
+            side = None
+        return (lambda images: run(images=np.asarray(images, np.uint8))), side
     if path.endswith(".onnx"):
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
@@ -191,10 +219,38 @@ def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], 
             options.intra_op_num_threads = num_threads
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        return lambda images: dict(
-            zip(names, session.run(None, {"images": np.asarray(images, np.uint8)}), strict=True)
+        side = session.get_inputs()[0].shape[1]
+        return (
+            lambda images: dict(
+                zip(names, session.run(None, {"images": np.asarray(images, np.uint8)}), strict=True)
+            ),
+            side if isinstance(side, int) else None,
         )
     raise ValueError(f"{path} is neither a .tflite nor an .onnx file.")
+
+
+def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
+    """images uint8 [B, S, S, 3] -> {output: array} for a .tflite or .onnx file.
+
+    Images of another size or dtype are refused with one line (the files themselves
+    refuse another size too, with their runtime's message: `_only_size`); resizing is
+    the SavedModel's (`serving_default` takes any size)."""
+    run, side = _runtime(path, num_threads)
+    name = os.path.basename(path)
+
+    def checked(images):
+        images = np.asarray(images)
+        want = (side, side, 3) if side else images.shape[1:]
+        if images.ndim != 4 or images.shape[1:] != want or images.dtype != np.uint8:
+            s = side or "S"
+            raise ValueError(
+                f"{name} takes uint8 images [B, {s}, {s}, 3] (raw pixels at the encoder's "
+                f"size), received {images.dtype} {list(images.shape)}; resize them to "
+                f"{s}x{s} first (the SavedModel's serving_default takes any size)."
+            )
+        return run(images)
+
+    return checked
 
 
 def run_batched(run: Callable, images: np.ndarray, batch: int = 64) -> dict:
@@ -232,6 +288,7 @@ def check_file(
     if expected is None:
         expected = saved_model_outputs(export_dir, images)
     diffs = compare(got, expected)
+    _check_refuses_other_sizes(path, images.shape[1])
     bad = {k: d for k, d in diffs.items() if not d["max_rel"] <= tolerance}
     if bad:
         numbers = "; ".join(
@@ -242,6 +299,23 @@ def check_file(
             f"({numbers}) beyond the tolerance max_rel {tolerance:g}; not written."
         )
     return diffs
+
+
+def _check_refuses_other_sizes(path, side):
+    """EdgeCheckError unless the file's own runtime refuses images of another size than
+    S: a larger square (as many pixels as 4 images) and a strip of S*S pixels (as many
+    as one), which a check of element counts alone would let through."""
+    run, _ = _runtime(path)
+    for shape in ((1, 2 * side, 2 * side, 3), (1, side // 2, 2 * side, 3)):
+        try:
+            out = run(np.zeros(shape, np.uint8))
+        except Exception:  # each runtime raises its own kind: all mean refused
+            continue
+        shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in sorted(out.items()))
+        raise EdgeCheckError(
+            f"{os.path.basename(path)} takes an image of {shape[1]}x{shape[2]} px, not its "
+            f"{side}x{side}, and returns {shapes} instead of refusing it; not written."
+        )
 
 
 def _sha256(path):
@@ -317,7 +391,8 @@ def export_edge(
                 f"{target} already exists; pass overwrite=True (--overwrite) to replace it."
             )
 
-    fn, spec = _edge_function(encoder, config["preset"], size, features)
+    onnx_fn = _edge_function(encoder, config["preset"], size, features)
+    litert_fn = _edge_function(encoder, config["preset"], size, features, fixed_size=False)
     expected = saved_model_outputs(export_dir, images)
     results = {}
     for fmt in formats:
@@ -327,12 +402,12 @@ def export_edge(
         try:
             staged = os.path.join(stage, FILENAMES[fmt])
             if fmt == "onnx":
-                content = _to_onnx(fn, spec, onnx_opset)
+                content = _to_onnx(*onnx_fn, onnx_opset)
                 converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
             else:
                 work = tempfile.mkdtemp(dir=stage)
                 quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
-                content = _to_litert(encoder, fn, spec, work, quantise, representative)
+                content = _to_litert(encoder, *litert_fn, work, quantise, representative)
                 shutil.rmtree(work)
                 converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
             with open(staged, "wb") as f:
