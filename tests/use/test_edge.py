@@ -94,6 +94,7 @@ def test_each_format_refuses_an_image_of_another_size(exported, fmt):
 @needs_converters
 def test_the_check_refuses_a_file_that_takes_another_size(tmp_path, monkeypatch):
     export_dir = export.export_encoder(tiny_encoder(), str(tmp_path / "1"))
+
     # A check of element counts alone: a 64x64 image would pass as 4 images of 32x32.
     def counts_only(images, size):
         return tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, size, size, 3])
