@@ -73,10 +73,10 @@ def _main(argv):
         export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
         edge_formats = [f for f in formats if f != "savedmodel"]
         if edge_formats:  # beside the SavedModel, each checked against it
-            for line in edge.export_edge_for_data(
-                model.encoder, export_path, edge_formats, config.data, overwrite=True
-            ):
-                print(line)
+            edge.export_edge_for_data(
+                model.encoder, export_path, edge_formats, config.data, overwrite=True,
+                report=print,
+            )  # fmt: skip
         with open(os.path.join(workdir, "demo.json"), "w") as f:
             json.dump(
                 {

@@ -38,7 +38,9 @@ runtime (LiteRT interpreter, onnxruntime); for each output, max_abs = max |new -
 and max_rel = max_abs / max |saved| (relative to the output's scale: an element-wise
 ratio explodes on features near 0). A file whose max_rel exceeds the tolerance of its
 format (TOLERANCES), or with a non-finite value, is refused with the numbers
-(`EdgeCheckError`), and the previous file stays. The numbers, the file's size and sha256
+(`EdgeCheckError`), and the previous file stays. Every format asked for is tried: a
+refused one (by its check or its converter) does not stop the others, and the refused
+ones are named together, with why, once all were tried (`EdgeRefusedError`). The numbers, the file's size and sha256
 go into the export's amdim_encoder.json under "edge".
 
 A file appears whole or not at all: it is written and checked in a hidden staging
@@ -100,6 +102,22 @@ class EdgeCheckError(ValueError):
     """A converted file's outputs differ from the SavedModel's by more than the tolerance."""
 
 
+class ConversionError(ValueError):
+    """A converter could not convert the encoder to a format (the message says why)."""
+
+
+class EdgeRefusedError(EdgeCheckError):
+    """Some formats were refused (their check or conversion failed) after every format
+    was tried; `written` holds the metadata of the files written, `refused` {format:
+    why}."""
+
+    def __init__(self, written: dict, refused: dict):
+        self.written, self.refused = written, refused
+        whys = "; ".join(f"{fmt}: {why}" for fmt, why in refused.items())
+        kept = f"; written and checked: {', '.join(written)}" if written else ""
+        super().__init__(f"refused {', '.join(refused)} ({whys}){kept}.")
+
+
 def require(module: str, fmt: str):
     """`import module`, or MissingConverterError naming the pip package to install."""
     import importlib
@@ -125,6 +143,23 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
             f"{','.join(FORMATS)}, comma separated."
         )
     return list(dict.fromkeys(names))
+
+
+def parse_features(features: str | Iterable[str], outputs: Iterable[str]) -> list[str]:
+    """ "r1,r5" (or a list) -> ["r1", "r5"]: the outputs of the LiteRT / ONNX files,
+    "r1" plus any of the encoder's `outputs`; anything else refused in one line (before
+    any file is written: amdim-export checks them first)."""
+    if isinstance(features, str):
+        features = features.split(",")
+    features = [f.strip() for f in features if f.strip()]
+    outputs = list(outputs)
+    if "r1" not in features or any(k not in outputs for k in features):
+        raise ValueError(
+            f"features {','.join(features)}: use r1 plus any of "
+            f"{','.join(k for k in outputs if k in FEATURES and k != 'r1')} "
+            "(the encoder's outputs)."
+        )
+    return features
 
 
 def interpreter_class():
@@ -189,7 +224,7 @@ def _to_litert(encoder, fn, spec, work, quantise=None, representative=None):
     try:
         return converter.convert()
     except Exception as e:  # ConverterError names the op it could not convert
-        raise ValueError(f"LiteRT conversion failed: {first_line(e)}") from e
+        raise ConversionError(f"LiteRT conversion failed: {first_line(e)}") from e
 
 
 def _to_onnx(fn, spec, opset):
@@ -197,7 +232,9 @@ def _to_onnx(fn, spec, opset):
     try:
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
     except Exception as e:
-        raise ValueError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {first_line(e)}") from e
+        raise ConversionError(
+            f"ONNX conversion (tf2onnx, opset {opset}) failed: {first_line(e)}"
+        ) from e
     return proto.SerializeToString()
 
 
@@ -336,6 +373,7 @@ def export_edge(
     tolerances: dict | None = None,
     overwrite: bool = False,
     onnx_opset: int = ONNX_OPSET,
+    on_written: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Writes and checks the `formats` (of EDGE_FORMATS) of `encoder` beside its SavedModel.
 
@@ -351,20 +389,20 @@ def export_edge(
         tolerances: per-format max_rel overriding TOLERANCES.
         overwrite: replace an existing file of a format (the default refuses).
         onnx_opset: ONNX opset of the "onnx" file.
+        on_written: called with (format, metadata) as each file is written and checked.
 
     Returns:
         {format: metadata} as stored in amdim_encoder.json under "edge".
+
+    Raises:
+        EdgeRefusedError: after every format was tried, when some were refused (their
+            check or their conversion failed), naming each and why; the others are
+            written and recorded, and a refused format's previous file stays.
     """
     formats = [f for f in parse_formats(formats) if f != "savedmodel"]
     config = loader.read_export_config(export_dir)
     export_dir = loader.resolve_export_dir(export_dir)
-    features = list(features)
-    if "r1" not in features or any(k not in config["outputs"] for k in features):
-        raise ValueError(
-            f"features {','.join(features)}: use r1 plus any of "
-            f"{','.join(k for k in config['outputs'] if k in FEATURES and k != 'r1')} "
-            "(the SavedModel's outputs)."
-        )
+    features = parse_features(features, config["outputs"])
     images = np.asarray(images)
     size = config["image_size"]
     if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or not len(images):
@@ -394,44 +432,65 @@ def export_edge(
     onnx_fn = _edge_function(encoder, config["preset"], size, features)
     litert_fn = _edge_function(encoder, config["preset"], size, features, fixed_size=False)
     expected = saved_model_outputs(export_dir, images)
-    results = {}
-    for fmt in formats:
-        target = os.path.join(export_dir, FILENAMES[fmt])
-        # The one staging rule of exports (a killed export leaves a hidden directory only).
-        stage = export._staging_dir(target)
+    functions = {"onnx": onnx_fn, **dict.fromkeys(LITERT_FORMATS, litert_fn)}
+    results, refused = {}, {}
+    for fmt in formats:  # every format is tried; the refused ones are named at the end
         try:
-            staged = os.path.join(stage, FILENAMES[fmt])
-            if fmt == "onnx":
-                content = _to_onnx(*onnx_fn, onnx_opset)
-                converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
-            else:
-                work = tempfile.mkdtemp(dir=stage)
-                quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
-                content = _to_litert(encoder, *litert_fn, work, quantise, representative)
-                shutil.rmtree(work)
-                converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
-            with open(staged, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            diffs = check_file(staged, export_dir, images, tolerances[fmt], expected)
-            results[fmt] = {
-                "file": FILENAMES[fmt],
-                "bytes": os.path.getsize(staged),
-                "sha256": _sha256(staged),
-                "converter": converter,
-                "outputs": features,
-                "input": "images uint8 [B,S,S,3] 0..255",
-                "check": {"images": len(images), "tolerance_max_rel": tolerances[fmt], **diffs},
-            }
-            if fmt == "litert_int8":
-                results[fmt]["representative_images"] = len(representative)
-            os.replace(staged, target)
-            _fsync_dir(export_dir)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            results[fmt] = _write_checked(
+                encoder, fmt, functions[fmt], export_dir, images, expected, representative,
+                features, tolerances[fmt], onnx_opset,
+            )  # fmt: skip
+        except (EdgeCheckError, ConversionError) as e:
+            refused[fmt] = first_line(e)
+            continue
         _record(export_dir, {fmt: results[fmt]})
+        if on_written is not None:
+            on_written(fmt, results[fmt])
+    if refused:
+        raise EdgeRefusedError(results, refused)
     return results
+
+
+def _write_checked(
+    encoder, fmt, function, export_dir, images, expected, representative, features,
+    tolerance, onnx_opset,
+):  # fmt: skip
+    """Converts, checks and renames into place the file of `fmt`; its metadata."""
+    target = os.path.join(export_dir, FILENAMES[fmt])
+    # The one staging rule of exports (a killed export leaves a hidden directory only).
+    stage = export._staging_dir(target)
+    try:
+        staged = os.path.join(stage, FILENAMES[fmt])
+        if fmt == "onnx":
+            content = _to_onnx(*function, onnx_opset)
+            converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
+        else:
+            work = tempfile.mkdtemp(dir=stage)
+            quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
+            content = _to_litert(encoder, *function, work, quantise, representative)
+            shutil.rmtree(work)
+            converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
+        with open(staged, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        diffs = check_file(staged, export_dir, images, tolerance, expected)
+        meta = {
+            "file": FILENAMES[fmt],
+            "bytes": os.path.getsize(staged),
+            "sha256": _sha256(staged),
+            "converter": converter,
+            "outputs": features,
+            "input": "images uint8 [B,S,S,3] 0..255",
+            "check": {"images": len(images), "tolerance_max_rel": tolerance, **diffs},
+        }
+        if fmt == "litert_int8":
+            meta["representative_images"] = len(representative)
+        os.replace(staged, target)
+        _fsync_dir(export_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return meta
 
 
 def export_edge_for_data(
@@ -443,37 +502,49 @@ def export_edge_for_data(
     representative_images: int = 256,
     features: Sequence[str] = ("r1",),
     overwrite: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
     """`export_edge` with its images drawn from a config's `data` section: `check_images`
     of the eval split for the checks, `representative_images` of the train split to
     calibrate litert_int8. Returns one printable line per file written (what amdim-export
-    and the demo print)."""
+    and the demo print), each also given to `report` as soon as its file is checked, so
+    that the lines of the files written are out before an `EdgeRefusedError` names the
+    refused formats."""
     images, _ = samples.eval_pixels(data, data.eval_split, check_images, seed=0, uint8=True)
     representative = None
     if "litert_int8" in formats:
         representative, _ = samples.eval_pixels(
             data, data.train_split, representative_images, seed=1, uint8=True
         )
+    lines = []
+
+    def written(fmt, meta):
+        lines.append(check_line(export_dir, fmt, meta))
+        if report is not None:
+            report(lines[-1])
+
     try:
-        results = export_edge(
+        export_edge(
             encoder, export_dir, formats, images, representative=representative,
-            features=features, overwrite=overwrite,
+            features=features, overwrite=overwrite, on_written=written,
         )  # fmt: skip
     except FileExistsError as e:  # a user error: one line, as for the SavedModel
         raise ValueError(str(e)) from None
-    lines = []
-    for fmt, meta in results.items():
-        check = meta["check"]
-        diffs = ", ".join(
-            f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
-            for k in meta["outputs"]
-        )
-        lines.append(
-            f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
-            f"checked on {check['images']} images against the SavedModel: {diffs} "
-            f"(tolerance max_rel {check['tolerance_max_rel']:g})"
-        )
     return lines
+
+
+def check_line(export_dir: str, fmt: str, meta: dict) -> str:
+    """One printable line of a written file: its path, size and check numbers."""
+    check = meta["check"]
+    diffs = ", ".join(
+        f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
+        for k in meta["outputs"]
+    )
+    return (
+        f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
+        f"checked on {check['images']} images against the SavedModel: {diffs} "
+        f"(tolerance max_rel {check['tolerance_max_rel']:g})"
+    )
 
 
 def _fsync_dir(path):

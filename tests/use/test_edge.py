@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_tool
+from conftest import one_error_line, run_command, run_tool
 from test_export import SIZE, reference, tiny_encoder
 
 from amdim_tf.run import loader
@@ -219,3 +219,42 @@ def test_command_writes_checked_files_beside_the_savedmodel(tiny_run, tmp_path):
     )  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr
+
+
+@needs_converters
+def test_every_format_is_tried_and_the_refused_ones_named_after(exported, tmp_path):
+    """Issue 32 trap 5: a refused litert_int8 stopped the export of the rest (never
+    trying litert_int8w) and hid the check lines of the files already written."""
+    export_dir = str(tmp_path / "1")
+    shutil.copytree(exported["export_dir"], export_dir)
+    for name in edge.FILENAMES.values():
+        os.remove(os.path.join(export_dir, name))
+    written = []
+    with pytest.raises(
+        edge.EdgeRefusedError, match=r"refused litert_int8 \(litert_int8: .*max_rel"
+    ) as e:
+        edge.export_edge(
+            exported["enc"], export_dir, ["litert", "litert_int8", "onnx", "litert_int8w"],
+            images(8, 0), representative=images(16, 1), tolerances={"litert_int8": 1e-9},
+            on_written=lambda fmt, meta: written.append(fmt),
+        )  # fmt: skip
+    assert written == ["litert", "onnx", "litert_int8w"] == list(e.value.written)
+    assert list(e.value.refused) == ["litert_int8"] and "\n" not in str(e.value)
+    assert sorted(edge.edge_files(export_dir)) == ["litert", "litert_int8w", "onnx"]
+    assert not os.path.exists(os.path.join(export_dir, edge.FILENAMES["litert_int8"]))
+
+
+@needs_converters
+def test_command_prints_each_written_file_then_names_the_refused(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(edge.TOLERANCES, "litert_int8", 1e-9)  # int8 refused, as on CIFAR-10
+    proc = run_command(
+        "export", f"--workdir={tiny_run}", f"--out={tmp_path / 'out'}",
+        "--format=savedmodel,litert,onnx,litert_int8,litert_int8w", "--check_images=4",
+        "--representative_images=8", cwd=tmp_path,
+    )  # fmt: skip
+    error = one_error_line(proc)
+    assert "refused litert_int8 (" in error and "max_rel" in error, error
+    export_dir = tmp_path / "out" / "1"
+    for fmt in ("litert", "onnx", "litert_int8w"):
+        assert f"{fmt}: {export_dir / edge.FILENAMES[fmt]}" in proc.stdout, proc.stdout
+    assert sorted(edge.edge_files(str(export_dir))) == ["litert", "litert_int8w", "onnx"]
