@@ -157,6 +157,17 @@ def views(images, preset: str, image_size: int, what: str = "the encoder"):
     return tf.ensure_shape(out, [None, size, size, 3])
 
 
+def unless_empty(images, compute, empty):
+    """`compute()` for a batch of images, `empty()` (outputs of 0 rows) for a batch of
+    none: the convolutions fail on an empty batch (oneDNN, TF 2.21), where a client
+    (TF Serving, a loop over chunks) expects 0 rows back. The batch size is read
+    statically when known, else in the graph."""
+    count = images.shape[0]
+    if count is not None:
+        return compute() if count > 0 else empty()
+    return tf.cond(tf.shape(images)[0] > 0, compute, empty)
+
+
 def _unused_by(encoder, keys) -> tuple:
     """Paths of the encoder's trainable variables that none of `keys` depends on (AMDIM's
     r5 / r7 critic heads when only r1 is read), found by a gradient on one blank image."""
@@ -303,10 +314,15 @@ class PixelClassifier(keras.Model):
         return super().__call__(images, *args, **kwargs)
 
     def call(self, images, training=None):
-        logits = self.classifier(
-            views(images, self.preset, self.image_size, "the classifier"), training=training
+        pixels = views(images, self.preset, self.image_size, "the classifier")
+
+        def probabilities():
+            logits = self.classifier(pixels, training=training)
+            return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
+
+        return unless_empty(
+            pixels, probabilities, lambda: tf.zeros([0, len(self.class_names)], tf.float32)
         )
-        return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
 
     def classify(self, images) -> dict:
         """{"class_name": str [B], "class_index": int [B], "probabilities": [B, K]}

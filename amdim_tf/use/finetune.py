@@ -78,7 +78,13 @@ from amdim_tf.data import augment, samples
 from amdim_tf.errors import first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
-from amdim_tf.run.pixels import PixelClassifier, assert_pixels_shape, min_image_side, views
+from amdim_tf.run.pixels import (
+    PixelClassifier,
+    assert_pixels_shape,
+    min_image_side,
+    unless_empty,
+    views,
+)
 from amdim_tf.run.run_config import load_run_config
 from amdim_tf.use import evaluate, export, report, staging
 from amdim_tf.use.progress import Progress
@@ -452,14 +458,18 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
     order, are in classifier.json beside it. Staged and renamed into place.
     """
     size = classifier.image_size
-    spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
     table = tf.constant(list(classifier.class_names))
+    num_classes = len(classifier.class_names)
 
     def classify(images):
         images = assert_pixels_shape(images, size, "classify")
         pixels = views(images, classifier.preset, size, "classify")
-        logits = classifier.classifier(pixels, training=False)  # [B, K]
-        probs = tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
+
+        def predict():
+            logits = classifier.classifier(pixels, training=False)  # [B, K]
+            return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
+
+        probs = unless_empty(pixels, predict, lambda: tf.zeros([0, num_classes], tf.float32))
         index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
         return {
             "class_name": tf.gather(table, index),  # [B]
@@ -467,10 +477,17 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
             "probabilities": probs,
         }
 
+    # The uint8 trace first: it is the signature TF Serving runs. The float traces are for
+    # the restored Python function (`loaded.classify(x)`), which cast a float array to
+    # uint8 in silence when uint8 was its only trace ([0, 1] images: all 0, one class);
+    # with them a float batch follows the pixel contract (0..255, [0, 1] refused).
+    endpoint = tf.function(classify, autograph=False)
+    for dtype in (tf.uint8, tf.float32, tf.float64):
+        endpoint.get_concrete_function(tf.TensorSpec([None, None, None, 3], dtype, name="images"))
     archive = keras.export.ExportArchive()
     archive.track(classifier)
-    archive.add_endpoint("classify", classify, spec)
-    archive.add_endpoint("serving_default", lambda images: classify(images), spec)
+    archive.add_endpoint("classify", endpoint)
+    archive.add_endpoint("serving_default", endpoint)
     info = {
         "class_names": list(classifier.class_names),
         "image_size": size,
