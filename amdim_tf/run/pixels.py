@@ -256,11 +256,23 @@ class PixelEncoder(keras.Model):
 
     def call(self, images, training=None):
         what = type(self.encoder).__name__
-        out = self.encoder(views(images, self.preset, self.image_size, what), training=training)
-        result = {k: out[k] for k in self.features}
-        width = self.encoder.feature_shapes[GLOBAL][-1]
-        result[GLOBAL] = tf.reshape(out[GLOBAL], [-1, width])  # [B, 1, 1, D] -> [B, D]
-        return result
+        pixels = views(images, self.preset, self.image_size, what)
+        shapes = self.encoder.feature_shapes
+        width = shapes[GLOBAL][-1]
+
+        def encode():
+            out = self.encoder(pixels, training=training)
+            result = {k: out[k] for k in self.features}
+            result[GLOBAL] = tf.reshape(out[GLOBAL], [-1, width])  # [B, 1, 1, D] -> [B, D]
+            return result
+
+        def empty():  # 0 rows, as the SavedModel's serving_default returns
+            dtype = self.encoder.compute_dtype  # the encoder's outputs are not cast
+            result = {k: tf.zeros([0, *shapes[k]], dtype) for k in self.features}
+            result[GLOBAL] = tf.zeros([0, width], dtype)
+            return result
+
+        return unless_empty(pixels, encode, empty)
 
     def get_config(self):
         config = super().get_config()

@@ -85,6 +85,14 @@ def test_load_encoder_keeps_the_pixel_contract_by_default(tiny_run, tmp_path):
         with pytest.raises(ValueError, match="multiply") as e:
             enc(tf.constant(big / 255.0, tf.float32))
         assert len(_first_line(e)) == 1
+        out = enc(np.zeros((0, 32, 32, 3), np.uint8))  # 0 rows, as the SavedModel gives
+        assert out["r1"].shape == (0, enc.n_rkhs)
+    x = keras.Input((None, None, 3), dtype="uint8")  # in a graph: the batch size unknown
+    model = keras.Model(x, amdim_tf.load_encoder(tiny_run, features=("r1", "r5"))(x))
+    spec = tf.TensorSpec([None, None, None, 3], tf.uint8)
+    traced = tf.function(model, input_signature=[spec])
+    assert traced(np.zeros((0, 40, 40, 3), np.uint8))["r5"].shape == (0, 5, 5, enc.n_rkhs)
+    np.testing.assert_allclose(model(big)["r1"], want, atol=1e-5)
     bare = amdim_tf.load_encoder(tiny_run, include_preprocessing=False)
     assert not isinstance(bare, backbone.PixelEncoder) and bare.ndf == 8
     # A .keras file an older commit wrote gives, by default, the r1 that commit computed.
