@@ -9,9 +9,12 @@ stale derived value behind.
 
 import ast
 import difflib
+import math
 from collections.abc import Iterable, Mapping
 
 import ml_collections
+
+from amdim_tf.errors import UserError
 
 
 def base_config():
@@ -160,9 +163,15 @@ _RULES = (
         "an integer >= 1 (train steps per tf.function call)",
     ),
     ("train.max_seconds", lambda v: v >= 0, "seconds >= 0 (0 = no time budget)"),
+    (
+        "train.keep_checkpoints",
+        lambda v: v >= 1,
+        "an integer >= 1 (the latest checkpoints kept; resuming needs one)",
+    ),
     ("train.health_examples", lambda v: v == 0 or v >= 2, "0 (off) or an integer >= 2"),
     ("train.collapse_rank_fraction", lambda v: 0 <= v <= 1, "a fraction of n_rkhs in [0, 1]"),
-    ("optim.lr", lambda v: v > 0, "a learning rate > 0"),
+    # inf > 0 holds, and an inf lr fails only at the second step.
+    ("optim.lr", lambda v: v > 0 and math.isfinite(v), "a learning rate > 0, finite"),
     ("optim.warmup_steps", lambda v: v >= 0, "an integer >= 0"),
     ("optim.schedule", lambda v: v in SCHEDULES, f"one of {SCHEDULES}"),
     (
@@ -191,7 +200,7 @@ def validate(config):
         except TypeError:  # a value of the wrong type
             good = False
         if not good:
-            raise ValueError(
+            raise UserError(
                 f"config.{key}={value!r} is not allowed; expected {allowed}. Fix the "
                 f"config file or override it with --config.{key}=VALUE."
             )
@@ -202,7 +211,7 @@ def parse_override(item: str) -> tuple[str, str]:
     """(dotted key, raw value) of "KEY=VALUE"; the value may itself hold "=" signs."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"{item!r} is not KEY=VALUE, e.g. data.path=DIR")
+        raise UserError(f"{item!r} is not KEY=VALUE, e.g. data.path=DIR")
     return key.strip(), raw
 
 
@@ -232,7 +241,7 @@ def _no_key(key, section, what):
     last = key.rsplit(".", 1)[-1]
     close = difflib.get_close_matches(last, keys, n=1)
     hint = f" (did you mean {key[: -len(last)] + close[0]!r}?)" if close else ""
-    return ValueError(f"no key {key!r} in {what}{hint}; keys there: {', '.join(keys) or 'none'}")
+    return UserError(f"no key {key!r} in {what}{hint}; keys there: {', '.join(keys) or 'none'}")
 
 
 def apply_overrides(
@@ -265,7 +274,7 @@ def apply_overrides(
     for key, value, from_text in pairs:
         if allowed_prefixes and not key.startswith(tuple(allowed_prefixes)):
             only = ", ".join(f"{p}*" for p in allowed_prefixes)
-            raise ValueError(f"cannot override {key!r} of {what}: only {only} keys may change here")
+            raise UserError(f"cannot override {key!r} of {what}: only {only} keys may change here")
         *parents, name = key.split(".")
         section = config
         for part in parents:
@@ -276,7 +285,7 @@ def apply_overrides(
             raise _no_key(key, section, what)
         current = section[name]
         if isinstance(current, ml_collections.ConfigDict):
-            raise ValueError(
+            raise UserError(
                 f"{key!r} is a section of {what}; override one of its keys, e.g. "
                 f"{key}.{sorted(current)[0]}=VALUE"
             )
@@ -285,7 +294,7 @@ def apply_overrides(
         try:
             config.update_from_flattened_dict({key: value})
         except (TypeError, ValueError, KeyError):
-            raise ValueError(
+            raise UserError(
                 f"{key}={value!r} is not allowed: {what} takes a value of type "
                 f"{type(current).__name__} there (now {current!r})"
             ) from None
@@ -305,7 +314,7 @@ def with_data_overrides(
         what="a trained run's config (the encoder is the run's)",
     )
     if int(config.data.image_size) != int(config.model.image_size):
-        raise ValueError(
+        raise UserError(
             f"data.image_size={config.data.image_size} differs from the encoder's "
             f"{config.model.image_size} px; evaluate at the size the encoder was trained for "
             "(every source resizes to data.image_size)."

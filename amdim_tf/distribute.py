@@ -13,6 +13,7 @@ import tempfile
 import tensorflow as tf
 
 from amdim_tf import compat
+from amdim_tf.errors import UserError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
@@ -35,12 +36,12 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy()
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError(
+            raise UserError(
                 "config.distribute='multiworker' needs the TF_CONFIG environment "
                 "variable (cluster spec and this task's type/index); see BUILD.md."
             )
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"Unknown config.distribute={name!r}; available: {STRATEGIES}.")
+    raise UserError(f"Unknown config.distribute={name!r}; available: {STRATEGIES}.")
 
 
 def is_chief(strategy):

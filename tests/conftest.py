@@ -156,7 +156,7 @@ def run_command(name, *args, cwd=ROOT):
             delattr(flags.FLAGS, flag)
         if not was_parsed:
             flags.FLAGS.unparse_flags()
-        cli._data_overrides.clear()
+        cli.clear_data_overrides()
         logging.set_verbosity(verbosity)
         sys.modules["__main__"].__doc__, sys.argv = main_doc, sys_argv
     return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())

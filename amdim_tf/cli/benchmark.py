@@ -1,18 +1,17 @@
 """Benchmarks the train step on this machine: images/s and GFLOP/s against the device's peak.
 
 Examples (the figures in BUILD.md):
-    python tools/benchmark.py --config=configs/amdim_cifar10.py --batch_sizes=200
-    python tools/benchmark.py --models=tiny,default,large8,large10 --batch_sizes=64,128,256
+    amdim-benchmark --config=configs/amdim_cifar10.py --batch_sizes=200
+    amdim-benchmark --models=tiny,default,large8,large10 --batch_sizes=64,128,256
 On a GPU, unchanged (the peak is then a bf16 matmul on the GPU):
-    python tools/benchmark.py --models=default,large10 --precision=bf16 --jit_compile
+    amdim-benchmark --models=default,large10 --precision=bf16 --jit_compile
 Where the time goes (tf.profiler trace per row, and a table by op type):
-    python tools/benchmark.py --models=parity --batch_sizes=128 --profile_dir=/tmp/prof
+    amdim-benchmark --models=parity --batch_sizes=128 --profile_dir=/tmp/prof
 Each (model, batch) row runs in a fresh process (its own peak memory; an out-of-memory
 row is reported, not fatal). Figures are medians after warm-up; compare ratios
 measured in one run, since shared machines vary 2-6x between runs.
 """
 
-import json
 import os
 
 from absl import flags
@@ -60,12 +59,6 @@ _PIPELINE_SECONDS = flags.DEFINE_float(
 )
 
 
-def _main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-    cli.run_main(run)
-
-
 def _configs(config, benchmark):
     """(label, config) per model to time."""
     config = config.copy_and_resolve_references()
@@ -86,6 +79,7 @@ def _configs(config, benchmark):
 
 
 def run():
+    from amdim_tf import durable
     from amdim_tf.use import benchmark
 
     config = cli.load_config_flag(_CONFIG)
@@ -93,92 +87,28 @@ def run():
         batches = [int(b) for b in _BATCHES.value]
     except ValueError:
         cli.fail(f"--batch_sizes={','.join(_BATCHES.value)} must be integers, e.g. 64,128,256")
-    runs = _configs(config, benchmark)
-    rows = []
-    print(
-        f"{config.model.image_size} px images, precision {runs[0][1].precision}, "
-        f"jit_compile {runs[0][1].jit_compile}; each row in a fresh process",
-        flush=True,
+    if _PIPELINE.value and not os.path.exists(_PIPELINE.value):
+        raise FileNotFoundError(f"--pipeline_data={_PIPELINE.value} does not exist")
+    rows, pipeline = benchmark.run_tables(
+        _configs(config, benchmark),
+        batches,
+        _STEPS.value,
+        _WARMUP.value,
+        _PROFILE.value,
+        pipeline_data=_PIPELINE.value,
+        pipeline_seconds=_PIPELINE_SECONDS.value,
+        say=lambda line: print(line, flush=True),
     )
-    print(
-        "| model ndf/n_rkhs/depth | batch | images/s (both views) | step s | GFLOP/s | "
-        "peak GFLOP/s | of peak | peak memory GiB |",
-        flush=True,
-    )
-    print("|---|---|---|---|---|---|---|---|", flush=True)
-    for label, cfg in runs:
-        for b in batches:
-            profile_dir = (
-                os.path.join(_PROFILE.value, f"{label.split()[0]}_b{b}") if _PROFILE.value else ""
-            )
-            r = dict(
-                model=label,
-                profile_dir=profile_dir,
-                **benchmark.measure_isolated(cfg, b, _STEPS.value, _WARMUP.value, profile_dir),
-            )
-            rows.append(r)
-            if "error" in r:
-                print(f"| {label} | {b} | failed: {r['error']} | | | | | |", flush=True)
-                continue
-            print(
-                f"| {label} | {b} | {r['images_per_sec']:.1f} | {r['step_seconds']:.3f} | "
-                f"{r['gflops_per_sec']:.0f} | {r['peak_gflops']:.0f} {r['device']} "
-                f"{r['peak_dtype']} | {100 * r['fraction_of_peak']:.0f}% | "
-                f"{r['peak_memory_gib']:.1f} |",
-                flush=True,
-            )
-    for r in rows:
-        if "profile" not in r:
-            continue
-        p = r["profile"]
-        print(
-            f"\n{r['model']}, batch {r['batch']}: profiled op time {p['op_seconds']:.2f} s over "
-            f"{p['wall_seconds']:.2f} s of steps ({p['op_seconds'] / p['wall_seconds']:.2f} ops "
-            f"running at a time on average); trace in {r['profile_dir']}"
-        )
-        for op_type, seconds, share in p["by_type"]:
-            print(f"  {op_type:45s} {seconds:7.3f} s {100 * share:5.1f}%")
-    pipeline = []
-    ok = [r for r in rows if "error" not in r]
-    if _PIPELINE.value and ok:
-        import copy
-
-        from amdim_tf import data as data_lib
-
-        if not os.path.exists(_PIPELINE.value):
-            raise FileNotFoundError(f"--pipeline_data={_PIPELINE.value} does not exist")
-        batch = ok[0]["batch"]
-        step_pairs = ok[0]["images_per_sec"] / 2
-        print(
-            f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the first train "
-            f"step above ({step_pairs:.1f} pairs/s), same run:"
-        )
-        print("| preset | pipeline pairs/s | x train step |")
-        print("|---|---|---|")
-        for size in (32, 64, 128):
-            d = copy.deepcopy(config.data)
-            d.source, d.path, d.image_size, d.augment, d.cache = (
-                "npz",
-                _PIPELINE.value,
-                size,
-                "",
-                True,
-            )
-            rate = data_lib.benchmark_pipeline(d, batch, _PIPELINE_SECONDS.value)
-            pipeline.append(
-                {"image_size": size, "pairs_per_sec": rate, "x_train_step": rate / step_pairs}
-            )
-            print(f"| {size} px | {rate:.0f} | {rate / step_pairs:.0f}x |")
     if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump({"rows": rows, "pipeline": pipeline}, f, indent=1)
-    if not ok:
+        durable.write_json(
+            _JSON.value, {"rows": rows, "pipeline": pipeline}, indent=1, sort_keys=False,
+            flag="--json",
+        )  # fmt: skip
+    if not any("error" not in r for r in rows):
         cli.fail("every benchmark row failed (see above)", code=1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-benchmark` command (also `python -m amdim_tf.cli.benchmark`, `python tools/benchmark.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, run, quiet=False)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """AMDIM against DIM(L), DIM(G) and CPC: same data, same wall-clock budget, same frozen protocol.
 
-    python tools/compare.py [--methods=amdim,dim_local,dim_global,cpc] [--seconds=600]
+    amdim-compare [--methods=amdim,dim_local,dim_global,cpc] [--seconds=600]
         [--data_source=npz --data_path=../shared/data/cifar10/cifar10-jpeg.npz --image_size=32]
         [--workdir=runs/compare]
 
 Each method pretrains in WORKDIR/<method> for --seconds of wall time (or --steps),
-then its frozen encoder goes through tools/evaluate.py's protocol (logistic
+then its frozen encoder goes through amdim-evaluate's protocol (logistic
 regression and cosine kNN on r1 features of --max_train labelled train images,
 scored on the whole eval split); raw pixels are evaluated once as the floor.
 Writes WORKDIR/compare.md (the table), compare.json and compare.png (the online
@@ -34,7 +34,7 @@ is ~50 min on a 2-core CPU. Use --variant=tiny --data_source=digits for a smoke 
 
 import sys
 
-from absl import flags, logging
+from absl import flags
 
 from amdim_tf import cli
 from amdim_tf.run.train import PREEMPTED_EXIT_CODE
@@ -123,10 +123,7 @@ _MAX_TRAIN = flags.DEFINE_integer(
 _K = flags.DEFINE_integer("k", _D.k, "Neighbours of the cosine kNN.")
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     per_method = {
         "amdim": _AMDIM_VARIANT,
         "dim_local": _DIM_VARIANT,
@@ -135,39 +132,34 @@ def _main(argv):
     }
     cli.check_name_lengths("workdir", _WORKDIR.value)
 
-    def run():
-        options = compare_lib.CompareOptions(
-            methods=tuple(_METHODS.value),
-            variants={m: _VARIANT.value or f.value for m, f in per_method.items()},
-            data_source=_DATA_SOURCE.value,
-            data_path=_DATA_PATH.value,
-            image_size=_IMAGE_SIZE.value,
-            seconds=_SECONDS.value,
-            steps=_STEPS.value,
-            eval_every=_EVAL_EVERY.value,
-            eval_steps=_EVAL_STEPS.value,
-            batch_size=_BATCH_SIZE.value,
-            overrides=tuple(_SET.value),
-            workdir=_WORKDIR.value,
-            overwrite=_OVERWRITE.value,
-            max_train=_MAX_TRAIN.value,
-            k=_K.value,
-        )
-        result = compare_lib.compare(options)
-        if result["status"] == "preempted":
-            print(f"{result['preempted']} preempted; re-run the same command to continue.")
-            sys.exit(PREEMPTED_EXIT_CODE)
-        paths = result["paths"]
-        print()
-        print(result["table"])
-        print(f"wrote {paths['md']}, compare.json and {paths['png']}")
-
-    cli.run_main(run)
+    options = compare_lib.CompareOptions(
+        methods=tuple(_METHODS.value),
+        variants={m: _VARIANT.value or f.value for m, f in per_method.items()},
+        data_source=_DATA_SOURCE.value,
+        data_path=_DATA_PATH.value,
+        image_size=_IMAGE_SIZE.value,
+        seconds=_SECONDS.value,
+        steps=_STEPS.value,
+        eval_every=_EVAL_EVERY.value,
+        eval_steps=_EVAL_STEPS.value,
+        batch_size=_BATCH_SIZE.value,
+        overrides=tuple(_SET.value),
+        workdir=_WORKDIR.value,
+        overwrite=_OVERWRITE.value,
+        max_train=_MAX_TRAIN.value,
+        k=_K.value,
+    )
+    result = compare_lib.compare(options)
+    if result["status"] == "preempted":
+        print(f"{result['preempted']} preempted; re-run the same command to continue.")
+        sys.exit(PREEMPTED_EXIT_CODE)
+    paths = result["paths"]
+    print()
+    print(result["table"])
+    print(f"wrote {paths['md']}, compare.json and {paths['png']}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-compare` command (also `python -m amdim_tf.cli.compare`, `python tools/compare.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

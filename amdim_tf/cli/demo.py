@@ -1,6 +1,6 @@
 """The main job, offline: pretrain AMDIM on scikit-learn's digits, evaluate, export.
 
-    python tools/demo.py [--workdir=runs/demo] [--config=amdim_digits_demo]
+    amdim-demo [--workdir=runs/demo] [--config=amdim_digits_demo]
         [--format=savedmodel,litert,litert_int8w,onnx]
 
 Pretrains for a few minutes on CPU, then runs the frozen-encoder evaluation of raw
@@ -9,11 +9,7 @@ pixels, an untrained encoder of the same shape and the AMDIM-trained encoder
 and exports the encoder as a SavedModel. Re-running resumes/reuses the workdir.
 """
 
-import json
-import os
-import time
-
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from amdim_tf import cli, presets
@@ -36,71 +32,23 @@ _OVERWRITE = flags.DEFINE_bool(
 )
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-
+def _run():
     cli.check_name_lengths("workdir", _WORKDIR.value)
+    from amdim_tf.use import demo, edge
 
-    def run():
-        from amdim_tf.data import augment
-        from amdim_tf.run.loader import untrained_encoder
-        from amdim_tf.run.train import train
-        from amdim_tf.use import edge, evaluate
-        from amdim_tf.use.export import export_encoder
-
-        formats = edge.parse_formats(_FORMAT.value)
-        config = cli.load_config_flag(_CONFIG)
-        workdir = _WORKDIR.value
-        t0 = time.time()
-        model, result = train(config, workdir, overwrite=_OVERWRITE.value)
-        train_s = time.time() - t0
-        encoders = {
-            "AMDIM-trained encoder": model.encoder,
-            "untrained encoder, same shape": untrained_encoder(config, seed=config.seed + 1),
-        }
-        rows = evaluate.evaluate_encoders(config, encoders, pixels=True, max_train=10000, k=20)
-        print()
-        print(
-            f"Frozen-encoder evaluation on {config.data.name} "
-            f"({rows[0]['n_train']} train / {rows[0]['n_test']} test images):"
-        )
-        print(evaluate.format_table(rows))
-        # TF Serving layout: BASE/VERSION; re-running the demo replaces version 1.
-        export_path = os.path.join(workdir, "export", "1")
-        preset = augment.preset_for(config.data.augment, config.data.image_size)
-        export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
-        edge_formats = [f for f in formats if f != "savedmodel"]
-        if edge_formats:  # beside the SavedModel, each checked against it
-            edge.export_edge_for_data(
-                model.encoder, export_path, edge_formats, config.data, overwrite=True,
-                report=print,
-            )  # fmt: skip
-        with open(os.path.join(workdir, "demo.json"), "w") as f:
-            json.dump(
-                {
-                    "rows": rows,
-                    "train_seconds": train_s,
-                    "total_seconds": time.time() - t0,
-                    "start": result["start"],
-                },
-                f,
-                indent=1,
-            )
-        print(f"\npretraining {train_s:.0f} s ({result['start']}); total {time.time() - t0:.0f} s")
-        print(f"TensorBoard: tensorboard --logdir {workdir}")
-        print(
-            f"SavedModel: {export_path} (serving_default takes uint8 images "
-            f"[B, {config.model.image_size}, {config.model.image_size}, 3])"
-        )
-
-    cli.run_main(run)
+    formats = edge.parse_formats(_FORMAT.value)
+    config = cli.load_config_flag(_CONFIG)
+    summary = demo.run_demo(config, _WORKDIR.value, formats, overwrite=_OVERWRITE.value)
+    print(
+        f"\npretraining {summary['train_seconds']:.0f} s ({summary['start']}); "
+        f"total {summary['total_seconds']:.0f} s"
+    )
+    print(f"TensorBoard: tensorboard --logdir {_WORKDIR.value}")
+    # The SavedModel resizes: any image size works, not only the encoder's.
+    print(f"SavedModel: {summary['export']} (serving_default takes uint8 images [B, H, W, 3])")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-demo` command (also `python -m amdim_tf.cli.demo`, `python tools/demo.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """What each exported format costs: size, CPU latency and frozen accuracy of its features.
 
-    python tools/export.py --workdir=DIR --format=savedmodel,litert,litert_int8,onnx
-    python tools/edge_cost.py --workdir=DIR                    # reads DIR/export/1
-    python tools/edge_cost.py --export=OUT/1 --config=configs/<preset>.py
+    amdim-export --workdir=DIR --format=savedmodel,litert,litert_int8,onnx
+    amdim-edge-cost --workdir=DIR                    # reads DIR/export/1
+    amdim-edge-cost --export=OUT/1 --config=configs/<preset>.py
 
 Prints a Markdown table (amdim_tf/use/edge_cost.py): one row per file of the export,
 with file size, median latency of one image at 1 and 2 threads, linear and kNN accuracy
@@ -11,10 +11,9 @@ split) with the delta against the SavedModel, and the max difference its export 
 stored.
 """
 
-import json
 import os
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from amdim_tf import cli
@@ -26,7 +25,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "DIR/config.json).",
     lock_config=True,
 )
-_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by tools/train.py.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by amdim-train.")
 _EXPORT = flags.DEFINE_string(
     "export",
     None,
@@ -41,39 +40,34 @@ _REPEATS = flags.DEFINE_integer("repeats", 50, "Timed calls per latency figure (
 _JSON = flags.DEFINE_string("json_out", None, "Also write the rows to this JSON file.")
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     workdir = _WORKDIR.value
     config_given = flags.FLAGS["config"].present
     if not (workdir or (config_given and _EXPORT.value)):
-        cli.fail("pass --workdir=DIR, or --export=DIR --config=configs/<preset>.py.", code=1)
+        cli.fail("pass --workdir=DIR, or --export=DIR --config=configs/<preset>.py.")
+    threads = [int(n) for n in _THREADS.value if n.strip().isdigit()]
+    shown = ",".join(_THREADS.value)
+    ok = len(threads) == len(_THREADS.value) and threads and min(threads) >= 1
+    cli.check_flag("threads", shown, bool(ok), "integers >= 1, e.g. 1,2")
 
-    def run():
-        from amdim_tf.data import samples
-        from amdim_tf.run.run_config import load_run_config
-        from amdim_tf.use import edge_cost
+    from amdim_tf import durable
+    from amdim_tf.data import samples
+    from amdim_tf.run.run_config import load_run_config
+    from amdim_tf.use import edge_cost
 
-        config = cli.load_config_flag(_CONFIG) if config_given else None
-        config = config or load_run_config(workdir)
-        threads = [int(n) for n in _THREADS.value]
-        export_dir = _EXPORT.value or os.path.join(workdir, "export")
-        data = config.data
-        train = samples.eval_pixels(data, data.train_split, _MAX_TRAIN.value, 0, uint8=True)
-        test = samples.eval_pixels(data, data.eval_split, seed=0, uint8=True)
-        rows = edge_cost.cost_report(export_dir, train, test, threads, _REPEATS.value)
-        print(edge_cost.format_table(rows))
-        if _JSON.value:
-            with open(_JSON.value, "w") as f:
-                json.dump(rows, f, indent=1)
-
-    cli.run_main(run)
+    config = cli.load_config_flag(_CONFIG) if config_given else None
+    config = config or load_run_config(workdir)
+    export_dir = _EXPORT.value or os.path.join(workdir, "export")
+    data = config.data
+    train = samples.eval_pixels(data, data.train_split, _MAX_TRAIN.value, 0, uint8=True)
+    test = samples.eval_pixels(data, data.eval_split, seed=0, uint8=True)
+    rows = edge_cost.cost_report(export_dir, train, test, threads, _REPEATS.value)
+    print(edge_cost.format_table(rows))
+    if _JSON.value:
+        durable.write_json(_JSON.value, rows, indent=1, sort_keys=False, flag="--json")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-edge-cost` command (also `python tools/edge_cost.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

@@ -1,24 +1,24 @@
 """Embeds images with a trained encoder: features (.npy), index, TensorBoard projector, neighbours.
 
-    python tools/embed.py --encoder=runs/c10 --out=runs/c10/embed          # the run's eval split
-    python tools/embed.py --encoder=runs/c10/export --out=emb \\
+    amdim-embed --encoder=runs/c10 --out=runs/c10/embed          # the run's eval split
+    amdim-embed --encoder=runs/c10/export --out=emb \\
         --config.data.source=folder --config.data.path=my_photos           # unlabelled photos
-    python tools/embed.py --encoder=encoder.keras --out=emb --split=test \\
+    amdim-embed --encoder=encoder.keras --out=emb --split=test \\
         --config.data.source=npz --config.data.path=../shared/data/cifar10/cifar10-jpeg.npz
     tensorboard --logdir emb                                                # tab PROJECTOR
 
 --encoder takes a work directory (its latest or --which=best checkpoint), a SavedModel
-export of tools/export.py, or a .keras file (--save_keras writes one). The data come from
+export of amdim-export, or a .keras file (--save_keras writes one). The data come from
 the run's config.json for a work directory (else the defaults), with any
---config.data.* override on top: every source the trainer reads (a folder: unlabelled,
-or classes with --config.data.labels=folders; npz; tfrecord; tfds). Writes OUT/r1.npy (N x D),
+--config.data.* override on top: every source the trainer reads (folder with class
+sub-directories, or flat: unlabelled; npz; tfrecord; tfds). Writes OUT/r1.npy (N x D),
 OUT/index.tsv (id, label, class; one line per row), OUT/neighbours.png, OUT/embed.json and
 the projector files (amdim_tf/use/embed.py).
 """
 
 import os
 
-from absl import flags, logging
+from absl import flags
 
 from amdim_tf import cli, config_lib
 
@@ -79,65 +79,57 @@ def _check_flags():
         cli.check_writable_dir("save_keras", os.path.dirname(os.path.abspath(keras_file)))
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     encoder = cli.encoder_path()
     _check_flags()
 
-    def run():
-        from amdim_tf.run import loader
-        from amdim_tf.run.run_config import load_run_config
-        from amdim_tf.run.workdir import CONFIG_FILE
-        from amdim_tf.use import embed
+    from amdim_tf.run import loader
+    from amdim_tf.run.run_config import load_run_config
+    from amdim_tf.run.workdir import CONFIG_FILE
+    from amdim_tf.use import embed
 
-        if os.path.exists(os.path.join(encoder, CONFIG_FILE)):
-            config, what = load_run_config(encoder), "the run's config"
-        else:
-            config, what = config_lib.base_config(), "the default config"
-        data = config_lib.apply_overrides(
-            config, cli.data_overrides(), allowed_prefixes=("data.",), what=what
-        ).data
-        summary = embed.embed(
-            encoder,
-            data,
-            _SPLIT.value or data.eval_split,
-            _OUT.value,
-            features=_FEATURES.value,
-            which=_WHICH.value,
-            batch_size=_BATCH.value,
-            neighbours=_NEIGHBOURS.value,
-            queries=_QUERIES.value,
-            projector_examples=_PROJECTOR.value,
-            seed=_SEED.value,
-        )
-        skipped = summary["skipped_unreadable"]
+    if os.path.exists(os.path.join(encoder, CONFIG_FILE)):
+        config, what = load_run_config(encoder), "the run's config"
+    else:
+        config, what = config_lib.base_config(), "the default config"
+    data = config_lib.apply_overrides(
+        config, cli.data_overrides(), allowed_prefixes=("data.",), what=what
+    ).data
+    summary = embed.embed(
+        encoder,
+        data,
+        _SPLIT.value or data.eval_split,
+        _OUT.value,
+        features=_FEATURES.value,
+        which=_WHICH.value,
+        batch_size=_BATCH.value,
+        neighbours=_NEIGHBOURS.value,
+        queries=_QUERIES.value,
+        projector_examples=_PROJECTOR.value,
+        seed=_SEED.value,
+    )
+    skipped = summary["skipped_unreadable"]
+    print(
+        f"embedded {summary['images']:,} images of split {summary['split']!r} with "
+        f"{summary['encoder']} in {summary['embed_seconds']:.1f} s "
+        f"({summary['images_per_second']:.0f} images/s); skipped {skipped} unreadable"
+        + (f" (first: {', '.join(summary['skipped_first'])})" if skipped else "")
+    )
+    if summary["non_finite_rows"]:
         print(
-            f"embedded {summary['images']:,} images of split {summary['split']!r} with "
-            f"{summary['encoder']} in {summary['embed_seconds']:.1f} s "
-            f"({summary['images_per_second']:.0f} images/s); skipped {skipped} unreadable"
-            + (f" (first: {', '.join(summary['skipped_first'])})" if skipped else "")
+            f"{summary['non_finite_rows']} images have NaN or inf features (first: "
+            f"{', '.join(summary['non_finite_ids'][:5])}): kept, named in embed.json, "
+            "skipped by search and inspect"
         )
-        if summary["non_finite_rows"]:
-            print(
-                f"{summary['non_finite_rows']} images have NaN or inf features (first: "
-                f"{', '.join(summary['non_finite_ids'][:5])}): kept, named in embed.json, "
-                "skipped by search and inspect"
-            )
-        print(f"wrote {', '.join(summary['outputs'])} to {_OUT.value}")
-        if _PROJECTOR.value:
-            print(f"view: tensorboard --logdir {_OUT.value}  (tab PROJECTOR)")
-        if _SAVE_KERAS.value:
-            loader.save_encoder(encoder, _SAVE_KERAS.value, which=_WHICH.value)
-            print(f"wrote {_SAVE_KERAS.value}: amdim_tf.load_encoder({_SAVE_KERAS.value!r})")
-
-    cli.run_main(run)
+    print(f"wrote {', '.join(summary['outputs'])} to {_OUT.value}")
+    if _PROJECTOR.value:
+        print(f"view: tensorboard --logdir {_OUT.value}  (tab PROJECTOR)")
+    if _SAVE_KERAS.value:
+        loader.save_encoder(encoder, _SAVE_KERAS.value, which=_WHICH.value)
+        print(f"wrote {_SAVE_KERAS.value}: amdim_tf.load_encoder({_SAVE_KERAS.value!r})")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-embed` command (also `python -m amdim_tf.cli.embed`, `python tools/embed.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Frozen-encoder evaluation of a training run: linear (logistic regression) and kNN accuracy.
 
-    python tools/evaluate.py --encoder=DIR [--which=latest|best] [--baselines]
+    amdim-evaluate --encoder=DIR [--which=latest|best] [--baselines]
         [--max_train=0] [--features=r1,r5] [--out=DIR]
 
 Fits the classifiers on up to --max_train frozen features (r1 by default) of the
@@ -10,12 +10,10 @@ of --encoder). --baselines adds raw pixels and an untrained encoder of the same 
 """
 
 import inspect
-import json
-import os
 
-from absl import flags, logging
+from absl import flags
 
-from amdim_tf import cli, config_lib
+from amdim_tf import cli
 from amdim_tf.use import evaluate
 
 # The library's defaults are the flags' defaults (one place to change them).
@@ -57,11 +55,7 @@ cli.define_data_overrides(
 )
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
-
+def _run():
     if _MAX_TRAIN.value < 0:
         cli.fail(f"--max_train={_MAX_TRAIN.value}: use a positive count, or 0 for all.")
     cli.check_flag("k", _K.value, _K.value >= 1, "an integer >= 1 (20 or 200 are common)")
@@ -70,39 +64,22 @@ def _main(argv):
     # Checked before the work: evaluation takes minutes, then writes eval.json.
     cli.check_writable_dir("out", out_dir)
 
-    def run():
-        from amdim_tf.run import loader
-        from amdim_tf.run.run_config import load_run_config
-
-        config = config_lib.with_data_overrides(load_run_config(workdir), cli.data_overrides())
-        trained = loader.open_encoder(workdir, _WHICH.value)
-        encoders = {f"trained ({trained.source})": trained.encoder}
-        if _BASELINES.value:
-            encoders["untrained, same shape"] = loader.untrained_encoder(config)
-        rows = evaluate.evaluate_encoders(
-            config,
-            encoders,
-            pixels=_BASELINES.value,
-            max_train=_MAX_TRAIN.value,
-            k=_K.value,
-            features=tuple(_FEATURES.value),
-            verbose=1,
-        )
-        print(evaluate.format_table(rows, _K.value))
-        os.makedirs(out_dir, exist_ok=True)
-        out = os.path.join(out_dir, "eval.json")
-        tmp = out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({"which": _WHICH.value, "k": _K.value, "rows": rows}, f, indent=1)
-        os.replace(tmp, out)
-        print(f"wrote {out}")
-
-    cli.run_main(run)
+    rows, out = evaluate.evaluate_run(
+        workdir,
+        out_dir,
+        which=_WHICH.value,
+        baselines=_BASELINES.value,
+        data_overrides=cli.data_overrides(),
+        max_train=_MAX_TRAIN.value,
+        k=_K.value,
+        features=_FEATURES.value,
+        verbose=1,
+    )
+    print(evaluate.format_table(rows, _K.value))
+    print(f"wrote {out}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-evaluate` command (also `python -m amdim_tf.cli.evaluate`, `python tools/evaluate.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Exports a trained encoder as a SavedModel for deployment (TF Serving layout OUT/VERSION/).
 
-    python tools/export.py --encoder=DIR                        # -> DIR/export/1
-    python tools/export.py --config=configs/<preset>.py --weights=encoder.weights.h5 --out=OUT
-    python tools/export.py --encoder=DIR --format=savedmodel,litert,litert_int8,onnx
+    amdim-export --encoder=DIR                        # -> DIR/export/1
+    amdim-export --config=configs/<preset>.py --weights=encoder.weights.h5 --out=OUT
+    amdim-export --encoder=DIR --format=savedmodel,litert,litert_int8,onnx
 
 --encoder (or its older name --workdir) takes the config from DIR/config.json and the
 weights from the run's latest (or --which=best) checkpoint; --config / --weights / --out
@@ -19,10 +19,11 @@ checked against it on real images of the run's data before it is kept.
 
 import os
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from amdim_tf import cli
+from amdim_tf.errors import UserError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -76,71 +77,62 @@ _REPRESENTATIVE = flags.DEFINE_integer(
 )
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     workdir = cli.encoder_path(required=False)
     config_given = flags.FLAGS["config"].present  # .value would load the file here
     if not workdir and not (_WEIGHTS.value and config_given and _OUT.value):
         cli.fail(
             "pass --encoder=DIR, or all of --config=configs/<preset>.py "
-            "--weights=FILE.weights.h5 --out=DIR (see --help).",
-            code=1,
+            "--weights=FILE.weights.h5 --out=DIR (see --help)."
         )
     if _VERSION.value < 1:
-        cli.fail(
-            f"--version={_VERSION.value}; TF Serving needs a positive integer version.", code=1
-        )
+        cli.fail(f"--version={_VERSION.value}; TF Serving needs a positive integer version.")
+    if _OUT.value:  # OUT/VERSION is written after the encoder is read: checked first
+        cli.check_writable_dir("out", _OUT.value)
 
-    def run():
-        from amdim_tf.run import checkpoints, loader
-        from amdim_tf.run.run_config import load_run_config
-        from amdim_tf.use import edge, export
+    from amdim_tf.run import loader
+    from amdim_tf.run.run_config import load_run_config
+    from amdim_tf.use import edge, export
 
-        formats = edge.parse_formats(_FORMAT.value)
-        config = cli.load_config_flag(_CONFIG) if config_given else load_run_config(workdir)
-        if _WEIGHTS.value:
-            loaded = loader.open_encoder(_WEIGHTS.value, config=config)
-        elif config_given:  # the run's checkpoint read with another config
-            checkpoint = checkpoints.checkpoint_path(workdir, _WHICH.value)
-            loaded = loader.open_encoder(checkpoint, config=config)
-        else:
-            loaded = loader.open_encoder(workdir, _WHICH.value)
-        encoder, source, preset = loaded.encoder, loaded.source, loaded.preset
-        features = edge.parse_features(_FEATURES.value, loaded.feature_names)  # before writing
-        base = _OUT.value or os.path.join(workdir, "export")
-        export_dir = os.path.join(base, str(_VERSION.value))
-        edge_formats = [f for f in formats if f != "savedmodel"]
-        if "savedmodel" not in formats:  # beside an existing SavedModel, checked against it
-            return _export_edge(edge, encoder, export_dir, edge_formats, config, features)
-        try:
-            export.export_encoder(
-                encoder,
-                export_dir,
-                preset=preset,
-                image_size=loaded.image_size,
-                overwrite=_OVERWRITE.value,
-            )
-        except FileExistsError as e:
-            raise ValueError(str(e)) from None
-        info = loader.read_export_config(export_dir)
-        shape = ", ".join(
-            f"{k} {info[k]}" for k in ("image_size", "ndf", "n_rkhs", "n_depth") if k in info
+    formats = edge.parse_formats(_FORMAT.value)
+    config = cli.load_config_flag(_CONFIG) if config_given else load_run_config(workdir)
+    loaded = loader.open_encoder(
+        _WEIGHTS.value or workdir,
+        _WHICH.value,
+        config=config if (_WEIGHTS.value or config_given) else None,
+    )
+    encoder, source, preset = loaded.encoder, loaded.source, loaded.preset
+    features = edge.parse_features(_FEATURES.value, loaded.feature_names)  # before writing
+    base = _OUT.value or os.path.join(workdir, "export")
+    export_dir = os.path.join(base, str(_VERSION.value))
+    edge_formats = [f for f in formats if f != "savedmodel"]
+    if "savedmodel" not in formats:  # beside an existing SavedModel, checked against it
+        return _export_edge(edge, encoder, export_dir, edge_formats, config, features)
+    try:
+        export.export_encoder(
+            encoder,
+            export_dir,
+            preset=preset,
+            image_size=loaded.image_size,
+            overwrite=_OVERWRITE.value,
         )
-        print(f"exported {info['class']} ({shape}; preset {preset}) from {source} to {export_dir}")
-        print(
-            f"outputs {info['outputs']}; signatures serving_default (uint8 0..255) and "
-            "serve_float (float32 [0, 1])"
-        )
-        print(
-            f'serve: docker run -p 8501:8501 -v "{os.path.abspath(base)}:/models/amdim" '
-            "-e MODEL_NAME=amdim tensorflow/serving --model_base_path=/models/amdim"
-        )
-        if edge_formats:
-            _export_edge(edge, encoder, export_dir, edge_formats, config, features)
-
-    cli.run_main(run)
+    except FileExistsError as e:
+        raise UserError(str(e)) from None
+    info = loader.read_export_config(export_dir)
+    shape = ", ".join(
+        f"{k} {info[k]}" for k in ("image_size", "ndf", "n_rkhs", "n_depth") if k in info
+    )
+    print(f"exported {info['class']} ({shape}; preset {preset}) from {source} to {export_dir}")
+    print(
+        f"outputs {info['outputs']}; signatures serving_default (uint8 0..255) and "
+        "serve_float (float32 [0, 1])"
+    )
+    print(
+        f'serve: docker run -p 8501:8501 -v "{os.path.abspath(base)}:/models/amdim" '
+        "-e MODEL_NAME=amdim tensorflow/serving --model_base_path=/models/amdim"
+    )
+    if edge_formats:
+        _export_edge(edge, encoder, export_dir, edge_formats, config, features)
 
 
 def _export_edge(edge, encoder, export_dir, formats, config, features):
@@ -150,9 +142,7 @@ def _export_edge(edge, encoder, export_dir, formats, config, features):
     )  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-export` command (also `python -m amdim_tf.cli.export`, `python tools/export.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""Few-label evaluation: `python tools/finetune.py --encoder=DIR --out=OUT --fractions=0.01,0.1`.
+"""Few-label evaluation: `amdim-finetune --encoder=DIR --out=OUT --fractions=0.01,0.1`.
 
 At class-balanced, seeded label subsets (a fraction of the train split, or
 --per_class images of each class), compares three arms on the whole eval split:
-the frozen encoder + logistic regression (tools/evaluate.py's protocol), the
+the frozen encoder + logistic regression (amdim-evaluate's protocol), the
 pretrained encoder fine-tuned end to end from that linear probe (candidates and early
 stopping chosen on held-out labels, --val_fraction), and the same network trained from
 scratch on those labels with the same selection. Writes OUT/finetune.{md,json,png}, the
@@ -15,7 +15,7 @@ class names). Transfer to other labelled data: --config.data.source=digits
 
 import os
 
-from absl import flags, logging
+from absl import flags
 
 from amdim_tf import cli, config_lib
 from amdim_tf.use import finetune as finetune_lib
@@ -87,7 +87,7 @@ def _check_flags():
         cli.check_flag(flag.name, flag.value, flag.value >= 1, "an integer >= 1")
     for flag in (_MIN_STEPS, _MAX_STEPS, _MAX_TEST):
         cli.check_flag(flag.name, flag.value, flag.value >= 0, "an integer >= 0")
-    cli.check_flag("head_lr", _HEAD_LR.value, _HEAD_LR.value > 0, "a learning rate > 0")
+    cli.check_positive_finite("head_lr", _HEAD_LR.value, "a learning rate")
     cli.check_flag("evals", _EVALS.value, _EVALS.value >= 1, "an integer >= 1")
     cli.check_flag(
         "val_fraction", _VAL_FRACTION.value, 0 < _VAL_FRACTION.value < 1, "a fraction in (0, 1)"
@@ -108,13 +108,10 @@ def _recipe():
             evals=_EVALS.value,
         )
     except ValueError as e:
-        cli.fail(f"--candidates / step flags: {e}", code=1)
+        cli.fail(f"--candidates / step flags: {e}")
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     workdir = cli.encoder_path("a work directory written by amdim-train")
     seeds = _check_flags()
     recipe = _recipe()
@@ -125,32 +122,27 @@ def _main(argv):
         out = os.path.join(workdir, f"finetune_{source}" if source else "finetune")
     cli.check_writable_dir("out", out)
 
-    def run():
-        import tensorflow as tf
+    import tensorflow as tf
 
-        # Each arm traces its own train step; TF's retracing advice is noise here.
-        tf.get_logger().setLevel("ERROR")
+    # Each arm traces its own train step; TF's retracing advice is noise here.
+    tf.get_logger().setLevel("ERROR")
 
-        result = finetune_lib.run_few_label_evaluation(
-            workdir,
-            out,
-            finetune_lib.parse_budgets(_FRACTIONS.value, _PER_CLASS.value),
-            seeds=seeds,
-            arms=tuple(_ARMS.value),
-            recipe=recipe,
-            which=_WHICH.value,
-            data_overrides=overrides,
-            max_test=_MAX_TEST.value,
-        )
-        print(result["table"])
-        print("wrote " + ", ".join(result["paths"].values()))
-
-    cli.run_main(run)
+    result = finetune_lib.run_few_label_evaluation(
+        workdir,
+        out,
+        finetune_lib.parse_budgets(_FRACTIONS.value, _PER_CLASS.value),
+        seeds=seeds,
+        arms=tuple(_ARMS.value),
+        recipe=recipe,
+        which=_WHICH.value,
+        data_overrides=overrides,
+        max_test=_MAX_TEST.value,
+    )
+    print(result["table"])
+    print("wrote " + ", ".join(result["paths"].values()))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-finetune` command (also `python -m amdim_tf.cli.finetune`, `python tools/finetune.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Inspects embedded data: near-duplicates, train/test leakage, outliers, likely mislabels.
 
-    python tools/embed.py --encoder=runs/c10 --out=emb_train --split=train --projector_examples=0
-    python tools/embed.py --encoder=runs/c10 --out=emb_test --split=test --projector_examples=0
-    python tools/inspect_data.py --embeddings=emb_train,emb_test --out=inspection
+    amdim-embed --encoder=runs/c10 --out=emb_train --split=train --projector_examples=0
+    amdim-embed --encoder=runs/c10 --out=emb_test --split=test --projector_examples=0
+    amdim-inspect-data --embeddings=emb_train,emb_test --out=inspection
 
---embeddings takes one output directory of tools/embed.py, or two of the same encoder
+--embeddings takes one output directory of amdim-embed, or two of the same encoder
 (the reference split first, then the split checked against it for leakage). Writes
 OUT/report.md, report.json, pairs.csv, outliers.csv, mislabels.csv and PNG grids
 (amdim_tf/use/inspect.py explains the data-driven duplicate threshold; --threshold
@@ -12,7 +12,7 @@ overrides it). Named inspect_data.py, not inspect.py: a script's folder comes fi
 sys.path, and a tools/inspect.py would shadow Python's own `inspect` module.
 """
 
-from absl import flags, logging
+from absl import flags
 
 from amdim_tf import cli
 
@@ -31,46 +31,45 @@ _TOP = flags.DEFINE_integer("top", 24, "Findings shown per PNG grid (0 = no grid
 flags.mark_flags_as_required(["embeddings", "out"])
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
+    # Checked before the embeddings are read: a bad value would fail (or report nothing)
+    # only at the end.
+    cli.check_flag("k", _K.value, _K.value >= 1, "an integer >= 1")
+    cli.check_flag(
+        "agreement", _AGREEMENT.value, 0 < _AGREEMENT.value <= 1, "a share of the votes in (0, 1]"
+    )
+    cli.check_flag("top", _TOP.value, _TOP.value >= 0, "an integer >= 0 (0 = no grids)")
+    cli.check_writable_dir("out", _OUT.value)
+    from amdim_tf.use import inspect
 
-    def run():
-        from amdim_tf.use import inspect
-
-        summary = inspect.inspect_embeddings(
-            _EMBEDDINGS.value,
-            _OUT.value,
-            threshold=_THRESHOLD.value,
-            k=_K.value,
-            agreement=_AGREEMENT.value,
-            top=_TOP.value,
+    summary = inspect.inspect_embeddings(
+        _EMBEDDINGS.value,
+        _OUT.value,
+        threshold=_THRESHOLD.value,
+        k=_K.value,
+        agreement=_AGREEMENT.value,
+        top=_TOP.value,
+    )
+    c = summary["counts"]
+    t = summary["threshold"]
+    print(f"near-duplicate threshold: cosine >= {t['cosine']:.4f} ({t['chosen']})")
+    for name, n in c["images"].items():
+        mis = c["likely_mislabels"].get(name, "skipped (unlabelled)")
+        print(
+            f"{name}: {n:,} images, {c['near_duplicate_pairs_within'][name]:,} "
+            f"near-duplicate pairs, likely mislabels: {mis}"
         )
-        c = summary["counts"]
-        t = summary["threshold"]
-        print(f"near-duplicate threshold: cosine >= {t['cosine']:.4f} ({t['chosen']})")
-        for name, n in c["images"].items():
-            mis = c["likely_mislabels"].get(name, "skipped (unlabelled)")
-            print(
-                f"{name}: {n:,} images, {c['near_duplicate_pairs_within'][name]:,} "
-                f"near-duplicate pairs, likely mislabels: {mis}"
-            )
-        if len(c["images"]) == 2:
-            print(
-                f"across: {c['near_duplicate_pairs_across']:,} pairs; "
-                f"{c['leaked_images']:,} leaked images"
-            )
-        for note in summary["notes"]:
-            print(f"note: {note}")
-        print(f"wrote {', '.join(summary['outputs'])} to {_OUT.value} in {summary['seconds']} s")
-
-    cli.run_main(run)
+    if len(c["images"]) == 2:
+        print(
+            f"across: {c['near_duplicate_pairs_across']:,} pairs; "
+            f"{c['leaked_images']:,} leaked images"
+        )
+    for note in summary["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {', '.join(summary['outputs'])} to {_OUT.value} in {summary['seconds']} s")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-inspect-data` command (also `python -m amdim_tf.cli.inspect_data`, `python tools/inspect_data.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

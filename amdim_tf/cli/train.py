@@ -14,7 +14,7 @@ Watch it with `tensorboard --logdir DIR`.
 
 import sys
 
-from absl import flags, logging
+from absl import flags
 from ml_collections import config_flags
 
 from amdim_tf import cli
@@ -41,36 +41,27 @@ _OVERWRITE = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)  # TF's INFO chatter hides the progress bar
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     cli.check_name_lengths("workdir", _WORKDIR.value)
     from amdim_tf.run.train import INTERRUPTED_EXIT_CODE, PREEMPTED_EXIT_CODE, train
 
-    def run():
-        config = cli.load_config_flag(_CONFIG)
-        _, result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
-        print(f"{result['status']} ({result['start']}); workdir {_WORKDIR.value}", flush=True)
-        if result["status"] == "preempted":
-            sys.exit(PREEMPTED_EXIT_CODE)
-        if result["status"] == "interrupted":
-            sys.exit(INTERRUPTED_EXIT_CODE)
-
-    try:
-        cli.run_main(run)
-    except KeyboardInterrupt:
-        # A Ctrl-C before training began, or a second one during it.
-        cli.fail(
-            "interrupted (Ctrl-C) without a checkpoint of this step; rerun the same "
-            "command to resume from the latest one.",
-            code=INTERRUPTED_EXIT_CODE,
-        )
+    config = cli.load_config_flag(_CONFIG)
+    _, result = train(config, _WORKDIR.value, overwrite=_OVERWRITE.value)
+    print(f"{result['status']} ({result['start']}); workdir {_WORKDIR.value}", flush=True)
+    if result["status"] == "preempted":
+        sys.exit(PREEMPTED_EXIT_CODE)
+    if result["status"] == "interrupted":
+        sys.exit(INTERRUPTED_EXIT_CODE)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-train` command (also `python -m amdim_tf.cli.train`, `python tools/train.py`)."""
-    cli.run_command(_main, __name__, argv)
+# A Ctrl-C before training began, or a second one during it (the first one writes a
+# checkpoint and returns "interrupted").
+main = cli.command(
+    __name__,
+    _run,
+    interrupted="interrupted (Ctrl-C) without a checkpoint of this step; rerun the same "
+    "command to resume from the latest one.",
+)
 
 
 if __name__ == "__main__":

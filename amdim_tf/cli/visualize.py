@@ -1,6 +1,6 @@
 """Score maps and mixture assignments of a trained run (AMDIM §3.7), as PNG files.
 
-    python tools/visualize.py --encoder=DIR [--n=16] [--out=DIR/viz]
+    amdim-visualize --encoder=DIR [--n=16] [--out=DIR/viz]
         [--config.data.source=folder --config.data.path=IMAGES]
 
 Writes OUT/<checkpoint>_score_maps.png (two augmented views beside the NCE score of
@@ -15,7 +15,7 @@ older name of --encoder; --folder and --data_path the older forms of the data fl
 
 import os
 
-from absl import flags, logging
+from absl import flags
 
 from amdim_tf import cli
 
@@ -41,39 +41,31 @@ _OUT = flags.DEFINE_string("out", "", "Output directory ('' = ENCODER/viz).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the image sample and the augmented views.")
 
 
-def _main(argv):
-    logging.set_verbosity(logging.WARNING)
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {argv[1:]}; every option is a --flag (see --help).")
+def _run():
     workdir = cli.encoder_path("a work directory written by amdim-train")
     cli.check_flag("n", _N.value, _N.value >= 2, "an integer >= 2 (the others are the negatives)")
     cli.check_writable_dir("out", _OUT.value or os.path.join(workdir, "viz"))
 
-    def run():
-        from amdim_tf.use import visualize
+    from amdim_tf.use import visualize
 
-        overrides = cli.data_overrides()
-        if _DATA_PATH.value:
-            overrides.append(f"data.path={_DATA_PATH.value}")
-        paths = visualize.visualize_run(
-            workdir,
-            out_dir=_OUT.value,
-            which=_WHICH.value,
-            n=_N.value,
-            folder=_FOLDER.value,
-            split=_SPLIT.value,
-            seed=_SEED.value,
-            overrides=overrides,
-        )
-        for path in paths:
-            print(f"wrote {path}")
-
-    cli.run_main(run)
+    overrides = cli.data_overrides()
+    if _DATA_PATH.value:
+        overrides.append(f"data.path={_DATA_PATH.value}")
+    paths = visualize.visualize_run(
+        workdir,
+        out_dir=_OUT.value,
+        which=_WHICH.value,
+        n=_N.value,
+        folder=_FOLDER.value,
+        split=_SPLIT.value,
+        seed=_SEED.value,
+        overrides=overrides,
+    )
+    for path in paths:
+        print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    """The `amdim-visualize` command (also `python -m amdim_tf.cli.visualize`, `python tools/visualize.py`)."""
-    cli.run_command(_main, __name__, argv)
+main = cli.command(__name__, _run)
 
 
 if __name__ == "__main__":

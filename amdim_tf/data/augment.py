@@ -42,6 +42,7 @@ import dataclasses
 import tensorflow as tf
 
 from amdim_tf.data.pixel_scale import to_unit
+from amdim_tf.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ _PRESETS = {
 }
 PRESETS = tuple(_PRESETS)
 # The preset data.augment='' picks for each image size (the first of that size above).
-_BY_SIZE = {}
+_BY_SIZE: dict[int, str] = {}
 for _name, _spec in _PRESETS.items():
     _BY_SIZE.setdefault(_spec.size, _name)
 
@@ -96,7 +97,7 @@ _CROP_ATTEMPTS = 10  # torchvision's RandomResizedCrop tries 10 boxes before fal
 
 def _get_preset(preset):
     if preset not in _PRESETS:
-        raise ValueError(
+        raise UserError(
             f"Unknown augmentation preset {preset!r}; expected one of {PRESETS} "
             "(set data.augment, or leave it '' to pick one from data.image_size)."
         )
@@ -108,7 +109,7 @@ def preset_for_size(image_size):
     if image_size in _BY_SIZE:
         return _BY_SIZE[image_size]
     sizes = sorted(_BY_SIZE)
-    raise ValueError(
+    raise UserError(
         f"No augmentation preset produces {image_size!r}-pixel images; data.image_size "
         f"must be one of {sizes} (AMDIM's CIFAR, STL-10 and ImageNet-128 settings)."
     )
@@ -124,7 +125,7 @@ def preset_for(preset: str, image_size: int) -> str:
     image_size = int(image_size)
     name = preset or preset_for_size(image_size)
     if name in _PRESETS and _PRESETS[name].size != image_size:
-        raise ValueError(
+        raise UserError(
             f"data.augment={name!r} produces {preset_size(name)}-pixel views but "
             f"data.image_size={image_size}; set data.augment='' to pick the preset for the "
             "image size, or make the two agree."

@@ -128,10 +128,10 @@ def refusal(head: bytes, max_pixels: int) -> str | None:
     """
     if max_pixels <= 0:
         return None
-    pixels = decoded_pixels(head)
-    if pixels is None or pixels <= max_pixels:
+    pixels, size = decoded_pixels(head), header_size(head)
+    if pixels is None or size is None or pixels <= max_pixels:
         return None
-    height, width = header_size(head)
+    height, width = size
     return (
         f"image is {width}x{height}, {pixels:,} pixels to decode, more than "
         f"data.max_pixels={max_pixels:,}; shrink it or raise data.max_pixels"

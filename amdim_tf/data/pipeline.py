@@ -33,6 +33,7 @@ from absl import logging
 from amdim_tf.data import augment
 from amdim_tf.data.sources import open_source
 from amdim_tf.data.sources.base import AUTOTUNE, Data, Examples, Source, split_parts
+from amdim_tf.errors import UserError
 
 
 def opened(data: Data | Source) -> Source:
@@ -153,7 +154,7 @@ def _balanced_sample(labels, size, seed):
     rng = np.random.default_rng(seed)
     classes = np.unique(labels[labels >= 0])
     if not classes.size:
-        raise ValueError("A balanced sample needs labelled examples; the split has none.")
+        raise UserError("A balanced sample needs labelled examples; the split has none.")
     members = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
     if not size:
         size = min(len(m) for m in members) * len(classes)

@@ -38,6 +38,7 @@ optimizer of its own; the training step never names a method.
 import keras
 import ml_collections
 
+from amdim_tf.errors import UserError
 from amdim_tf.methods import amdim, cpc, dim
 from amdim_tf.methods.amdim.encoder import AMDIMEncoder
 from amdim_tf.methods.amdim.objective import AMDIMObjective
@@ -70,7 +71,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> AMDIMEncoder | DIMEncode
         )
     if method == "dim":
         if config.dim.encoder != "dim":
-            raise ValueError(
+            raise UserError(
                 f"Unknown config.dim.encoder={config.dim.encoder!r}; available: 'dim', 'amdim'."
             )
         d = config.dim
@@ -84,7 +85,7 @@ def build_encoder(config: ml_collections.ConfigDict) -> AMDIMEncoder | DIMEncode
             m.image_size, m.ndf, m.n_rkhs, c.patch_size, c.patch_stride, c.context_blocks,
             name="encoder",
         )  # fmt: skip
-    raise ValueError(f"Unknown config.method={method!r}; available: {METHODS}.")
+    raise UserError(f"Unknown config.method={method!r}; available: {METHODS}.")
 
 
 def build_objective(
@@ -107,7 +108,7 @@ def build_objective(
         local_key = (d.local_feature or amdim.R7) if d.encoder == "amdim" else dim.LOCAL
         if local_key not in shapes or local_key == GLOBAL:
             local_maps = [k for k, s in shapes.items() if s[0] > 1]
-            raise ValueError(
+            raise UserError(
                 f"config.dim.local_feature={local_key!r} is not a local map of "
                 f"{type(encoder).__name__}; use one of {local_maps}."
             )
@@ -120,4 +121,4 @@ def build_objective(
         c = config.cpc
         grid = shapes[cpc.Z][0]
         return CPCObjective(shapes[cpc.Z][-1], grid, c.min_offset, c.max_offset, name="objective")
-    raise ValueError(f"Unknown config.method={config.method!r}; available: amdim, dim, cpc.")
+    raise UserError(f"Unknown config.method={config.method!r}; available: amdim, dim, cpc.")

@@ -12,6 +12,8 @@ import math
 import keras
 from keras import ops
 
+from amdim_tf.errors import UserError
+
 # PyTorch's nn.Conv2d / nn.Linear default: kaiming_uniform_(a=sqrt(5)),
 # i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 TORCH_DEFAULT_KERNEL_INIT = {
@@ -82,7 +84,7 @@ def check_images(encoder, shape) -> None:
     """Raises a clear error unless `shape` is [B, S, S, 3] with S = encoder.image_size."""
     size = encoder.image_size
     if len(shape) != 4 or shape[-1] != 3 or shape[1] != size or shape[2] != size:
-        raise ValueError(
+        raise UserError(
             f"{type(encoder).__name__}(image_size={size}) expects images of shape "
             f"[B, {size}, {size}, 3], received {tuple(shape)}; resize/crop the input, convert "
             "grayscale/RGBA images to RGB, or build the encoder for that size."

@@ -21,6 +21,8 @@ import pkgutil
 
 import ml_collections
 
+from amdim_tf.errors import UserError
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -40,7 +42,7 @@ def is_preset_name(spec: str) -> bool:
 def preset_file(name: str) -> str:
     """The file of the preset `name`; a one-line ValueError listing the presets if none."""
     if name not in names():
-        raise ValueError(
+        raise UserError(
             f"no preset named {name!r}; choose one of {', '.join(names())}, or pass a config "
             "file path (with '/' or '.py'), e.g. --config=configs/amdim_cifar10.py"
         )

@@ -14,21 +14,45 @@ Variants (append to the preset name):
 Commands:
     amdim-train --config=amdim_cifar10_cpu:parity --workdir=runs/parity
     amdim-evaluate --workdir=runs/parity --baselines
-Data: ../shared/data/cifar10/ (see its README); the paths are relative to the working
-directory, the repository root in these commands.
+Data: the CIFAR-10 JPEG copy (cifar10-jpeg.npz; cifar10-jpeg-small.npz for :small and
+:tiny) in the directory that the environment variable AMDIM_TF_CIFAR10_DIR names
+(`export AMDIM_TF_CIFAR10_DIR=/data/cifar10`); --config.data.path=FILE overrides it. In a
+source checkout of this repository, with the variable unset, the project's shared copy
+../shared/data/cifar10/ (beside the repository) is used when it exists, named relative
+to the working directory (so runs started from the repository root record the same
+path as before). Neither: the run stops with one line naming the variable.
 """
 
-from amdim_tf import config_lib
+import os
 
-FULL = "../shared/data/cifar10/cifar10-jpeg.npz"
-SMALL = "../shared/data/cifar10/cifar10-jpeg-small.npz"
+from amdim_tf import config_lib
+from amdim_tf.errors import UserError
+
+DATA_ENV = "AMDIM_TF_CIFAR10_DIR"
+FULL_FILE = "cifar10-jpeg.npz"
+SMALL_FILE = "cifar10-jpeg-small.npz"
+# The project's shared copy beside a source checkout: <repo>/../shared/data/cifar10.
+_CHECKOUT_COPY = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data", "cifar10"
+)
+
+
+def data_dir() -> str:
+    """Where the CIFAR-10 copy is: $AMDIM_TF_CIFAR10_DIR, else a source checkout's shared
+    copy if it exists, else the unexpanded `$AMDIM_TF_CIFAR10_DIR`, which the data source
+    refuses with one line naming the variable."""
+    if os.environ.get(DATA_ENV):
+        return os.environ[DATA_ENV]
+    if os.path.isdir(_CHECKOUT_COPY):
+        return os.path.relpath(os.path.normpath(_CHECKOUT_COPY))
+    return f"${DATA_ENV}"
 
 
 def get_config(arg=None):
     c = config_lib.base_config()
     c.data.source = "npz"
     c.data.name = "cifar10"
-    c.data.path = FULL
+    c.data.path = os.path.join(data_dir(), FULL_FILE)
     c.train.eval_batch_size = 500
     c.train.log_every_steps = 10
     c.train.checkpoint_every_steps = 100
@@ -86,7 +110,7 @@ def get_config(arg=None):
         c.train.max_seconds = 3600
         c.optim.decay_epochs = (5,)
     elif arg == "small":
-        c.data.path = SMALL
+        c.data.path = os.path.join(data_dir(), SMALL_FILE)
         c.model.ndf = 32
         c.model.n_rkhs = 256
         c.model.n_depth = 2
@@ -98,11 +122,11 @@ def get_config(arg=None):
         c.optim.warmup_steps = 50
         c.data.shuffle_buffer = 2000
     elif arg == "tiny":
-        c.data.path = SMALL
+        c.data.path = os.path.join(data_dir(), SMALL_FILE)
         c.data.shuffle_buffer = 2000
         config_lib.make_tiny(c)
     else:
-        raise ValueError(
+        raise UserError(
             f"unknown variant {arg!r} of amdim_cifar10_cpu; use parity, quarter, hour, "
             "hour_fp32, small, tiny or nothing (the one-hour run)"
         )

@@ -26,12 +26,13 @@ encoder input; the step time grows with the pixels.
 """
 
 from amdim_tf import config_lib
+from amdim_tf.errors import UserError
 from amdim_tf.presets import amdim_cifar10_cpu
 
 
 def get_config(arg=None):
     if arg not in (None, "", "hour", "tiny"):
-        raise ValueError(f"unknown variant {arg!r} of amdim_folder; use hour, tiny or nothing")
+        raise UserError(f"unknown variant {arg!r} of amdim_folder; use hour, tiny or nothing")
     if arg == "tiny":
         c = config_lib.base_config()
         config_lib.make_tiny(c)

@@ -21,6 +21,7 @@ comparison baseline and should land below AMDIM on the linear probe.
 import ml_collections
 
 from amdim_tf import config_lib
+from amdim_tf.errors import UserError
 
 
 def get_config(arg=None):
@@ -42,5 +43,5 @@ def get_config(arg=None):
         c.cpc.context_blocks = 1
         c.cpc.max_offset = 3
     elif arg not in (None, ""):
-        raise ValueError(f"Unknown variant {arg!r}; use '' or 'tiny'.")
+        raise UserError(f"Unknown variant {arg!r}; use '' or 'tiny'.")
     return c

@@ -25,6 +25,7 @@ compare with its Y column (the evaluate tool can also read "conv"/"fc").
 import ml_collections
 
 from amdim_tf import config_lib
+from amdim_tf.errors import UserError
 
 
 def dim_config(alpha, beta, gamma, arg=None):
@@ -70,7 +71,7 @@ def dim_config(alpha, beta, gamma, arg=None):
         c.dim.summary_width = 16
         c.dim.disc_hidden = (32, 16)
     elif arg not in (None, "", "amdim"):
-        raise ValueError(f"Unknown variant {arg!r}; use '', 'tiny', 'amdim' or 'amdim_tiny'.")
+        raise UserError(f"Unknown variant {arg!r}; use '', 'tiny', 'amdim' or 'amdim_tiny'.")
     return c
 
 

@@ -11,6 +11,7 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf.config_lib import PRECISIONS
+from amdim_tf.errors import UserError
 from amdim_tf.methods import build_encoder, build_objective
 from amdim_tf.run.model import SelfSupervisedModel
 from amdim_tf.run.optim import make_optimizer
@@ -39,7 +40,7 @@ def resolve_precision(name: str, cpuinfo: str = "/proc/cpuinfo") -> str:
     scaling and is left to an explicit choice). Variables stay float32 either way.
     """
     if name not in PRECISIONS:
-        raise ValueError(f"Unknown config.precision={name!r}; available: {PRECISIONS}.")
+        raise UserError(f"Unknown config.precision={name!r}; available: {PRECISIONS}.")
     if name != "auto":
         return name
     if tf.config.list_logical_devices("TPU"):
@@ -67,7 +68,7 @@ def build_model(
     Variables stay float32 under the mixed policies; the losses compute in float32.
     """
     if config.data.image_size != config.model.image_size:
-        raise ValueError(
+        raise UserError(
             f"config.data.image_size={config.data.image_size} differs from "
             f"config.model.image_size={config.model.image_size}; set both to the same value."
         )

@@ -13,7 +13,6 @@ controller's decision for the same step. Every scalar is written at the global
 step, so a resumed run continues its curves.
 """
 
-import json
 import os
 import signal
 import time
@@ -22,13 +21,14 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf.run.storage import write_json_atomic
+from amdim_tf.durable import append_jsonl, write_json
+from amdim_tf.errors import UserError
 from amdim_tf.run.workdir import METRICS_FILE, read_best
 
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Raised when the training loss becomes NaN or infinite."""
 
 
@@ -170,8 +170,7 @@ class MetricsLogger(keras.callbacks.Callback):
         self.writer.flush()
         record = {"step": step, "epoch": self.epoch, "time": time.time()}
         record.update({k: float(v) for k, v in scalars.items()})
-        with open(os.path.join(self.workdir, METRICS_FILE), "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_jsonl(os.path.join(self.workdir, METRICS_FILE), record, sort_keys=False)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
@@ -245,4 +244,4 @@ class Checkpointer(keras.callbacks.Callback):
             self.run_ckpt.save(epoch + 1, self.run_ckpt.best_write_manager)
         self.best["evaluated_epoch"] = epoch + 1
         if self.best_file:
-            write_json_atomic(self.best_file, self.best)
+            write_json(self.best_file, self.best)

@@ -24,8 +24,8 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf import compat
-from amdim_tf.errors import first_line
+from amdim_tf import compat, durable
+from amdim_tf.errors import UserError, cause
 
 _CKPT_INDEX = re.compile(r"^ckpt-(\d+)\.index$")
 # A mixed_float16 run wraps its optimizer in a LossScaleOptimizer, which nests the
@@ -96,10 +96,7 @@ def repair_checkpoint_folder(folder: str) -> None:
     lines += [f'all_model_checkpoint_paths: "ckpt-{n}"' for n in numbers]
     lines += [f"all_model_checkpoint_timestamps: {t!r}" for t in times]
     lines += [f"last_preserved_timestamp: {min(times) - 1.0!r}"]
-    tmp = os.path.join(folder, "checkpoint.tmp")
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, os.path.join(folder, "checkpoint"))
+    durable.write_text(os.path.join(folder, "checkpoint"), "\n".join(lines) + "\n")
 
 
 # What reading a checkpoint cut short (disk full, a killed copy) raises.
@@ -122,7 +119,7 @@ def newest_readable(folder: str, read=_read_every_tensor):
         try:
             read(path)
         except _UNREADABLE as e:
-            why = first_line(e, limit=200)
+            why = cause(e)
             logging.warning("Checkpoint %s is unreadable (%s); trying the previous one.", path, why)
             continue
         return path
@@ -133,12 +130,12 @@ def checkpoint_path(workdir: str, which: str = "latest") -> str:
     """The newest readable checkpoint of `workdir` ("latest" or "best"); a truncated newer
     one is skipped with a warning, as training's resume does."""
     if which not in ("latest", "best"):
-        raise ValueError(f"which={which!r}; expected 'latest' or 'best'.")
+        raise UserError(f"which={which!r}; expected 'latest' or 'best'.")
     folder = os.path.join(workdir, "checkpoints" if which == "latest" else "best")
     candidates = checkpoint_candidates(folder)
     if not candidates:
         raise FileNotFoundError(
-            f"no checkpoint in {folder}; train first (tools/train.py "
+            f"no checkpoint in {folder}; train first (amdim-train "
             f"--workdir={workdir}) or pick --which=latest."
         )
     path = newest_readable(folder)
@@ -173,7 +170,7 @@ def restore_parts(path: str, **parts) -> None:
     status.assert_existing_objects_matched()
     missing = [v.path for v in variables if bool(tf.reduce_all(tf.math.is_nan(v)))]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"checkpoint {path} holds no value for {len(missing)} variables of "
             f"{'/'.join(parts)} (e.g. {missing[0]}); it was written by a different "
             "architecture or code version. Read it with the config and code that trained it."

@@ -12,6 +12,7 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run.neighbours import knn_votes, l2_normalise, topk_cosine
 
@@ -28,7 +29,7 @@ def pool(out: dict, keys) -> dict:
 def check_feature_keys(keys, outputs, what: str) -> None:
     """ValueError unless `keys` are one or more of `outputs`, the feature maps `what` returns."""
     if not keys or any(k not in outputs for k in keys):
-        raise ValueError(
+        raise UserError(
             f"features {','.join(keys)} are not all outputs of {what}: use one or more of "
             f"{','.join(outputs)} (those available)."
         )

@@ -5,7 +5,7 @@
 (`tensorboard.plugins.hparams.api.hparams`). It goes to the same event files as the
 run's scalars, so the HParams tab shows each run's hyperparameters beside the last value
 of every scalar it logged (probe/eval_linear_acc, probe/eval_knn_acc, health/rank, ...):
-work directories under one `--logdir` compare side by side, as `tools/compare.py`'s
+work directories under one `--logdir` compare side by side, as `amdim-compare`'s
 runs do.
 """
 

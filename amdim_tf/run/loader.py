@@ -65,7 +65,6 @@ import hashlib
 import json
 import os
 import random
-import uuid
 import zipfile
 
 import keras
@@ -73,10 +72,10 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import config_lib
+from amdim_tf import config_lib, durable
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
-from amdim_tf.errors import first_line
+from amdim_tf.errors import OutputExistsError, UserError, cause
 from amdim_tf.methods import AMDIMEncoder, CPCEncoder, DIMEncoder, build_encoder
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints
@@ -91,14 +90,10 @@ EXPORT_CONFIG_FILE = "amdim_encoder.json"
 # A version directory is complete when it has all of these (see missing_parts).
 _EXPORT_PARTS = ("saved_model.pb", "variables/", EXPORT_CONFIG_FILE)
 _EXPECTED = (
-    "a work directory written by tools/train.py (holding config.json), a .keras file "
-    "written by amdim_tf.save_encoder, a SavedModel export of tools/export.py, or, with "
+    "a work directory written by amdim-train (holding config.json), a .keras file "
+    "written by amdim_tf.save_encoder, a SavedModel export of amdim-export, or, with "
     "config=, an encoder .weights.h5 file or a run checkpoint"
 )
-
-
-def _one_line(error):
-    return first_line(error, limit=300)
 
 
 def preset_of(config: ml_collections.ConfigDict) -> str:
@@ -137,9 +132,9 @@ def _from_checkpoint(config, checkpoint):
     try:
         checkpoints.restore_parts(checkpoint, encoder=encoder)
     except (ValueError, AssertionError, tf.errors.OpError) as e:
-        raise ValueError(
+        raise UserError(
             f"checkpoint {checkpoint} does not fit the encoder of {_describe(config)} "
-            f"({_one_line(e)}); pass the config it was trained with."
+            f"({cause(e)}); pass the config it was trained with."
         ) from None
     return encoder
 
@@ -153,8 +148,8 @@ def _from_weights(config, weights):
         encoder.load_weights(weights)
     except ValueError as e:
         # Keras reports a mismatch over many lines; the first names the layer.
-        raise ValueError(
-            f"{weights} does not fit the encoder of this config ({_one_line(e)}); pass "
+        raise UserError(
+            f"{weights} does not fit the encoder of this config ({cause(e)}); pass "
             "the --config (and --config.* overrides) it was trained with."
         ) from None
     return encoder
@@ -167,9 +162,9 @@ def _from_keras_file(path):
     # Keras reports a damaged file as "File not found" or a KeyError: say what it is.
     fix = "write it again with amdim_tf.save_encoder (or encoder.save)"
     if os.path.getsize(path) == 0:
-        raise ValueError(f"{path} is empty (0 bytes), not a Keras model; {fix}.")
+        raise UserError(f"{path} is empty (0 bytes), not a Keras model; {fix}.")
     if not zipfile.is_zipfile(path):
-        raise ValueError(
+        raise UserError(
             f"{path} is not a .keras file (not a zip archive: damaged, cut short or another "
             f"format); {fix}."
         )
@@ -178,24 +173,24 @@ def _from_keras_file(path):
             names = set(archive.namelist())
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ValueError(f"{path} is a damaged zip archive ({_one_line(e)}); {fix}.") from None
+        raise UserError(f"{path} is a damaged zip archive ({cause(e)}); {fix}.") from None
     if bad is not None:
-        raise ValueError(f"{path} is a damaged zip archive (member {bad} is corrupt); {fix}.")
+        raise UserError(f"{path} is a damaged zip archive (member {bad} is corrupt); {fix}.")
     missing = [n for n in ("config.json", "model.weights.h5") if n not in names]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"{path} is a zip archive without {' and '.join(missing)}, not a Keras .keras "
             f"file; {fix}."
         )
     try:
         model = keras.saving.load_model(path)
     except (ValueError, TypeError, OSError, KeyError) as e:
-        raise ValueError(f"cannot load {path} as a Keras model ({_one_line(e)}).") from None
+        raise UserError(f"cannot load {path} as a Keras model ({cause(e)}).") from None
     if isinstance(model, PixelEncoder):
         return model.encoder, model.preset
     if isinstance(model, ENCODER_CLASSES):
         return model, None
-    raise ValueError(
+    raise UserError(
         f"{path} holds a {type(model).__name__}, not an encoder of amdim_tf "
         f"({', '.join(c.__name__ for c in ENCODER_CLASSES)}); save one with "
         "amdim_tf.save_encoder."
@@ -235,14 +230,14 @@ def resolve_export_dir(path: str) -> str:
         if not versions:
             raise FileNotFoundError(
                 f"no SavedModel at {path} (no saved_model.pb there nor in a "
-                "numbered version directory); write one with tools/export.py."
+                "numbered version directory); write one with amdim-export."
             )
         path = os.path.join(path, str(versions[-1]))
     missing = missing_parts(path)
     if missing:  # ValueError: found, but unusable (callers probing paths catch FileNotFound)
-        raise ValueError(
+        raise UserError(
             f"{path} is an incomplete export (missing {', '.join(missing)}); re-run "
-            "tools/export.py for that version with --overwrite."
+            "amdim-export for that version with --overwrite."
         )
     return path
 
@@ -415,7 +410,7 @@ def _opened(kind, path, source, encoder, preset, run_config=None):
 
 def _needs_config(path, what, config):
     if config is None:
-        raise ValueError(
+        raise UserError(
             f"{path} is {what}, which holds no architecture; pass config= (the run config it "
             "was trained with; --config for the tools), or load the run's work directory "
             "or a .keras file instead."
@@ -431,18 +426,21 @@ def open_encoder(path, which: str = "latest", config: ml_collections.ConfigDict 
             export (a version directory or its base), or, with `config`, a `.weights.h5`
             file or a run checkpoint (prefix, or a directory holding one).
         which: "latest" or "best" checkpoint of a work directory.
-        config: the run config for sources that hold none.
+        config: the run config for sources that hold none; with a work directory, the
+            config its checkpoint is read with instead of the run's own.
 
     Returns:
         a `Loaded`.
     """
     if which not in ("latest", "best"):
-        raise ValueError(f"which={which!r}; expected 'latest' or 'best'.")
+        raise UserError(f"which={which!r}; expected 'latest' or 'best'.")
     path = os.fspath(path)
     if os.path.isdir(path):
         if os.path.exists(os.path.join(path, CONFIG_FILE)):
-            run_config = load_run_config(path)
             checkpoint = checkpoints.checkpoint_path(path, which)
+            if config is not None:  # the run's checkpoint read with another config
+                return open_encoder(checkpoint, config=config)
+            run_config = load_run_config(path)
             encoder = _from_checkpoint(run_config, checkpoint)
             return _opened(
                 "workdir", path, os.path.basename(checkpoint), encoder, preset_of(run_config),
@@ -477,7 +475,7 @@ def open_encoder(path, which: str = "latest", config: ml_collections.ConfigDict 
             "checkpoint", path, os.path.basename(path), encoder, preset_of(config), config
         )
     if os.path.isfile(path):
-        raise ValueError(
+        raise UserError(
             f"{path} is a file of a kind this loader does not read (by its name); expected "
             f"{_EXPECTED}. Keras weights must end in '.weights.h5', models in '.keras'."
         )
@@ -524,7 +522,7 @@ def load_encoder(
     """
     loaded = open_encoder(path, which, config)
     if loaded.encoder is None:
-        raise ValueError(
+        raise UserError(
             f"{path} is a SavedModel export (for serving), not a Keras model to build "
             "on; load_encoder takes the run's work directory or a .keras file "
             "(amdim_tf.save_encoder); read the export's features with "
@@ -554,9 +552,9 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False) -> s
         `load_encoder(out, include_preprocessing=False)` the bare encoder.
     """
     if not str(out).endswith(".keras"):
-        raise ValueError(f"out={out!r} must end in '.keras' (the Keras model file format).")
+        raise UserError(f"out={out!r} must end in '.keras' (the Keras model file format).")
     if os.path.exists(out) and not overwrite:
-        raise FileExistsError(f"{out} already exists; pick another name or pass overwrite=True.")
+        raise OutputExistsError(f"{out} already exists; pick another name or pass overwrite=True.")
     if isinstance(source, PixelEncoder):
         model = source
     elif isinstance(source, keras.Model):
@@ -569,16 +567,7 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False) -> s
 
 
 def save_keras_atomic(model: keras.Model, out: str) -> None:
-    """`model.save(out)` through a temporary file beside `out`, renamed into place, so a
-    killed save never leaves a cut `.keras` file under the real name."""
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    # Named, not mkstemp'd: Keras creates the file, with the umask's permissions.
-    stage = os.path.join(directory, f".{os.path.basename(out)}.{uuid.uuid4().hex[:12]}.keras")
-    try:
+    """`model.save(out)` through a stage beside `out` (`durable.atomic_path`), so a killed
+    save never leaves a cut `.keras` file under the real name."""
+    with durable.atomic_path(out, f"the Keras model {os.path.basename(out)}") as stage:
         model.save(stage)
-        os.replace(stage, out)
-    except BaseException:
-        if os.path.exists(stage):
-            os.remove(stage)
-        raise

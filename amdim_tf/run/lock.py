@@ -5,8 +5,7 @@ import fcntl
 import os
 import socket
 
-from amdim_tf.run.storage import storage_error
-from amdim_tf.run.workdir import LOCK_FILE, WorkdirConflictError
+from amdim_tf.run.workdir import LOCK_FILE, WorkdirConflictError, workdir_storage_error
 
 
 class WorkdirLock:
@@ -28,7 +27,7 @@ class WorkdirLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as e:
-                raise storage_error(e, self.path) or e from None
+                raise workdir_storage_error(e, self.path) or e from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -19,6 +19,8 @@ matrix-vector product: a few milliseconds, so no approximate index is used.
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf.errors import UserError
+
 BLOCK_FLOATS = 2**25  # similarity floats per block (128 MB)
 
 
@@ -66,7 +68,7 @@ def topk_cosine(queries, refs, k: int, self_offset: int | None = None, block: in
         self_rows = self_offset + np.arange(len(queries))
     extra = 0 if self_rows is None else 1
     if not 0 < k <= n - extra:
-        raise ValueError(f"k={k} neighbours asked of {n} rows; use 1 <= k <= {n - extra}.")
+        raise UserError(f"k={k} neighbours asked of {n} rows; use 1 <= k <= {n - extra}.")
     block = block or max(1, min(4096, BLOCK_FLOATS // max(n, 1)))
     rows = np.zeros((len(queries), k), np.int64)
     sims = np.zeros((len(queries), k), np.float32)

@@ -37,6 +37,7 @@ import tensorflow as tf
 
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import to_unit
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run.features import check_feature_keys
 
@@ -56,14 +57,14 @@ def check_pixels_shape(shape, image_size: int, what: str) -> None:
     shape = tuple(shape)
     least = min_image_side(image_size)
     if len(shape) != 4 or shape[3] not in (None, 3):
-        raise ValueError(
+        raise UserError(
             f"{what} takes a batch of RGB images [B, H, W, 3] (pixels 0..255), received "
             f"{_shown(shape)}; add the batch axis and drop an alpha channel (or convert "
             "grey to RGB) first."
         )
     small = [d for d in shape[1:3] if d is not None and d < least]
     if small:
-        raise ValueError(
+        raise UserError(
             f"{what} takes images of at least {least}x{least} px (its side "
             f"{image_size} px / 4), received {_shown(shape)}; use larger images."
         )
@@ -102,7 +103,7 @@ def _refuse_unit_floats(images, what):
     unit = tf.logical_and(top > 0.0, top <= 1.0)
     if isinstance(images, tf.Tensor) and hasattr(images, "numpy"):  # eager: a plain error
         if bool(unit):
-            raise ValueError(f"{message}; largest value {float(top):.4g}.")
+            raise UserError(f"{message}; largest value {float(top):.4g}.")
         return images
     check = tf.debugging.Assert(tf.logical_not(unit), [message + "; largest value", top])
     with tf.control_dependencies([check]):
@@ -133,7 +134,7 @@ def views(images, preset: str, image_size: int, what: str = "the encoder"):
     images = tf.convert_to_tensor(images)
     check_pixels_shape(images.shape, image_size, what)
     if not (images.dtype.is_integer or images.dtype.is_floating):
-        raise ValueError(
+        raise UserError(
             f"{what} takes pixels 0..255 as uint8 or float, received dtype "
             f"{images.dtype.name}; cast the images first."
         )
@@ -206,7 +207,7 @@ class PixelEncoder(keras.Model):
         super().__init__(**kwargs)
         preset = augment.preset_for(preset, encoder.image_size)
         if preset not in augment.PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS}.")
+            raise UserError(f"Unknown preset {preset!r}; expected one of {augment.PRESETS}.")
         features = tuple(features)
         if GLOBAL not in features:
             features = (GLOBAL, *features)
@@ -290,6 +291,15 @@ class PixelEncoder(keras.Model):
         return cls(**config)
 
 
+def class_outputs(probs, class_names) -> dict:
+    """The outputs of a classifier's `classify` (in Python and in the exported signature):
+    {"class_name": string [B], "class_index": int32 [B], "probabilities": [B, K]} for
+    `probs` [B, K], columns in the order of `class_names`."""
+    index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
+    names = tf.gather(tf.constant(list(class_names)), index)  # [B]
+    return {"class_name": names, "class_index": index, "probabilities": probs}
+
+
 @keras.saving.register_keras_serializable(package="amdim_tf")
 class PixelClassifier(keras.Model):
     """A classifier with the pixel contract: raw images in, class probabilities out.
@@ -313,7 +323,7 @@ class PixelClassifier(keras.Model):
         self.class_names = tuple(str(n) for n in class_names)
         k = int(classifier.output_shape[-1])
         if len(self.class_names) != k:
-            raise ValueError(
+            raise UserError(
                 f"class_names has {len(self.class_names)} names but the classifier has {k} "
                 "outputs; pass one name per class, in label order."
             )
@@ -339,10 +349,7 @@ class PixelClassifier(keras.Model):
     def classify(self, images) -> dict:
         """{"class_name": str [B], "class_index": int [B], "probabilities": [B, K]}
         (inference), the outputs of the exported `classify` signature."""
-        probs = self(images, training=False)
-        index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
-        names = tf.gather(tf.constant(self.class_names), index)  # [B]
-        return {"class_name": names, "class_index": index, "probabilities": probs}
+        return class_outputs(self(images, training=False), self.class_names)
 
     def get_config(self):
         config = super().get_config()

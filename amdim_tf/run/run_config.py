@@ -16,13 +16,14 @@ import ml_collections
 from absl import logging
 
 from amdim_tf import config_lib
-from amdim_tf.errors import first_line
+from amdim_tf.durable import append_jsonl, write_json
+from amdim_tf.errors import UserError, cause
 from amdim_tf.run.checkpoints import checkpoint_numbers
-from amdim_tf.run.storage import append_jsonl, make_workdir, write_json_atomic
 from amdim_tf.run.workdir import (
     CONFIG_FILE,
     HISTORY_FILE,
     WorkdirConflictError,
+    make_workdir,
     remove_run_outputs,
 )
 
@@ -120,10 +121,16 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
-            f"{path} does not exist: --workdir must be a directory written by tools/train.py"
+            f"{path} does not exist: --workdir must be a directory written by amdim-train"
         )
-    with open(path) as f:
-        resolved = _with_added_defaults(json.load(f))
+    try:
+        with open(path) as f:
+            resolved = _with_added_defaults(json.load(f))
+    except (ValueError, UnicodeDecodeError) as e:  # a garbled file: the user restores it
+        raise UserError(
+            f"{path} is not valid JSON ({cause(e)}); restore it from a copy, or train "
+            "again in a new --workdir."
+        ) from None
     return ml_collections.ConfigDict(_merged(config_lib.base_config().to_dict(), resolved))
 
 
@@ -147,7 +154,7 @@ def _read_config_json(path, overwrite):
         if overwrite:
             return None
         raise WorkdirConflictError(
-            f"{path} is not valid JSON ({first_line(e, limit=100)}); restore it, or pass "
+            f"{path} is not valid JSON ({cause(e)}); restore it, or pass "
             "--overwrite to delete this workdir's run and start again."
         ) from None
 
@@ -191,5 +198,5 @@ def prepare_workdir(
             record = {"step": numbers[-1] if numbers else 0, "time": time.time()}
             record["changes"] = resumed
             append_jsonl(os.path.join(workdir, HISTORY_FILE), record)
-    write_json_atomic(path, new)  # a crash never leaves a half-written config
+    write_json(path, new)  # a crash never leaves a half-written config
     return workdir

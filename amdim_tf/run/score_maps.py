@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf.data import augment
+from amdim_tf.errors import UserError
 
 # A qualitative palette (matplotlib's tab10): component j is always this colour.
 _PALETTE = np.array(
@@ -63,12 +64,12 @@ def location_maps(model, view1, view2) -> dict:
     """
     objective = model.objective
     if not hasattr(objective, "location_scores"):
-        raise ValueError(
+        raise UserError(
             f"{type(objective).__name__} has no per-location NCE scores; score maps and "
             "mixture assignments need a run with config.method='amdim'."
         )
     if int(view1.shape[0]) < 2:
-        raise ValueError(
+        raise UserError(
             f"score maps need at least 2 images (the others are the negatives), received "
             f"{int(view1.shape[0])}."
         )

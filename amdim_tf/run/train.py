@@ -9,8 +9,8 @@ at any moment (kill -9 included) ends, once rerun, at the same final checkpoint.
 The chief holds the work directory's lock for the whole run, mends what a kill
 left (`workdir.repair_after_kill`), and writes config.json only once the data
 has opened. SIGTERM and a first Ctrl-C checkpoint and stop (exit codes 143 and
-130 in tools/train.py); a second Ctrl-C aborts at once. Disk full, a read-only
-or misplaced work directory become one-line `storage.WorkdirError`s.
+130 in amdim-train); a second Ctrl-C aborts at once. Disk full, a read-only
+or misplaced work directory become one-line `durable.WorkdirError`s.
 
 Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
 """
@@ -30,6 +30,7 @@ from absl import logging
 from amdim_tf import config_lib, distribute
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, samples
+from amdim_tf.errors import UserError
 from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import callbacks, hparams, score_maps
 from amdim_tf.run.build import build_model, resolve_precision
@@ -38,8 +39,14 @@ from amdim_tf.run.health import HealthMonitor
 from amdim_tf.run.knn_monitor import KNNMonitor
 from amdim_tf.run.lock import WorkdirLock
 from amdim_tf.run.run_config import prepare_workdir
-from amdim_tf.run.storage import make_workdir, storage_error
-from amdim_tf.run.workdir import BEST_FILE, read_best, repair_after_kill, trim_metrics
+from amdim_tf.run.workdir import (
+    BEST_FILE,
+    make_workdir,
+    read_best,
+    repair_after_kill,
+    trim_metrics,
+    workdir_storage_error,
+)
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers expect of a preempted job
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells expect after Ctrl-C
@@ -66,7 +73,7 @@ def steps_per_epoch(config, source=None):
     # Also with a set steps_per_epoch: a batch holding an image twice would pair it
     # with itself as a negative.
     if config.train.batch_size > n:
-        raise ValueError(
+        raise UserError(
             f"config.train.batch_size={config.train.batch_size} is larger than the "
             f"{n} training examples; lower the batch size."
         )
@@ -185,12 +192,12 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     chief = distribute.is_chief(strategy)
     if workdir and overwrite and distribute.is_multi_worker(strategy):
         # The chief would delete checkpoints that other workers may be restoring.
-        raise ValueError(
+        raise UserError(
             "--overwrite is not supported with config.distribute='multiworker'; "
             f"delete {workdir} yourself, or use a new --workdir."
         )
     lock = None
-    created = bool(workdir) and chief and not os.path.exists(workdir)
+    created = bool(workdir) and chief and not os.path.lexists(workdir)
     returned = False
     try:
         if workdir and chief:
@@ -201,7 +208,7 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
         returned = True
         return out
     except (OSError, tf.errors.OpError) as e:
-        error = storage_error(e, workdir) if workdir else None
+        error = workdir_storage_error(e, workdir) if workdir else None
         if error is None:
             raise
         raise error from e
@@ -225,7 +232,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     epochs = int(config.train.epochs)
     batch = int(config.train.batch_size)
     if batch % strategy.num_replicas_in_sync:
-        raise ValueError(
+        raise UserError(
             f"config.train.batch_size={batch} (the global batch) must be a multiple "
             f"of the {strategy.num_replicas_in_sync} replicas; change it."
         )

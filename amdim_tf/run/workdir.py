@@ -21,8 +21,9 @@ import shutil
 
 from absl import logging
 
+from amdim_tf.durable import WorkdirError, repair_jsonl_tail, storage_error, write_bytes
+from amdim_tf.errors import UserError
 from amdim_tf.run.checkpoints import repair_checkpoint_folder
-from amdim_tf.run.storage import repair_jsonl_tail
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -35,7 +36,7 @@ RUN_OUTPUTS = ("checkpoints", "best", "train", "validation", METRICS_FILE, BEST_
 EVENTS_GLOB = "events.out.tfevents.*"
 
 
-class WorkdirConflictError(ValueError):
+class WorkdirConflictError(UserError):
     """The work directory holds a different run, or another process is training in it."""
 
 
@@ -85,10 +86,7 @@ def trim_metrics(workdir: str, through_step: int, drop_eval_at: int = None) -> N
         logging.info(
             "metrics.jsonl: dropping %d records past step %d.", len(lines) - len(kept), through_step
         )
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
+        write_bytes(path, b"".join(kept))
 
 
 def repair_after_kill(workdir: str) -> None:
@@ -97,4 +95,22 @@ def repair_after_kill(workdir: str) -> None:
         repair_checkpoint_folder(os.path.join(workdir, name))
     repair_jsonl_tail(os.path.join(workdir, METRICS_FILE))
     for tmp in glob.glob(os.path.join(workdir, "*.tmp")):
-        os.remove(tmp)  # write_json_atomic's unfinished temp files
+        os.remove(tmp)  # unfinished temp files of older versions' atomic writes
+
+
+def make_workdir(workdir: str) -> None:
+    """Creates `workdir`; a one-line WorkdirError if that cannot be done."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise WorkdirError(
+            f"--workdir={workdir} is a file, not a directory; pass a directory "
+            "(it is created if missing)."
+        )
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise workdir_storage_error(e, workdir) or e from None
+
+
+def workdir_storage_error(e: BaseException, workdir: str):
+    """`durable.storage_error` for a write of the work directory `workdir` (or None)."""
+    return storage_error(e, workdir, flag="--workdir", outcome="rerun the same command to resume")

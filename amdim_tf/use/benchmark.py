@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from amdim_tf import compat, distribute
+from amdim_tf.errors import UserError
 from amdim_tf.methods import build_encoder
 from amdim_tf.run.build import PRECISIONS, build_model, resolve_precision
 
@@ -48,7 +49,7 @@ PRECISION_ALIASES = {
 def with_model(config, name):
     """A copy of `config` whose encoder has the shape of MODEL_SHAPES[name]."""
     if name not in MODEL_SHAPES:
-        raise ValueError(f"Unknown model {name!r}; available: {sorted(MODEL_SHAPES)}.")
+        raise UserError(f"Unknown model {name!r}; available: {sorted(MODEL_SHAPES)}.")
     config = ml_collections.ConfigDict(config.to_dict())
     config.model.ndf, config.model.n_rkhs, config.model.n_depth = MODEL_SHAPES[name]
     return config
@@ -57,7 +58,7 @@ def with_model(config, name):
 def precision_policy(name):
     """The Keras policy for --precision (fp32/bf16/fp16 or a policy name)."""
     if name not in PRECISION_ALIASES:
-        raise ValueError(f"Unknown precision {name!r}; available: {sorted(PRECISION_ALIASES)}.")
+        raise UserError(f"Unknown precision {name!r}; available: {sorted(PRECISION_ALIASES)}.")
     return PRECISION_ALIASES[name]
 
 
@@ -199,7 +200,7 @@ def measure(config, batch_size, steps=12, warmup=3, profile_dir=""):
     """
     name = config.distribute
     if name not in ("default", "mirrored"):
-        raise ValueError(
+        raise UserError(
             f"the benchmark runs on one host: config.distribute={name!r} must be "
             "'default' or 'mirrored'."
         )
@@ -277,3 +278,105 @@ def _child_main():
 
 if __name__ == "__main__":
     _child_main()
+
+
+_ROW_HEADER = (
+    "| model ndf/n_rkhs/depth | batch | images/s (both views) | step s | GFLOP/s | "
+    "peak GFLOP/s | of peak | peak memory GiB |\n|---|---|---|---|---|---|---|---|"
+)
+
+
+def _row_line(r: dict) -> str:
+    if "error" in r:
+        return f"| {r['model']} | {r['batch']} | failed: {r['error']} | | | | | |"
+    return (
+        f"| {r['model']} | {r['batch']} | {r['images_per_sec']:.1f} | {r['step_seconds']:.3f} | "
+        f"{r['gflops_per_sec']:.0f} | {r['peak_gflops']:.0f} {r['device']} "
+        f"{r['peak_dtype']} | {100 * r['fraction_of_peak']:.0f}% | "
+        f"{r['peak_memory_gib']:.1f} |"
+    )
+
+
+def _profile_lines(r: dict) -> list:
+    p = r["profile"]
+    lines = [
+        f"\n{r['model']}, batch {r['batch']}: profiled op time {p['op_seconds']:.2f} s over "
+        f"{p['wall_seconds']:.2f} s of steps ({p['op_seconds'] / p['wall_seconds']:.2f} ops "
+        f"running at a time on average); trace in {r['profile_dir']}"
+    ]
+    lines += [
+        f"  {op:45s} {seconds:7.3f} s {100 * share:5.1f}%" for op, seconds, share in p["by_type"]
+    ]
+    return lines
+
+
+def _pipeline_table(data, path, row, seconds, say) -> list:
+    """The input pipeline alone on the npz at `path`, per preset size, against `row`'s step."""
+    import copy
+
+    from amdim_tf import data as data_lib
+
+    batch, step_pairs = row["batch"], row["images_per_sec"] / 2
+    say(
+        f"\ninput pipeline alone (two-view pairs/s, batch {batch}) vs the first train "
+        f"step above ({step_pairs:.1f} pairs/s), same run:"
+    )
+    say("| preset | pipeline pairs/s | x train step |\n|---|---|---|")
+    pipeline = []
+    for size in (32, 64, 128):
+        d = copy.deepcopy(data)
+        d.source, d.path, d.image_size, d.augment, d.cache = ("npz", path, size, "", True)
+        rate = data_lib.benchmark_pipeline(d, batch, seconds)
+        pipeline.append(
+            {"image_size": size, "pairs_per_sec": rate, "x_train_step": rate / step_pairs}
+        )
+        say(f"| {size} px | {rate:.0f} | {rate / step_pairs:.0f}x |")
+    return pipeline
+
+
+def run_tables(
+    runs,
+    batches,
+    steps=12,
+    warmup=3,
+    profile_root="",
+    pipeline_data="",
+    pipeline_seconds=10.0,
+    say=print,
+) -> tuple[list, list]:
+    """amdim-benchmark's tables: each (label, config) of `runs` at each batch size in a
+    fresh process (`measure_isolated`), a row said as it is measured; then the profiles
+    (with `profile_root`) and the input pipeline alone on `pipeline_data` (an npz).
+
+    Returns:
+        (the rows, one dict per model and batch, failed ones with "error"; the pipeline
+        rows, empty without `pipeline_data` or a row that ran).
+    """
+    first = runs[0][1]
+    say(
+        f"{first.model.image_size} px images, precision {first.precision}, "
+        f"jit_compile {first.jit_compile}; each row in a fresh process"
+    )
+    say(_ROW_HEADER)
+    rows = []
+    for label, cfg in runs:
+        for b in batches:
+            profile_dir = (
+                os.path.join(profile_root, f"{label.split()[0]}_b{b}") if profile_root else ""
+            )
+            r = dict(
+                model=label,
+                profile_dir=profile_dir,
+                **measure_isolated(cfg, b, steps, warmup, profile_dir),
+            )
+            rows.append(r)
+            say(_row_line(r))
+    for r in rows:
+        if "profile" in r:
+            for line in _profile_lines(r):
+                say(line)
+    ok = [r for r in rows if "error" not in r]
+    pipeline = []
+    if pipeline_data and ok:
+        pipeline = _pipeline_table(first.data, pipeline_data, ok[0], pipeline_seconds, say)
+    return rows, pipeline

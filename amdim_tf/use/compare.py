@@ -1,4 +1,4 @@
-"""Several self-supervised methods under one budget: the library behind tools/compare.py.
+"""Several self-supervised methods under one budget: the library behind amdim-compare.
 
 Owns what makes the comparison fair and resumable:
 - each method's config, derived from its preset (`METHODS`, amdim_tf.presets): the same
@@ -28,11 +28,11 @@ from collections.abc import Mapping
 
 import tensorflow as tf
 
-from amdim_tf import config_lib, presets
+from amdim_tf import config_lib, durable, presets
+from amdim_tf.errors import UserError
 from amdim_tf.methods.nn import count_trainable_params
 from amdim_tf.run import loader
 from amdim_tf.run.run_config import prepare_workdir
-from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.run.train import train
 from amdim_tf.run.workdir import METRICS_FILE
 from amdim_tf.use import evaluate
@@ -46,7 +46,7 @@ METHODS = {
     "cpc": ("CPC", "cpc"),
 }
 # Encoders of one size class (~5M parameters) where the configs allow it; see
-# tools/compare.py for the sizes.
+# amdim-compare for the sizes.
 DEFAULT_VARIANTS = {"amdim": "parity", "dim_local": "", "dim_global": "", "cpc": ""}
 STATE_FILE = "compare_state.json"
 PIXELS_FILE = "pixels.json"
@@ -96,17 +96,17 @@ class CompareOptions:
         # The messages name the tool's flags, which carry the same names as these fields.
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
-            raise ValueError(
+            raise UserError(
                 f"--methods={','.join(self.methods)}: unknown {unknown}; choose from "
                 f"{','.join(METHODS)}"
             )
         unknown = [m for m in self.variants if m not in METHODS]
         if unknown:
-            raise ValueError(f"variants of unknown methods {unknown}; choose from {list(METHODS)}")
+            raise UserError(f"variants of unknown methods {unknown}; choose from {list(METHODS)}")
         if self.seconds <= 0 and self.steps <= 0:
-            raise ValueError("--seconds=0 and --steps=0 leave no budget; set one of them.")
+            raise UserError("--seconds=0 and --steps=0 leave no budget; set one of them.")
         if self.eval_every <= 0:
-            raise ValueError(f"--eval_every={self.eval_every} must be positive.")
+            raise UserError(f"--eval_every={self.eval_every} must be positive.")
         for item in self.overrides:
             method_override(item)  # syntax and method names now, keys once configs are loaded
 
@@ -121,11 +121,11 @@ def method_override(item):
     if not colon or "=" in target:  # a ":" inside the value addresses no method
         target, rest = None, item
     elif target not in METHODS:
-        raise ValueError(f"--set={item!r}: {target!r} is not a method of {list(METHODS)}")
+        raise UserError(f"--set={item!r}: {target!r} is not a method of {list(METHODS)}")
     try:
         config_lib.parse_override(rest)
     except ValueError as e:
-        raise ValueError(f"--set={item!r}: {e}") from None
+        raise UserError(f"--set={item!r}: {e}") from None
     return target, rest
 
 
@@ -142,7 +142,7 @@ def set_overrides(config, method, overrides):
         try:
             config_lib.apply_overrides(config, [override], what=f"the {method} config")
         except ValueError as e:
-            raise ValueError(f"--set={item!r}: {e}") from None
+            raise UserError(f"--set={item!r}: {e}") from None
     return config
 
 
@@ -225,7 +225,7 @@ def _run_method(method, config, config_name, options):
         model, result = train(config, wd, overwrite=options.overwrite)
         state["pretrain_seconds"] = spent + time.time() - t0
         state["encoder_params"] = count_trainable_params(model.encoder)
-        write_json_atomic(state_path, state)
+        durable.write_json(state_path, state)
         if result["status"] == "preempted":
             return None
         encoder, step = model.encoder, int(model.optimizer.iterations.numpy())
@@ -245,7 +245,7 @@ def _run_method(method, config, config_name, options):
         scores = {k: rows[0][k] for k in ("linear_acc", "knn_acc", "n_train", "n_test")}
         state["eval"] = {**key, **scores}
         state["encoder_params"] = count_trainable_params(encoder)
-        write_json_atomic(state_path, state)
+        durable.write_json(state_path, state)
     speeds = _metrics_values(metrics, "perf/images_per_sec")
     return {
         "method": method,
@@ -276,7 +276,7 @@ def _pixel_row(config, options):
             config, {}, pixels=True, max_train=options.max_train, k=options.k
         )
         cached = {"key": key, "row": rows[0]}
-        write_json_atomic(path, cached)
+        durable.write_json(path, cached)
     return {"method": "pixels", **cached["row"]}
 
 
@@ -305,7 +305,7 @@ def compare(options):
 
     Returns a dict with "status": "completed" or "preempted". Preemption is a
     status, not an exit: the library never ends the process, and the tool maps it
-    to train.PREEMPTED_EXIT_CODE as tools/train.py does with `train`'s status.
+    to train.PREEMPTED_EXIT_CODE as amdim-train does with `train`'s status.
     Completed: "rows" (one per method, then raw pixels), "table" (the markdown of
     compare.md without its title) and "paths" {"md", "json", "png"}. Preempted:
     "preempted" (the label of the method that was stopped) and the "rows" before it.
@@ -341,9 +341,8 @@ def compare(options):
     )
     table = format_markdown(rows, budget_line, options.k)
     paths = {ext: os.path.join(options.workdir, f"compare.{ext}") for ext in ("md", "json", "png")}
-    with open(paths["md"], "w") as f:
-        f.write("# Self-supervised methods under one budget\n\n" + table)
-    write_json_atomic(
+    durable.write_text(paths["md"], "# Self-supervised methods under one budget\n\n" + table)
+    durable.write_json(
         paths["json"],
         {
             "budget": {

@@ -44,7 +44,7 @@ ones are named together, with why, once all were tried (`EdgeRefusedError`). The
 go into the export's amdim_encoder.json under "edge".
 
 A file appears whole or not at all: it is written and checked in a hidden staging
-directory beside it (the rule of `export._staging_dir`), then renamed into place; the
+file beside it (`durable.atomic_path`), then renamed into place; the
 metadata is rewritten atomically after the rename, with the sha256 that says which file
 its numbers belong to.
 
@@ -55,20 +55,18 @@ The converters are optional (`pip install 'amdim-tf[edge]'`); a missing one rais
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from amdim_tf import durable
 from amdim_tf.data import samples
 from amdim_tf.data.pixel_scale import to_unit
-from amdim_tf.errors import first_line
+from amdim_tf.errors import OutputExistsError, UserError, first_line
 from amdim_tf.methods import amdim
 from amdim_tf.run import loader
-from amdim_tf.run.storage import write_json_atomic
 from amdim_tf.use import export
 
 FORMATS = ("savedmodel", "litert", "litert_int8", "litert_int8w", "onnx")
@@ -94,11 +92,11 @@ _PACKAGES = {
 }
 
 
-class MissingConverterError(ImportError, ValueError):
+class MissingConverterError(UserError, ImportError):
     """An optional converter or runtime is not installed (the message names the package)."""
 
 
-class EdgeCheckError(ValueError):
+class EdgeCheckError(UserError):
     """A converted file's outputs differ from the SavedModel's by more than the tolerance."""
 
 
@@ -138,7 +136,7 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
     names = [f for f in names if f]
     bad = [f for f in names if f not in FORMATS]
     if bad or not names:
-        raise ValueError(
+        raise UserError(
             f"format {','.join(bad) or repr(formats)} is unknown; use one or more of "
             f"{','.join(FORMATS)}, comma separated."
         )
@@ -263,7 +261,7 @@ def _runtime(path, num_threads=None):
             ),
             side if isinstance(side, int) else None,
         )
-    raise ValueError(f"{path} is neither a .tflite nor an .onnx file.")
+    raise UserError(f"{path} is neither a .tflite nor an .onnx file.")
 
 
 def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
@@ -406,12 +404,12 @@ def export_edge(
     images = np.asarray(images)
     size = config["image_size"]
     if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or not len(images):
-        raise ValueError(
+        raise UserError(
             f"check images are {images.dtype} {list(images.shape)}; pass uint8 "
             f"[N, {size}, {size}, 3] raw pixels with N > 0."
         )
     if "litert_int8" in formats and (representative is None or not len(representative)):
-        raise ValueError(
+        raise UserError(
             "litert_int8 needs representative images (uint8 [M, S, S, 3] from the "
             "training source) to calibrate its int8 ranges."
         )
@@ -425,7 +423,7 @@ def export_edge(
     for fmt in formats:
         target = os.path.join(export_dir, FILENAMES[fmt])
         if os.path.exists(target) and not overwrite:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{target} already exists; pass overwrite=True (--overwrite) to replace it."
             )
 
@@ -455,25 +453,21 @@ def _write_checked(
     encoder, fmt, function, export_dir, images, expected, representative, features,
     tolerance, onnx_opset,
 ):  # fmt: skip
-    """Converts, checks and renames into place the file of `fmt`; its metadata."""
+    """Converts `fmt`, checks the file staged beside its target and renames it into place
+    (a killed export leaves a hidden stage only, which the next write of the target
+    removes); its metadata."""
     target = os.path.join(export_dir, FILENAMES[fmt])
-    # The one staging rule of exports (a killed export leaves a hidden directory only).
-    stage = export._staging_dir(target)
-    try:
-        staged = os.path.join(stage, FILENAMES[fmt])
+    with durable.atomic_path(target, f"the {fmt} file") as staged:
         if fmt == "onnx":
             content = _to_onnx(*function, onnx_opset)
             converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
         else:
-            work = tempfile.mkdtemp(dir=stage)
             quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
-            content = _to_litert(encoder, *function, work, quantise, representative)
-            shutil.rmtree(work)
+            with durable.scratch_dir(target) as work:
+                content = _to_litert(encoder, *function, work, quantise, representative)
             converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
         with open(staged, "wb") as f:
             f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
         diffs = check_file(staged, export_dir, images, tolerance, expected)
         meta = {
             "file": FILENAMES[fmt],
@@ -486,10 +480,6 @@ def _write_checked(
         }
         if fmt == "litert_int8":
             meta["representative_images"] = len(representative)
-        os.replace(staged, target)
-        _fsync_dir(export_dir)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     return meta
 
 
@@ -529,7 +519,7 @@ def export_edge_for_data(
             features=features, overwrite=overwrite, on_written=written,
         )  # fmt: skip
     except FileExistsError as e:  # a user error: one line, as for the SavedModel
-        raise ValueError(str(e)) from None
+        raise UserError(str(e)) from None
     return lines
 
 
@@ -547,21 +537,13 @@ def check_line(export_dir: str, fmt: str, meta: dict) -> str:
     )
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _record(export_dir, entries):
     """Merges `entries` into amdim_encoder.json's "edge" (atomically rewritten)."""
     path = os.path.join(export_dir, loader.EXPORT_CONFIG_FILE)
     with open(path) as f:
         config = json.load(f)
     config.setdefault("edge", {}).update(entries)
-    write_json_atomic(path, config)
+    durable.write_json(path, config)
 
 
 def edge_files(export_dir: str) -> dict:

@@ -5,7 +5,7 @@
 reads the images of `split` from any source the trainer reads (`data` is a config's
 `data` section: an image folder (unlabelled, or classes with data.labels=folders), npz, TFRecord,
 TFDS), encodes them with a trained encoder (anything `loader.open_encoder` opens: a work
-directory, a SavedModel export of tools/export.py, or a `.keras` file of
+directory, a SavedModel export of amdim-export, or a `.keras` file of
 `loader.save_encoder`) in inference mode, and writes to `out_dir`:
 
     r1.npy            float32 [N, D] (and r5.npy / r7.npy, average-pooled, on request)
@@ -49,13 +49,15 @@ import tensorflow as tf
 from absl import logging
 
 from amdim_tf import data as data_lib
+from amdim_tf import durable
 from amdim_tf.data import augment
 from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run.features import check_feature_keys
 from amdim_tf.run.neighbours import finite_rows, l2_normalise, topk_cosine
-from amdim_tf.use import report, staging
+from amdim_tf.use import report
 
 INDEX_FILE = "index.tsv"
 NEIGHBOURS_FILE = "neighbours.png"
@@ -289,6 +291,7 @@ def embed(
     """
     features = tuple(features)
     loading = time.perf_counter()
+    output = durable.OutputDir(out_dir, SUMMARY_FILE, "an embedding")  # refused before the work
     model = loader.open_encoder(encoder_path, which)
     check_feature_keys(features, model.feature_names, f"the encoder at {encoder_path}")
     start = time.perf_counter()
@@ -298,9 +301,9 @@ def embed(
     ds, parts = _stream(source, split, model.preset, thumb)
     total = sum(p.count for p in parts)
     if total == 0:
-        raise ValueError(f"split {split!r} of data.source={data.source!r} holds no images.")
+        raise UserError(f"split {split!r} of data.source={data.source!r} holds no images.")
     class_names = parts[0].class_names
-    with staging.staged(out_dir, SUMMARY_FILE, "an embedding") as stage:
+    with output.staged() as stage:
         summary = _write_outputs(
             start,
             stage, model, ds, parts, total, class_names, features, batch_size, thumb,

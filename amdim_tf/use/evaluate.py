@@ -9,11 +9,14 @@ cosine-similarity kNN with a majority vote (k=20 or 200 as in common SSL
 practice, e.g. Wu et al. 2018 use 200 with weighted votes).
 """
 
+import os
 import warnings
 
 import numpy as np
 
 from amdim_tf import data as data_lib
+from amdim_tf import durable
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 
 # The feature maths is shared with the kNN monitor and embed (run/features.py).
@@ -54,7 +57,7 @@ def linear_weights(clf, num_classes: int) -> tuple:
     its logits are [0, z]. Every class 0..K-1 must have been seen in the fit."""
     scaler, logistic = clf[0], clf[-1]
     if list(logistic.classes_) != list(range(num_classes)):
-        raise ValueError(
+        raise UserError(
             f"the linear probe saw classes {list(logistic.classes_)}, not 0..{num_classes - 1}."
         )
     coef, intercept = logistic.coef_, logistic.intercept_  # [K or 1, D], [K or 1]
@@ -133,6 +136,55 @@ def evaluate_encoders(
     for r in rows:
         r.update(n_train=len(train[1]), n_test=len(test[1]))
     return rows
+
+
+def evaluate_run(
+    workdir,
+    out_dir=None,
+    which="latest",
+    baselines=False,
+    data_overrides=(),
+    max_train=10000,
+    k=20,
+    features=(GLOBAL,),
+    verbose=0,
+) -> tuple[list, str]:
+    """The frozen protocol on a training run's encoder (amdim-evaluate), written to
+    OUT_DIR/eval.json (OUT_DIR defaults to the work directory).
+
+    Args:
+        workdir: a work directory written by amdim-train.
+        which: its "latest" or "best" checkpoint.
+        baselines: also evaluate raw pixels and an untrained encoder of the same shape.
+        data_overrides: "data.KEY=VALUE" items: other labelled data (transfer).
+        max_train, k, features, verbose: as for `evaluate_encoders`.
+
+    Returns:
+        (the rows of `evaluate_encoders`, the path of eval.json).
+    """
+    from amdim_tf import config_lib
+    from amdim_tf.run import loader
+    from amdim_tf.run.run_config import load_run_config
+
+    config = config_lib.with_data_overrides(load_run_config(workdir), list(data_overrides))
+    trained = loader.open_encoder(workdir, which)
+    encoders = {f"trained ({trained.source})": trained.encoder}
+    if baselines:
+        encoders["untrained, same shape"] = loader.untrained_encoder(config)
+    rows = evaluate_encoders(
+        config,
+        encoders,
+        pixels=baselines,
+        max_train=max_train,
+        k=k,
+        features=tuple(features),
+        verbose=verbose,
+    )
+    out_dir = out_dir or workdir
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "eval.json")
+    durable.write_json(out, {"which": which, "k": k, "rows": rows}, indent=1, sort_keys=False)
+    return rows, out
 
 
 def format_table(rows, k=20):

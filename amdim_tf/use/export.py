@@ -21,13 +21,13 @@ rank is rejected at call time with a message naming the expected shape (the sign
 spec, plus an in-graph check for the concrete signatures that TF Serving runs).
 
 Layout (TensorFlow Serving wants numbered version directories under a base path;
-`tools/export.py --out=BASE` writes BASE/1/):
+`amdim-export --out=BASE` writes BASE/1/):
 
     export_dir/saved_model.pb, variables/, fingerprint.pb   the SavedModel
     export_dir/amdim_encoder.json                           image_size, ndf, n_rkhs, ...
 
 A version appears whole or not at all: it is written to a hidden directory beside it
-(BASE/.1.partial-<pid>-*, ignored by TF Serving, which serves numbered directories only)
+(BASE/.1.staging-<pid>-*, ignored by TF Serving, which serves numbered directories only)
 and renamed into place; a version lacking one of the three parts (an export killed by
 older code, a hand copy) is refused when loaded, naming what is missing.
 
@@ -47,14 +47,13 @@ Beware: a NumPy *float* array passed to the restored Python function
 
 import json
 import os
-import shutil
-import tempfile
 
 import keras
 import tensorflow as tf
-from absl import logging
 
+from amdim_tf import durable
 from amdim_tf.data import augment
+from amdim_tf.errors import OutputExistsError, UserError
 from amdim_tf.methods import amdim
 from amdim_tf.methods.features import GLOBAL
 
@@ -119,27 +118,25 @@ def export_encoder(
     trained_size = getattr(encoder, "image_size", None)
     image_size = image_size or trained_size
     if image_size is None:
-        raise ValueError(
-            "export_encoder needs image_size: the encoder has no image_size attribute."
-        )
+        raise UserError("export_encoder needs image_size: the encoder has no image_size attribute.")
     if trained_size is not None and image_size != trained_size:
-        raise ValueError(
+        raise UserError(
             f"image_size={image_size} differs from the encoder's image_size="
             f"{trained_size}; export at the size the encoder was built for."
         )
     preset = augment.preset_for(preset, image_size)
     if preset not in augment.PRESETS:
-        raise ValueError(
+        raise UserError(
             f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
             "(leave it empty to use the training preset for the image size)."
         )
-    _recover_parked(export_dir)
-    if _non_empty(export_dir) and not overwrite:
+    output = saved_model_output(export_dir, EXPORT_CONFIG_FILE, "a SavedModel export")
+    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         missing = missing_parts(export_dir)
         what = "already exists and is not empty"
         if missing:
             what = f"holds an incomplete export (missing {', '.join(missing)})"
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{export_dir} {what}; pick a new version directory or pass overwrite=True "
             "(--overwrite) to replace it."
         )
@@ -149,7 +146,7 @@ def export_encoder(
         encoder.build(tuple(spec_shape))
     probe = encoder(tf.zeros([1, image_size, image_size, 3]), training=False)
     if GLOBAL not in probe:
-        raise ValueError(
+        raise UserError(
             f"{type(encoder).__name__} returns {sorted(probe)}, no {GLOBAL!r}; "
             f"export_encoder needs the global feature {GLOBAL!r} [B, 1, 1, D]."
         )
@@ -157,7 +154,7 @@ def export_encoder(
         features = [k for k in FEATURES if k in probe]
     missing = [k for k in features if k not in probe]
     if missing:
-        raise ValueError(
+        raise UserError(
             f"features {missing} are not outputs of {type(encoder).__name__}; "
             f"available: {sorted(probe)}."
         )
@@ -239,118 +236,29 @@ def export_encoder(
         "serve_float", serve_float, [tf.TensorSpec(spec_shape, tf.float32, name="images")]
     )
     config = _encoder_config(encoder, preset, image_size, features, n_rkhs)
-    # Written beside the target (same file system, so the rename is atomic): a killed
-    # export leaves only a hidden staging directory, which the next export removes.
-    stage = _staging_dir(export_dir)
-    try:
-        archive.write_out(stage, verbose=False)
-        with open(os.path.join(stage, EXPORT_CONFIG_FILE), "w") as f:
-            json.dump(config, f, indent=1)
-        _fsync_tree(stage)
-        _move_into_place(stage, export_dir)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return export_dir
+    return write_saved_model(archive, output, config)
 
 
-def _non_empty(path):
-    return os.path.lexists(path) and not (os.path.isdir(path) and not os.listdir(path))
+def saved_model_output(export_dir: str, config_file: str, what: str) -> durable.OutputDir:
+    """The `durable.OutputDir` of a SavedModel version (OUT/VERSION/), made before the work:
+    it puts back a version parked by a killed export; `config_file`, written last, marks a
+    complete one. Whatever is there is replaced (the callers refuse without --overwrite)."""
+    return durable.OutputDir(export_dir, config_file, what, flag="", replace_any=True)
 
 
-def _stage_prefix(export_dir):
-    return f".{os.path.basename(os.path.abspath(export_dir))}.partial-"
+def write_saved_model(archive, output: durable.OutputDir, config: dict) -> str:
+    """The one SavedModel writer (the encoder's export and the classifier's): `archive`
+    (a keras.export.ExportArchive) and `config` as JSON beside it, written in a stage beside
+    the version and renamed into place (a killed export leaves a hidden stage only, which
+    the next export removes). Returns the version's path."""
+    with output.staged() as stage:
+        write_archive(archive, stage, output.manifest, config)
+    return output.given
 
 
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _recover_parked(export_dir):
-    """Puts back a version that an export killed between its two renames parked aside.
-
-    `_move_into_place` renames the version being replaced to `<stage>-replaced` before
-    renaming the new one in; a SIGKILL between the two leaves no version at all. The
-    parked one is complete (it was served), so it returns to its place; the staged
-    new one is removed with the other leftovers by `_staging_dir`."""
-    if _non_empty(export_dir):
-        return
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    if not os.path.isdir(parent):
-        return
-    prefix = _stage_prefix(export_dir)
-    for entry in sorted(os.listdir(parent)):
-        pid = entry[len(prefix) :].split("-")[0]
-        parked = os.path.join(parent, entry)
-        if (
-            entry.startswith(prefix)
-            and entry.endswith("-replaced")
-            and not (pid.isdigit() and _pid_alive(int(pid)))
-            and not missing_parts(parked)
-        ):
-            if os.path.isdir(export_dir):
-                os.rmdir(export_dir)  # empty, checked above
-            os.rename(parked, export_dir)
-            logging.warning(
-                "Recovered %s from %s, where an export killed while replacing it had parked it.",
-                export_dir,
-                parked,
-            )
-            return
-
-
-def _staging_dir(export_dir):
-    """A fresh hidden directory beside `export_dir`, after removing those that exports
-    killed before their rename left there (their process is gone)."""
-    parent = os.path.dirname(os.path.abspath(export_dir))
-    os.makedirs(parent, exist_ok=True)
-    prefix = _stage_prefix(export_dir)
-    for entry in os.listdir(parent):
-        pid = entry[len(prefix) :].split("-")[0]
-        if entry.startswith(prefix) and not (pid.isdigit() and _pid_alive(int(pid))):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
-    return tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent)
-
-
-def _fsync_tree(root):
-    """Flushes the staged files, so a crash after the rename cannot expose empty ones."""
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-
-
-def _move_into_place(stage, export_dir):
-    """Renames the complete `stage` to `export_dir`, replacing what is there.
-
-    POSIX cannot swap two directories atomically, so a version being replaced is first
-    renamed aside: a reader sees the old version, then none for an instant, then the
-    new one, never a mixture; if the second rename fails the old one is put back.
-    """
-    if os.path.isdir(export_dir) and not os.listdir(export_dir):
-        os.rmdir(export_dir)
-    if not os.path.lexists(export_dir):
-        os.rename(stage, export_dir)
-    else:
-        old = f"{stage}-replaced"  # same prefix: removed as stale if we die here
-        os.rename(export_dir, old)
-        try:
-            os.rename(stage, export_dir)
-        except BaseException:
-            os.rename(old, export_dir)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    parent = os.open(os.path.dirname(os.path.abspath(export_dir)), os.O_RDONLY)
-    try:
-        os.fsync(parent)  # the rename itself survives a crash
-    finally:
-        os.close(parent)
+def write_archive(archive, directory: str, config_file: str, config: dict) -> None:
+    """Writes the SavedModel of `archive` and `config_file` (last) into `directory` as it
+    is: for a directory inside a stage already (`write_saved_model` stages one)."""
+    archive.write_out(directory, verbose=False)
+    with open(os.path.join(directory, config_file), "w") as f:
+        json.dump(config, f, indent=1)

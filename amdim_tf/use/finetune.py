@@ -65,28 +65,28 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from amdim_tf import compat, config_lib
+from amdim_tf import compat, config_lib, durable
 from amdim_tf import data as data_lib
 from amdim_tf.data import augment, samples
-from amdim_tf.errors import first_line
+from amdim_tf.errors import UserError, first_line
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import checkpoints, loader
 from amdim_tf.run.pixels import (
     PixelClassifier,
     assert_pixels_shape,
+    class_outputs,
     min_image_side,
     unless_empty,
     views,
 )
 from amdim_tf.run.run_config import load_run_config
-from amdim_tf.use import evaluate, export, report, staging
+from amdim_tf.use import evaluate, export, report
 from amdim_tf.use.progress import Progress
 
 ARMS = ("frozen", "finetune", "scratch")
@@ -119,20 +119,20 @@ class Recipe:
         object.__setattr__(self, "candidates", tuple(tuple(c) for c in self.candidates))
         for bn, multiplier in self.candidates:
             if bn not in BN_MODES or not multiplier >= 0:
-                raise ValueError(
+                raise UserError(
                     f"candidate ({bn!r}, {multiplier!r}): expected a BatchNorm mode of "
                     f"{BN_MODES} and a backbone learning-rate multiplier >= 0."
                 )
         if not self.candidates:
-            raise ValueError("Recipe needs at least one fine-tuning candidate.")
+            raise UserError("Recipe needs at least one fine-tuning candidate.")
         if self.batch_size < 1 or self.min_steps < 1 or 0 < self.max_steps < self.min_steps:
-            raise ValueError(
+            raise UserError(
                 f"Recipe needs batch_size >= 1, min_steps >= 1 and max_steps 0 (no cap) or "
                 f">= min_steps, received batch_size={self.batch_size}, "
                 f"min_steps={self.min_steps}, max_steps={self.max_steps}."
             )
         if not 0.0 < self.val_fraction < 1.0 or self.evals < 1:
-            raise ValueError(
+            raise UserError(
                 f"Recipe needs 0 < val_fraction < 1 and evals >= 1, received "
                 f"val_fraction={self.val_fraction}, evals={self.evals}."
             )
@@ -150,7 +150,7 @@ def parse_candidates(items) -> tuple:
         try:
             out.append((bn.strip(), float(multiplier)))
         except ValueError:
-            raise ValueError(
+            raise UserError(
                 f"candidate {item!r}: expected BN:MULTIPLIER, e.g. frozen:0.1 or train:1."
             ) from None
     return tuple(out)
@@ -165,12 +165,12 @@ class Budget:
 
     def __post_init__(self):
         if bool(self.fraction) == bool(self.per_class):
-            raise ValueError(
+            raise UserError(
                 f"A label budget is a fraction or a per-class count, received "
                 f"fraction={self.fraction!r}, per_class={self.per_class!r}."
             )
         if not 0.0 <= self.fraction <= 1.0 or self.per_class < 0:
-            raise ValueError(
+            raise UserError(
                 f"Label fractions lie in (0, 1] and per-class counts are positive; received "
                 f"fraction={self.fraction!r}, per_class={self.per_class!r}."
             )
@@ -187,7 +187,7 @@ class Budget:
         per_class = images // len(names)
         if per_class < 1:
             need = len(names) / num_train
-            raise ValueError(
+            raise UserError(
                 f"label budget {self.name} of {num_train:,} train images is {images} "
                 f"image(s), fewer than one per class: class 0 ({names[0]!r}) and "
                 f"{len(names) - 1} others would have no example. Use a fraction of at "
@@ -196,12 +196,24 @@ class Budget:
         return per_class
 
 
+def _numbers(name, values, kind, example) -> list:
+    """`values` as numbers of `kind`; a UserError naming the flag `name` otherwise."""
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError):
+        shown = ",".join(map(str, values))
+        raise UserError(
+            f"--{name}={shown} is not allowed; expected {kind.__name__}s, e.g. {example}."
+        ) from None
+
+
 def parse_budgets(fractions=(), per_class=()) -> list:
-    """Budgets from fractions (0.01 = 1%) and per-class counts, smallest first."""
-    budgets = [Budget(fraction=float(f)) for f in fractions]
-    budgets += [Budget(per_class=int(n)) for n in per_class]
+    """Budgets from fractions (0.01 = 1%) and per-class counts (the --fractions and
+    --per_class flags of amdim-finetune), smallest first."""
+    budgets = [Budget(fraction=f) for f in _numbers("fractions", fractions, float, "0.01,0.1")]
+    budgets += [Budget(per_class=n) for n in _numbers("per_class", per_class, int, "10,50")]
     if not budgets:
-        raise ValueError("No label budget given; pass fractions (e.g. 0.01,0.1) or per_class.")
+        raise UserError("No label budget given; pass fractions (e.g. 0.01,0.1) or per_class.")
     return budgets
 
 
@@ -248,13 +260,13 @@ def labelled_subset(data, per_class, seed, names):
             source, split, per_class * len(names), seed, balanced=True, batch=500
         )
     except ValueError as e:
-        raise ValueError(
+        raise UserError(
             f"few-label evaluation needs labelled images in split {split!r} of "
             f"data.source={data.source!r} (class sub-directories, or labels other than -1): "
             f"{first_line(e)}"
         ) from e
     if not len(y):
-        raise ValueError(
+        raise UserError(
             f"split {split!r} of data.source={data.source!r} has no labelled images (every "
             "label is -1); few-label evaluation needs class labels."
         )
@@ -262,7 +274,7 @@ def labelled_subset(data, per_class, seed, names):
     empty = np.flatnonzero(counts == 0)
     if empty.size:
         c = int(empty[0])
-        raise ValueError(
+        raise UserError(
             f"class {c} ({names[c]!r}) has no labelled example in split {split!r} of "
             f"data.source={data.source!r}, so no classifier can learn it; add images of it "
             "or evaluate on data whose classes all have labels."
@@ -275,7 +287,7 @@ def _eval_split(data, max_examples):
     seed = 0 if max_examples else None
     x, y = samples.eval_views(source, data.eval_split, max_examples, seed, batch=500)
     if not len(y):
-        raise ValueError(f"eval split {data.eval_split!r} has no labelled images.")
+        raise UserError(f"eval split {data.eval_split!r} has no labelled images.")
     return x, y
 
 
@@ -457,8 +469,13 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
     the preset's normalisation) and BatchNorm in inference mode; the K names, in column
     order, are in classifier.json beside it. Staged and renamed into place.
     """
+    output = export.saved_model_output(export_dir, CLASSIFIER_JSON, "a classifier export")
+    return export.write_saved_model(*_classifier_archive(classifier), output)
+
+
+def _classifier_archive(classifier: PixelClassifier):
+    """(the ExportArchive of `export_classifier`, its classifier.json)."""
     size = classifier.image_size
-    table = tf.constant(list(classifier.class_names))
     num_classes = len(classifier.class_names)
 
     def classify(images):
@@ -470,12 +487,7 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
             return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
 
         probs = unless_empty(pixels, predict, lambda: tf.zeros([0, num_classes], tf.float32))
-        index = tf.argmax(probs, axis=-1, output_type=tf.int32)  # [B]
-        return {
-            "class_name": tf.gather(table, index),  # [B]
-            "class_index": index,
-            "probabilities": probs,
-        }
+        return class_outputs(probs, classifier.class_names)
 
     # The uint8 trace first: it is the signature TF Serving runs. The float traces are for
     # the restored Python function (`loaded.classify(x)`), which cast a float array to
@@ -498,16 +510,7 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
             "[B], probabilities [B,K]"
         },
     }
-    stage = export._staging_dir(export_dir)
-    try:
-        archive.write_out(stage, verbose=False)
-        with open(os.path.join(stage, CLASSIFIER_JSON), "w") as f:
-            json.dump(info, f, indent=1)
-        export._move_into_place(stage, export_dir)  # replaces our earlier output
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return export_dir
+    return archive, info
 
 
 def _summary(rows):
@@ -645,7 +648,7 @@ def run_few_label_evaluation(
     """Frozen / fine-tuned / scratch test accuracy of a run's encoder at several label budgets.
 
     Args:
-        workdir: a directory written by tools/train.py (read only).
+        workdir: a directory written by amdim-train (read only).
         out_dir: where finetune.{md,json,png}, classifier.keras and export/1 are written
             (the fine-tuned classifier of the largest budget and first seed).
         budgets: `Budget`s (parse_budgets).
@@ -663,7 +666,7 @@ def run_few_label_evaluation(
     """
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
-        raise ValueError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
+        raise UserError(f"unknown arms {unknown or arms}; expected a subset of {ARMS}.")
     run_config = load_run_config(workdir)
     config = config_lib.with_data_overrides(run_config, data_overrides)
     data = config.data
@@ -674,7 +677,7 @@ def run_few_label_evaluation(
     num_train = data_lib.num_examples(source, data.train_split)
     plan = [(b, b.resolve(num_train, names)) for b in budgets]
     plan.sort(key=lambda p: p[1])
-    staging.check(out_dir, RESULT_FILE, WHAT)  # before the work, not after it
+    output = durable.OutputDir(out_dir, RESULT_FILE, WHAT)  # refused before the work
 
     x_test, y_test = _eval_split(source, max_test)
     # One restore of the checkpoint; every fine-tuning run starts from a copy of it.
@@ -758,7 +761,7 @@ def run_few_label_evaluation(
     names_written = {"markdown": "finetune.md", "plot": "finetune.png", "json": RESULT_FILE}
     # The whole out_dir is written in a stage and renamed into place, finetune.json last:
     # a kill leaves the previous evaluation (table, classifier, export) or this one.
-    with staging.staged(out_dir, RESULT_FILE, WHAT) as stage:
+    with output.staged() as stage:
         with open(os.path.join(stage, "finetune.md"), "w") as f:
             f.write(table + "\n")
         plot_accuracy(
@@ -766,8 +769,10 @@ def run_few_label_evaluation(
         )
         if saved:
             classifier = pixel_classifier(saved["model"], names, preset)
-            loader.save_keras_atomic(classifier, os.path.join(stage, "classifier.keras"))
-            export_classifier(classifier, os.path.join(stage, "export", "1"))
+            # Plain writes: the stage is renamed into place whole.
+            classifier.save(os.path.join(stage, "classifier.keras"))
+            archive, info = _classifier_archive(classifier)
+            export.write_archive(archive, os.path.join(stage, "export", "1"), CLASSIFIER_JSON, info)
             names_written.update(keras="classifier.keras", export=os.path.join("export", "1"))
         with open(os.path.join(stage, RESULT_FILE), "w") as f:
             json.dump(result, f, indent=2, sort_keys=True)

@@ -48,6 +48,8 @@ import time
 
 import numpy as np
 
+from amdim_tf import durable
+from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import neighbours
 from amdim_tf.use import report, search
@@ -127,11 +129,9 @@ def labels_by_name(ix, ref) -> np.ndarray:
     return np.where(ix.labels >= 0, table[ix.labels], -1)
 
 
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+def _write(path, text):
+    with open(path, "w", encoding="utf-8") as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def _csv(header, rows):
@@ -170,7 +170,7 @@ def inspect_embeddings(
     Args:
         embed_dirs: one embed output directory, or two (reference, e.g. train; then the
             split checked against it, e.g. test), from the same encoder.
-        out_dir: where the report goes (created).
+        out_dir: where the report goes (created; a previous report there is replaced whole).
         threshold: near-duplicate cosine; None = from the data (`duplicate_threshold`).
         k: neighbours for density and label votes.
         agreement: share of the k votes another label needs to flag a mislabel.
@@ -185,15 +185,16 @@ def inspect_embeddings(
     if isinstance(embed_dirs, (str, os.PathLike)):
         embed_dirs = [embed_dirs]
     if not 1 <= len(embed_dirs) <= 2:
-        raise ValueError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
+        raise UserError(f"embed_dirs={embed_dirs!r}: give one embed output or two.")
     if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
+        raise UserError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
+    output = durable.OutputDir(out_dir, "report.json", "an inspection report")
     start = time.perf_counter()
     indexes = [search.Index.load(d, key) for d in embed_dirs]
     if len(indexes) == 2:
         a, b = indexes
         if a.dim != b.dim or not search.same_encoder(a, b):
-            raise ValueError(
+            raise UserError(
                 f"{a.directory} ({a.summary.get('encoder')}, {key} size {a.dim}) and "
                 f"{b.directory} ({b.summary.get('encoder')}, size {b.dim}) come from "
                 "different encoders; embed both splits with the same one."
@@ -211,7 +212,7 @@ def inspect_embeddings(
     ]
     for rows, name in zip(kept, names, strict=True):
         if len(rows) < k + 1:
-            raise ValueError(
+            raise UserError(
                 f"{name} holds {len(rows)} images with finite features; k={k} needs at "
                 f"least {k + 1}."
             )
@@ -297,87 +298,89 @@ def inspect_embeddings(
             )
     say("pairs, outliers and label votes")
 
-    os.makedirs(out_dir, exist_ok=True)
+    # Written whole into a stage and renamed into place, report.json last: a kill leaves
+    # the previous report or this one.
+    with output.staged() as out_dir:
 
-    def ident(name, row):
-        return str(by_name[name].ids[row])
+        def ident(name, row):
+            return str(by_name[name].ids[row])
 
-    def cls(name, label):
-        # Mislabels hold labels in the reference split's numbering (labels_by_name).
-        classes = indexes[0].class_names
-        return classes[label] if 0 <= label < len(classes) else str(label)
+        def cls(name, label):
+            # Mislabels hold labels in the reference split's numbering (labels_by_name).
+            classes = indexes[0].class_names
+            return classes[label] if 0 <= label < len(classes) else str(label)
 
-    exact = sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE)
-    _write_atomic(
-        os.path.join(out_dir, "pairs.csv"),
-        _csv(
-            ["kind", "split_a", "row_a", "id_a", "split_b", "row_b", "id_b", "cosine"],
-            [
-                (kind, sa, ra, ident(sa, ra), sb, rb, ident(sb, rb), f"{c:.5f}")
-                for kind, sa, ra, sb, rb, c in pairs
-            ],
-        ),
-    )
-    _write_atomic(
-        os.path.join(out_dir, "outliers.csv"),
-        _csv(
-            ["split", "row", "id", "knn_density"],
-            [(n, r, ident(n, r), f"{d:.5f}") for n, r, d in outliers],
-        ),
-    )
-    _write_atomic(
-        os.path.join(out_dir, "mislabels.csv"),
-        _csv(
-            ["split", "row", "id", "label", "class", "knn_label", "knn_class", "vote_share"],
-            [
-                (n, r, ident(n, r), lab, cls(n, lab), p, cls(n, p), f"{s:.2f}")
-                for n, r, lab, p, s in mislabels
-            ],
-        ),
-    )
+        exact = sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE)
+        _write(
+            os.path.join(out_dir, "pairs.csv"),
+            _csv(
+                ["kind", "split_a", "row_a", "id_a", "split_b", "row_b", "id_b", "cosine"],
+                [
+                    (kind, sa, ra, ident(sa, ra), sb, rb, ident(sb, rb), f"{c:.5f}")
+                    for kind, sa, ra, sb, rb, c in pairs
+                ],
+            ),
+        )
+        _write(
+            os.path.join(out_dir, "outliers.csv"),
+            _csv(
+                ["split", "row", "id", "knn_density"],
+                [(n, r, ident(n, r), f"{d:.5f}") for n, r, d in outliers],
+            ),
+        )
+        _write(
+            os.path.join(out_dir, "mislabels.csv"),
+            _csv(
+                ["split", "row", "id", "label", "class", "knn_label", "knn_class", "vote_share"],
+                [
+                    (n, r, ident(n, r), lab, cls(n, lab), p, cls(n, p), f"{s:.2f}")
+                    for n, r, lab, p, s in mislabels
+                ],
+            ),
+        )
 
-    counts = {
-        "images": {n: len(ix) for n, ix in by_name.items()},
-        "near_duplicate_pairs_within": {
-            n: sum(1 for p in pairs if p[0] == "within" and p[1] == n) for n in names
-        },
-        "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
-        "exact_duplicate_pairs": exact,
-        "leaked_images": len(leaked),
-        "nonfinite_rows_skipped": {n: ix.skipped_nonfinite for n, ix in by_name.items()},
-        "likely_mislabels": {
-            n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
-        },
-    }
-    grids = []
-    if top:
-        grids, missing = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
-        if missing:
-            label_note.append(
-                f"{missing} images of the grids are no longer where they were indexed "
-                "(moved or deleted): drawn as missing"
-            )
-        say(f"grids {', '.join(grids)}")
-    summary = {
-        "embeddings": {n: ix.directory for n, ix in by_name.items()},
-        "encoder": indexes[0].summary.get("encoder"),
-        "key": key,
-        "k": k,
-        "threshold": {
-            "cosine": chosen,
-            "chosen": "given" if threshold is not None else "from the data",
-            "rule": rule,
-        },
-        "agreement": agreement,
-        "counts": counts,
-        "notes": label_note,
-        "seconds": round(time.perf_counter() - start, 2),
-        "outputs": ["report.md", "report.json", "pairs.csv", "outliers.csv", "mislabels.csv"]
-        + grids,
-    }
-    _write_atomic(os.path.join(out_dir, "report.md"), _markdown(summary, pairs, ident))
-    _write_atomic(os.path.join(out_dir, "report.json"), json.dumps(summary, indent=1) + "\n")
-    return summary
+        counts = {
+            "images": {n: len(ix) for n, ix in by_name.items()},
+            "near_duplicate_pairs_within": {
+                n: sum(1 for p in pairs if p[0] == "within" and p[1] == n) for n in names
+            },
+            "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
+            "exact_duplicate_pairs": exact,
+            "leaked_images": len(leaked),
+            "nonfinite_rows_skipped": {n: ix.skipped_nonfinite for n, ix in by_name.items()},
+            "likely_mislabels": {
+                n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
+            },
+        }
+        grids = []
+        if top:
+            grids, missing = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
+            if missing:
+                label_note.append(
+                    f"{missing} images of the grids are no longer where they were indexed "
+                    "(moved or deleted): drawn as missing"
+                )
+            say(f"grids {', '.join(grids)}")
+        summary = {
+            "embeddings": {n: ix.directory for n, ix in by_name.items()},
+            "encoder": indexes[0].summary.get("encoder"),
+            "key": key,
+            "k": k,
+            "threshold": {
+                "cosine": chosen,
+                "chosen": "given" if threshold is not None else "from the data",
+                "rule": rule,
+            },
+            "agreement": agreement,
+            "counts": counts,
+            "notes": label_note,
+            "seconds": round(time.perf_counter() - start, 2),
+            "outputs": ["report.md", "report.json", "pairs.csv", "outliers.csv", "mislabels.csv"]
+            + grids,
+        }
+        _write(os.path.join(out_dir, "report.md"), _markdown(summary, pairs, ident))
+        _write(os.path.join(out_dir, "report.json"), json.dumps(summary, indent=1) + "\n")
+        return summary
 
 
 def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):

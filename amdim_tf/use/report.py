@@ -5,7 +5,7 @@ results, inspection's findings); names are drawn as plain text (a `$` in a file 
 name is not matplotlib mathtext) and an image that could not be read back is an empty,
 titled cell.
 
-Used by tools/compare.py (one curve per method) and tools/plot_run.py (the
+Used by amdim-compare (one curve per method) and amdim-plot-run (the
 README curve of one run). Wall time is *active* time: a run that was stopped
 and resumed later leaves a gap between two consecutive records, and a gap
 longer than `MAX_GAP_SECONDS` (5 minutes) is removed, so the x axis is the sum
@@ -19,9 +19,10 @@ display, no global backend switch).
 """
 
 import json
-import os
 
 import numpy as np
+
+from amdim_tf import durable
 
 MAX_GAP_SECONDS = 300.0
 EVAL_LINEAR_KEY = "probe/eval_linear_acc"  # online linear head, eval split, once per epoch
@@ -188,10 +189,8 @@ def thumbnail_grid(path, cells, titles, header: str = "", frames=None, title_siz
 
 
 def save_png(fig, path: str, dpi: int = 100) -> str:
-    """Writes a matplotlib figure as PNG at `path`: beside it first, then renamed into place,
-    so a reader (or a kill) never meets half a file. Creates the directory; returns path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    fig.savefig(tmp, dpi=dpi, format="png")
-    os.replace(tmp, path)
+    """Writes a matplotlib figure as PNG at `path` atomically (`durable.atomic_path`), so a
+    reader (or a kill) never meets half a file. Creates the directory; returns path."""
+    with durable.atomic_path(path) as stage:
+        fig.savefig(stage, dpi=dpi, format="png")
     return path

@@ -42,7 +42,7 @@ from amdim_tf import data as data_lib
 from amdim_tf.data import augment, decode
 from amdim_tf.data.pixel_scale import to_uint8
 from amdim_tf.data.sources import folder as folder_lib
-from amdim_tf.errors import UserError, first_line
+from amdim_tf.errors import UserError, cause
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import loader
 from amdim_tf.run import pixels as pixels_lib
@@ -55,7 +55,7 @@ SUMMARY_FILE = embed.SUMMARY_FILE
 
 def _bad_index(path, what):
     return UserError(
-        f"{path} {what}; it is not a file of an embed output: embed again with tools/embed.py."
+        f"{path} {what}; it is not a file of an embed output: embed again with amdim-embed."
     )
 
 
@@ -70,7 +70,7 @@ def _read_index_tsv(path):
         if header != "id\tlabel\tclass":
             raise UserError(
                 f"{path} starts with {header[:80]!r}, not 'id\\tlabel\\tclass'; "
-                "it is not an index.tsv written by tools/embed.py."
+                "it is not an index.tsv written by amdim-embed."
             )
         for number, line in enumerate(f, start=2):
             line = line.rstrip("\n")
@@ -100,7 +100,7 @@ def _read_summary(path):
         with open(path, encoding="utf-8") as f:
             summary = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise _bad_index(path, f"is not valid JSON ({first_line(e, 120)})") from None
+        raise _bad_index(path, f"is not valid JSON ({cause(e)})") from None
     if not isinstance(summary, dict):
         raise _bad_index(path, f"holds a JSON {type(summary).__name__}, not an object")
     for field, kind in (("features", dict), ("data", dict), ("encoder_fingerprint", str)):
@@ -116,7 +116,7 @@ def _open_features(path):
     try:
         raw = np.load(path, mmap_mode="r")  # allow_pickle=False: no object arrays
     except (ValueError, OSError, EOFError) as e:
-        raise _bad_index(path, f"is not a readable .npy array ({first_line(e, 120)})") from None
+        raise _bad_index(path, f"is not a readable .npy array ({cause(e)})") from None
     if not isinstance(raw, np.ndarray):  # an .npz archive under the .npy name
         raw.close()
         raise _bad_index(path, "is an .npz archive, not an .npy array")
@@ -132,7 +132,7 @@ def _which(summary):
     if which not in ("latest", "best"):
         raise UserError(
             f"{SUMMARY_FILE} records which={str(which)[:40]!r}, not 'latest' or 'best'; it is "
-            "not an embed.json written by tools/embed.py."
+            "not an embed.json written by amdim-embed."
         )
     return which
 
@@ -194,7 +194,7 @@ class Index:
             if not os.path.isfile(path):
                 raise FileNotFoundError(
                     f"{path} does not exist; {directory} is not a complete embed output "
-                    f"(write one with tools/embed.py --out={directory})."
+                    f"(write one with amdim-embed --out={directory})."
                 )
         summary = _read_summary(json_path)
         raw = _open_features(npy)
@@ -202,13 +202,13 @@ class Index:
         if raw.shape[0] != len(ids):
             raise UserError(
                 f"{npy} holds {raw.shape[0]} rows but {tsv} lists {len(ids)} images: a "
-                "truncated or mixed embedding; embed again with tools/embed.py."
+                "truncated or mixed embedding; embed again with amdim-embed."
             )
         recorded = summary.get("features", {}).get(key)
         if recorded is not None and recorded != list(raw.shape):
             raise UserError(
                 f"{npy} has shape {list(raw.shape)} but {SUMMARY_FILE} records "
-                f"{str(recorded)[:80]}: files of two embeddings; embed again with tools/embed.py."
+                f"{str(recorded)[:80]}: files of two embeddings; embed again with amdim-embed."
             )
         features = np.empty(raw.shape, np.float32)
         for start in range(0, len(raw), 65536):  # the memmap read in bounded pieces
@@ -460,7 +460,7 @@ def read_query_images(path, max_pixels: int | None = None) -> tuple[list, list]:
             images.append(decode.decode_file(tf.constant(name)).numpy())
         except (tf.errors.OpError, ValueError) as e:
             raise UserError(
-                f"cannot decode query image {name} ({first_line(e, 200)}); remove or replace it."
+                f"cannot decode query image {name} ({cause(e)}); remove or replace it."
             ) from None
     return names, images
 

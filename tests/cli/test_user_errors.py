@@ -62,6 +62,8 @@ BAD_VALUES = [
     ("optim.lr", -1e-3, "a learning rate > 0"),
     ("optim.lr", 0.0, "a learning rate > 0"),
     ("optim.lr", float("nan"), "a learning rate > 0"),
+    ("optim.lr", float("inf"), "a learning rate > 0, finite"),  # issue 33 item 33
+    ("train.keep_checkpoints", 0, "an integer >= 1"),  # issue 33 item 34
     ("optim.warmup_steps", -1, "an integer >= 0"),
     ("data.shuffle_buffer", 1, "an integer > 1: a buffer of 1 does not shuffle"),
     ("data.shuffle_buffer", 0, "an integer > 1"),

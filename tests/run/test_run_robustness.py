@@ -32,7 +32,7 @@ from amdim_tf.run import callbacks, checkpoints, loader
 from amdim_tf.run import train as train_lib
 from amdim_tf.run.build import build_model
 from amdim_tf.run.run_config import load_run_config, prepare_workdir
-from amdim_tf.run.storage import storage_error
+from amdim_tf.run.workdir import workdir_storage_error as storage_error
 
 
 @pytest.fixture(scope="module")

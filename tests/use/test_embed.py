@@ -9,11 +9,11 @@ import pytest
 import tensorflow as tf
 from conftest import one_error_line, run_command
 
-from amdim_tf import config_lib
+from amdim_tf import config_lib, durable
 from amdim_tf import data as data_lib
 from amdim_tf.run import loader as backbone
 from amdim_tf.run.run_config import load_run_config
-from amdim_tf.use import embed, evaluate, export, staging
+from amdim_tf.use import embed, evaluate, export
 
 
 def _read_index(out):
@@ -265,10 +265,10 @@ def test_a_new_embedding_replaces_the_previous_one_whole(tiny_run, tmp_path, mon
 
 def test_an_output_parked_by_a_kill_between_the_renames_is_put_back(tiny_run, tmp_path):
     out = tmp_path / "emb"
-    parked = tmp_path / ".emb.previous"
+    parked = tmp_path / f".emb.previous-{2**31 - 2}"  # above any pid_max: a dead writer
     parked.mkdir()
     (parked / embed.SUMMARY_FILE).write_text("{}")
-    staging.begin(str(out), embed.SUMMARY_FILE, "an embedding")
+    durable.OutputDir(str(out), embed.SUMMARY_FILE, "an embedding")
     assert (out / embed.SUMMARY_FILE).exists() and not parked.exists()
 
 

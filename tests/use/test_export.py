@@ -320,7 +320,7 @@ def test_sigkilled_export_leftover_is_ignored_then_cleaned(exported, tmp_path):
     shutil.copytree(exported["export_dir"], base / "1")
     script = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {os.path.join(ROOT, "tests")!r})
+        sys.path[:0] = [{os.path.join(ROOT, "tests")!r}, {os.path.join(ROOT, "tests", "use")!r}]
         from amdim_tf.use import export
         from test_export import tiny_encoder
         import json
@@ -348,8 +348,8 @@ def test_version_parked_by_a_kill_between_the_renames_is_recovered(exported, tmp
     shutil.copytree(exported["export_dir"], base / "1")
     before = {p: (base / "1" / p).read_bytes() for p in ("saved_model.pb", "amdim_encoder.json")}
     dead = 2**31 - 2  # above any pid_max: no live process has it
-    os.rename(base / "1", base / f".1.partial-{dead}-x1y2z3-replaced")
-    shutil.copytree(exported["export_dir"], base / f".1.partial-{dead}-x1y2z3")  # the new one
+    os.rename(base / "1", base / f".1.previous-{dead}")
+    shutil.copytree(exported["export_dir"], base / f".1.staging-{dead}-x1y2z3")  # the new one
     with pytest.raises(FileExistsError, match="already exists"):
         export.export_encoder(exported["enc"], str(base / "1"))  # without --overwrite
     assert {p: (base / "1" / p).read_bytes() for p in before} == before

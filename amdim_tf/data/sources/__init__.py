@@ -17,6 +17,7 @@ from amdim_tf.data.sources.folder import FolderSource
 from amdim_tf.data.sources.npz import NpzSource
 from amdim_tf.data.sources.tfds import TFDSSource
 from amdim_tf.data.sources.tfrecord import TFRecordSource
+from amdim_tf.errors import UserError
 
 SOURCES = {
     "npz": NpzSource,
@@ -31,5 +32,5 @@ def open_source(data: Data) -> Source:
     """The `Source` object of `data.source` (its examples, labels and counts per split part)."""
     name = data.source
     if name not in SOURCES:
-        raise ValueError(f"Unknown data.source {name!r}; expected one of {tuple(SOURCES)}.")
+        raise UserError(f"Unknown data.source {name!r}; expected one of {tuple(SOURCES)}.")
     return SOURCES[name](data)

@@ -12,21 +12,24 @@ first few, or under `data.strict` a one-line error naming the first).
 """
 
 import dataclasses
+import os
+import re
 from collections.abc import Callable
+from typing import TypeAlias
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from amdim_tf.errors import first_line
+from amdim_tf.errors import UserError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
 UNLABELED = -1
 UNLABELED_SPLIT = "unlabeled"
 MAX_LOGGED_BAD = 5
 
-Data = ml_collections.ConfigDict  # the `data` section of a run config
+Data: TypeAlias = ml_collections.ConfigDict  # the `data` section of a run config
 
 
 @dataclasses.dataclass
@@ -42,7 +45,7 @@ def split_parts(split: str) -> list:
     """The parts of a split expression: "train+unlabeled" -> ["train", "unlabeled"]."""
     parts = [p.strip() for p in str(split).split("+") if p.strip()]
     if not parts:
-        raise ValueError(f"Empty split {split!r}; use e.g. 'train' or 'train+unlabeled'.")
+        raise UserError(f"Empty split {split!r}; use e.g. 'train' or 'train+unlabeled'.")
     return parts
 
 
@@ -56,6 +59,13 @@ def require_path(path: str, key: str) -> None:
     # The flag's full name: a preset's relative path fails outside this repository.
     if not path:
         raise FileNotFoundError(f"No data path given; set {key} (--config.{key}=PATH).")
+    unset = [v for v in re.findall(r"\$\{?(\w+)", path) if v not in os.environ]
+    if unset and not tf.io.gfile.exists(path):  # a preset's data directory (presets/)
+        raise FileNotFoundError(
+            f"{key}={path!r} names the environment variable {unset[0]}, which is not set: "
+            f"export {unset[0]}=DIR (the directory holding the data), or pass "
+            f"--config.{key}=PATH."
+        )
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"{path!r} does not exist; fix {key} (--config.{key}=PATH).")
 
@@ -91,7 +101,7 @@ def report_bad(bad, total, what, where, strict, why, num_bad=None) -> None:
     """
     num_bad = len(bad) if num_bad is None else num_bad
     if bad and strict:
-        raise ValueError(
+        raise UserError(
             f"Cannot decode {what} {bad[0]} ({why()}); {num_bad} bad {what}(s) {where}. "
             "Remove or fix them, or set data.strict=False to skip them."
         )

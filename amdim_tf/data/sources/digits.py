@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from amdim_tf.data.pixel_scale import PIXEL_MAX, to_uint8
 from amdim_tf.data.sources.base import Examples, Source
+from amdim_tf.errors import UserError
 
 # Digits has no official split; the first 80% (1,440 of 1,797) are a stable "train".
 _DIGITS_TRAIN = 1440
@@ -40,7 +41,7 @@ class DigitsSource(Source):
     def _rows(self, part):
         rows = {"train": slice(0, _DIGITS_TRAIN), "test": slice(_DIGITS_TRAIN, None)}
         if part not in rows:
-            raise ValueError(
+            raise UserError(
                 f"Split {part!r} is not a digits split; use 'train' or 'test' in "
                 "data.train_split / data.eval_split."
             )

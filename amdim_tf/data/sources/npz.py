@@ -22,6 +22,7 @@ from amdim_tf.data.sources.base import (
     require_path,
     why_undecodable,
 )
+from amdim_tf.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,22 +37,22 @@ def _check_npz_split(path, name, blob, offsets, labels, num_names):
     """One-line errors for arrays that would otherwise fail deep inside TF."""
     where = f"{path!r}: {name}"
     if blob.ndim != 1 or blob.dtype != np.uint8:
-        raise ValueError(
+        raise UserError(
             f"{where}_jpeg is a {blob.ndim}-D {blob.dtype} array; store the JPEG files "
             "concatenated as 1-D uint8 (np.frombuffer(b''.join(jpegs), np.uint8))."
         )
     if offsets.ndim != 1 or not np.issubdtype(offsets.dtype, np.integer):
-        raise ValueError(
+        raise UserError(
             f"{where}_offsets is a {offsets.ndim}-D {offsets.dtype} array; store 1-D "
             "integer byte offsets (np.cumsum([0] + jpeg_lengths))."
         )
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
+        raise UserError(
             f"{where}_labels is a {labels.ndim}-D {labels.dtype} array; store 1-D integer "
             "class indices (-1 for unlabeled)."
         )
     if len(offsets) != len(labels) + 1:
-        raise ValueError(
+        raise UserError(
             f"{where}_offsets has {len(offsets)} entries, expected {len(labels) + 1} "
             f"(one more than {name}_labels)."
         )
@@ -59,13 +60,13 @@ def _check_npz_split(path, name, blob, offsets, labels, num_names):
     drops = np.flatnonzero(np.diff(offsets) < 0)
     if drops.size:
         i = int(drops[0])
-        raise ValueError(
+        raise UserError(
             f"{where}_offsets decreases at entry {i} ({offsets[i]} -> {offsets[i + 1]}); "
             f"image i is {name}_jpeg[offsets[i]:offsets[i + 1]], so rebuild the offsets "
             "as np.cumsum([0] + jpeg_lengths)."
         )
     if offsets.size and (offsets[0] < 0 or offsets[-1] > blob.size):
-        raise ValueError(
+        raise UserError(
             f"{where}_offsets span {offsets[0]}..{offsets[-1]} but {name}_jpeg has "
             f"{blob.size} bytes; rebuild the offsets as np.cumsum([0] + jpeg_lengths)."
         )
@@ -75,7 +76,7 @@ def _check_npz_split(path, name, blob, offsets, labels, num_names):
     if wrong.size:
         i = int(wrong[0])
         expected = f"0..{num_names - 1} (class_names has {num_names})" if num_names else ">= 0"
-        raise ValueError(
+        raise UserError(
             f"{where}_labels[{i}] is {labels[i]}; labels must be {expected}, or -1 for "
             "unlabeled. Fix the labels (or class_names)."
         )
@@ -88,7 +89,7 @@ def load_npz(path: str) -> NpzData:
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic != b"PK":  # np.load would call any non-zip file "pickled data"
-        raise ValueError(
+        raise UserError(
             f"{path!r} (data.path) is not an npz archive; write one with np.savez holding "
             "<split>_jpeg, <split>_offsets, <split>_labels and class_names arrays (the "
             "format of shared/data/README.md), or pick another data.source."
@@ -103,7 +104,7 @@ def load_npz(path: str) -> NpzData:
             name = key[: -len("_jpeg")]
             missing = {f"{name}_offsets", f"{name}_labels"} - keys
             if missing:
-                raise ValueError(f"{path!r}: split {name!r} lacks {sorted(missing)}.")
+                raise UserError(f"{path!r}: split {name!r} lacks {sorted(missing)}.")
             blob, labels = f[key], f[f"{name}_labels"]
             offsets = _check_npz_split(
                 path, name, blob, f[f"{name}_offsets"], labels, len(class_names)
@@ -114,7 +115,7 @@ def load_npz(path: str) -> NpzData:
             )
             splits[name] = (encoded, labels.astype(np.int32))
     if not splits:
-        raise ValueError(f"{path!r} holds no '<split>_jpeg' arrays; is it the npz format?")
+        raise UserError(f"{path!r} holds no '<split>_jpeg' arrays; is it the npz format?")
     return NpzData(splits=splits, class_names=class_names)
 
 
@@ -137,7 +138,7 @@ class NpzSource(Source):
         path = self.data.path
         npz = self._file()
         if part not in npz.splits:
-            raise ValueError(
+            raise UserError(
                 f"Split {part!r} is not in {path!r}; it has {sorted(npz.splits)}."
                 " Fix data.train_split / data.eval_split."
             )

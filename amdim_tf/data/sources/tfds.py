@@ -21,6 +21,7 @@ from amdim_tf.data.sources.base import (
     Source,
     is_unlabeled,
 )
+from amdim_tf.errors import UserError
 
 # Datasets whose pretraining set, like the paper's STL-10 runs, adds an unlabeled split.
 _TFDS_WITH_UNLABELED = ("stl10",)
@@ -33,7 +34,7 @@ class TFDSSource(Source):
         import tensorflow_datasets as tfds  # Heavy; only the tfds source needs it.
 
         if not self.data.name:
-            raise ValueError(
+            raise UserError(
                 "data.source='tfds' needs a dataset name; set data.name, e.g. 'cifar10'."
             )
         data_dir = self.data.path or None

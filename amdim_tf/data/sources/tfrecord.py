@@ -25,7 +25,7 @@ from amdim_tf.data.sources.base import (
     split_parts,
     why_undecodable,
 )
-from amdim_tf.errors import first_line
+from amdim_tf.errors import UserError, first_line
 
 # Class counts for tfrecord copies of well-known datasets, so no full scan is needed.
 _KNOWN_NUM_CLASSES = {
@@ -108,7 +108,7 @@ def _scan_tfrecords(files, strict, max_pixels):
             counts.append(n)
             reason = first_line(e.message)
             if strict:
-                raise ValueError(
+                raise UserError(
                     f"TFRecord file {path!r} is corrupt after record {n} ({reason}); "
                     "rewrite it, or set data.strict=False to read its first records only."
                 ) from None
@@ -134,7 +134,7 @@ def _scan_tfrecords(files, strict, max_pixels):
     for idx, has_image, heads, label in ds.ignore_errors().batch(256).as_numpy_iterator():
         for i, h, head, y in zip(idx.tolist(), has_image, heads, label.tolist(), strict=True):
             if not h:
-                raise ValueError(
+                raise UserError(
                     f"TFRecord {_record_origin(files, counts, i)} has no (or an empty) "
                     "'image/encoded' feature; the tfrecord source reads tf.train.Examples "
                     f"with {sorted(_TFRECORD_FEATURES)} (encoded image bytes, int64 label)."

@@ -18,6 +18,7 @@ of every residual branch, so each unit starts as its shortcut).
 import keras
 from keras import ops
 
+from amdim_tf.errors import UserError
 from amdim_tf.methods.amdim import R1, R5, R7
 from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
@@ -369,14 +370,14 @@ class AMDIMEncoder(keras.Model):
         # source, through methods.build_encoder.
         super().__init__(**kwargs)
         if image_size not in SUPPORTED_SIZES:
-            raise ValueError(
+            raise UserError(
                 f"AMDIMEncoder supports image_size in {SUPPORTED_SIZES}, received "
                 f"image_size={image_size!r}; resize or crop your images to one of these "
                 "(e.g. set config.model.image_size and config.data.image_size)."
             )
         for name, value in (("ndf", ndf), ("n_rkhs", n_rkhs), ("n_depth", n_depth)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(
+                raise UserError(
                     f"AMDIMEncoder needs a positive integer {name}, received {value!r}."
                 )
         self.image_size = image_size

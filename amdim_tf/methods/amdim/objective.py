@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from amdim_tf import distribute
+from amdim_tf.errors import UserError
 from amdim_tf.methods import infonce
 from amdim_tf.methods.amdim import R1, R5, R7
 from amdim_tf.methods.features import flat_global
@@ -121,9 +122,9 @@ class AMDIMObjective(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if int(n_mix) < 0:
-            raise ValueError(f"config.model.n_mix must be >= 0 (0 = off), received {n_mix!r}.")
+            raise UserError(f"config.model.n_mix must be >= 0 (0 = off), received {n_mix!r}.")
         if int(n_mix) and not (alpha is not None and float(alpha) > 0):
-            raise ValueError(
+            raise UserError(
                 f"config.loss.mix_alpha must be > 0 (the entropy weight), received {alpha!r}; "
                 "a small value such as 0.01 approximates the hard max over components."
             )

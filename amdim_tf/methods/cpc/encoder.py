@@ -22,6 +22,7 @@ import math
 import keras
 from keras import ops
 
+from amdim_tf.errors import UserError
 from amdim_tf.methods.cpc import GLOBAL, C, Z
 from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
@@ -35,14 +36,14 @@ from amdim_tf.methods.nn import (
 def patch_geometry(image_size, patch_size=0, patch_stride=0):
     """(patch_size, stride, grid side); 0 = image_size/4 and /8: a 7x7 grid of half-overlapping patches."""
     if not (patch_size and patch_stride) and image_size % 8:
-        raise ValueError(
+        raise UserError(
             f"CPC's default patch grid needs image_size divisible by 8, "
             f"received {image_size!r}; set config.cpc.patch_size / patch_stride."
         )
     size = patch_size or image_size // 4
     stride = patch_stride or image_size // 8
     if size > image_size or size < 4 or size & (size - 1) or stride < 1:
-        raise ValueError(
+        raise UserError(
             f"CPC needs a power-of-two patch_size in [4, image_size] and a positive "
             f"stride, received patch_size={size!r}, patch_stride={stride!r} for "
             f"image_size={image_size}."

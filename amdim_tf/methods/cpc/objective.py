@@ -18,6 +18,7 @@ import keras
 import tensorflow as tf
 
 from amdim_tf import distribute
+from amdim_tf.errors import UserError
 from amdim_tf.methods.cpc import C, Z
 from amdim_tf.methods.nn import TORCH_DEFAULT_KERNEL_INIT, attach_in_order, with_args
 
@@ -77,7 +78,7 @@ class CPCObjective(keras.layers.Layer):
     def __init__(self, dim: int, grid: int, min_offset: int, max_offset: int, **kwargs):
         super().__init__(**kwargs)
         if not 1 <= min_offset <= max_offset < grid:
-            raise ValueError(
+            raise UserError(
                 f"CPC needs 1 <= min_offset <= max_offset < grid side ({grid}), "
                 f"received min_offset={min_offset!r}, max_offset={max_offset!r}."
             )

@@ -16,6 +16,7 @@ official `bias=not batch_norm`); init is PyTorch's default, as in `layers.py`.
 import keras
 from keras import ops
 
+from amdim_tf.errors import UserError
 from amdim_tf.methods.dim import GLOBAL, LOCAL
 from amdim_tf.methods.nn import (
     TORCH_DEFAULT_KERNEL_INIT,
@@ -33,7 +34,7 @@ SUPPORTED_SIZES = (32, 64)
 def dim_conv_widths(image_size, ndf):
     """Widths of the k4 s2 conv stages: (ndf, 2ndf, 4ndf) at 32 px, plus 8ndf at 64 px."""
     if image_size not in SUPPORTED_SIZES:
-        raise ValueError(
+        raise UserError(
             f"DIMEncoder supports image_size in {SUPPORTED_SIZES} (the official basic32x32 / "
             f"basic64x64 encoders), received image_size={image_size!r}; use "
             "config.dim.encoder='amdim' for 128 px images."
@@ -53,7 +54,7 @@ def dim_local_shape(image_size, ndf, local_layer=-1):
 def _local_index(n_stages, local_layer):
     index = n_stages - 2 if local_layer == -1 else local_layer
     if not 0 <= index < n_stages:
-        raise ValueError(
+        raise UserError(
             f"local_layer must be -1 (auto) or in [0, {n_stages}), received {local_layer!r}."
         )
     return index
@@ -98,7 +99,7 @@ class DIMEncoder(keras.Model):
         widths = dim_conv_widths(image_size, ndf)
         for name, value in (("ndf", ndf), ("n_rkhs", n_rkhs), ("fc_units", fc_units)):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"DIMEncoder needs a positive integer {name}, received {value!r}.")
+                raise UserError(f"DIMEncoder needs a positive integer {name}, received {value!r}.")
         self.image_size = image_size
         self.ndf = ndf
         self.n_rkhs = n_rkhs

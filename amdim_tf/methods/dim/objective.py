@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from amdim_tf import distribute
+from amdim_tf.errors import UserError
 from amdim_tf.methods import infonce
 from amdim_tf.methods.dim import LOCAL
 from amdim_tf.methods.features import GLOBAL
@@ -238,11 +239,11 @@ class DIMObjective(keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         if estimator not in ESTIMATORS:
-            raise ValueError(
+            raise UserError(
                 f"Unknown DIM estimator {estimator!r}; available: {sorted(ESTIMATORS)}."
             )
         if not (alpha or beta):
-            raise ValueError(
+            raise UserError(
                 f"DIM needs alpha > 0 or beta > 0 (an MI term), received "
                 f"alpha={alpha!r}, beta={beta!r}."
             )
