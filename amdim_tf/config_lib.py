@@ -106,8 +106,8 @@ def base_config():
     # Label-free health of r1 at every epoch end (run/health.py): effective rank, alignment,
     # uniformity, per-dimension spread of this many seeded training images (0 = off), as
     # health/* in TensorBoard and metrics.jsonl. The collapse alarm fires when the
-    # effective rank falls under max(2, collapse_rank_fraction * n_rkhs); stop_on_collapse
-    # then also stops the run after that epoch's checkpoint.
+    # effective rank falls under max(2, collapse_rank_fraction * min(images, n_rkhs));
+    # stop_on_collapse then also stops the run after that epoch's checkpoint.
     c.train.health_examples = 512
     c.train.collapse_rank_fraction = 0.01
     c.train.stop_on_collapse = False
