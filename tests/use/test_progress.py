@@ -3,12 +3,14 @@ one line per epoch (not a redraw per step) when training logs to a file."""
 
 import io
 import re
+import types
 
+import tensorflow as tf
 from conftest import ROOT, run_command
 
 from amdim_tf.run.loader import untrained_encoder
+from amdim_tf.run.progress import TrainProgress
 from amdim_tf.run.run_config import load_run_config
-from amdim_tf.run.train import fit_verbose
 from amdim_tf.use import evaluate
 from amdim_tf.use.progress import Progress
 
@@ -19,9 +21,20 @@ class _Terminal(io.StringIO):
 
 
 def test_a_progress_bar_only_on_a_terminal():
-    assert fit_verbose(1, _Terminal()) == 1
-    assert fit_verbose(1, io.StringIO()) == 2  # a log file: one line per epoch
-    assert fit_verbose(0, io.StringIO()) == 0 and fit_verbose(2, _Terminal()) == 2
+    steps = tf.Variable(0, dtype=tf.int64)
+    model = types.SimpleNamespace(optimizer=types.SimpleNamespace(iterations=steps))
+    outputs = {}
+    for name, stream in (("terminal", _Terminal()), ("file", io.StringIO())):
+        progress = TrainProgress(10, 1, 1, stream)
+        progress.set_model(model)
+        progress.on_epoch_begin(0)
+        for step in range(1, 4):
+            steps.assign(step)
+            progress.on_train_batch_end(step - 1, {"loss/total": 1.0})
+        progress.on_epoch_end(0, {})
+        outputs[name] = stream.getvalue()
+    assert outputs["terminal"].count("\r") == 3  # redrawn in place at every step
+    assert "\r" not in outputs["file"] and "  step " not in outputs["file"]  # < 30 s
 
 
 def test_progress_lines_say_what_and_how_long_is_left():
