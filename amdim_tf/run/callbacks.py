@@ -130,9 +130,10 @@ class StopController(keras.callbacks.Callback):
             why = {
                 self.STOP_TIME: "time budget (config.train.max_seconds)",
                 self.STOP_SIGNAL: "SIGTERM",
-                self.STOP_INTERRUPT: "Ctrl-C (SIGINT; press it again to abort without a checkpoint)",
+                self.STOP_INTERRUPT: "Ctrl-C (SIGINT)",
             }[self.stop_reason]
-            logging.warning("Stopping at step %d: %s.", step, why)
+            # The checkpointer saves this step next; the epoch-end evaluations are skipped.
+            logging.warning("Stopping at step %d: %s; writing its checkpoint.", step, why)
             # Takes effect after every callback has seen this step (the checkpointer saves it).
             self.model.stop_training = True
 

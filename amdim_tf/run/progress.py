@@ -6,10 +6,15 @@ got nothing within an epoch for minutes. `TrainProgress` counts the steps the op
 took, so a stopped epoch says 47/300 and its real time per step, and off a terminal it
 writes a line at least every `every_seconds` within an epoch. Its ETA comes from the
 measured steady pace: the first step of each `fit` call (tracing, the input pipeline's
-first fill) is timed but left out of the rate.
+first fill) is timed but left out of the rate. `announce_signal` says at once what a
+Ctrl-C waits for, while the step it landed in still runs.
 """
 
+import contextlib
+import signal
+import socket
 import sys
+import threading
 import time
 
 import keras
@@ -143,3 +148,44 @@ class TrainProgress(keras.callbacks.Callback):
         if done < self.steps_per_epoch:
             line += f" (stopped at step {step} of {self.epochs * self.steps_per_epoch})"
         self._write(line)
+
+
+@contextlib.contextmanager
+def announce_signal(signum, message, stream=None):
+    """Writes `message` the moment `signum` first arrives, from a watcher thread.
+
+    Python runs signal handlers in the main thread between bytecodes, so a Ctrl-C that
+    lands in a training step (minutes on a large preset) is handled when the step ends:
+    until then the user would see nothing and might press again, which skips the
+    checkpoint. The C-level handler writes the signal number to the wakeup fd at once,
+    and TensorFlow releases the GIL while a step runs, so the watcher can speak. The
+    previous wakeup fd is restored on exit; off the main thread this does nothing.
+    """
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        reader.close()
+        writer.close()
+        yield
+        return
+
+    def watch():
+        with contextlib.suppress(OSError):
+            while data := reader.recv(64):
+                if signum in data:
+                    out = stream or sys.stderr
+                    out.write(message + "\n")
+                    out.flush()
+                    return
+
+    watcher = threading.Thread(target=watch, name="announce-signal", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        writer.close()  # the watcher's recv returns b"" and it ends
+        watcher.join(timeout=5)
+        reader.close()

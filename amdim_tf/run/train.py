@@ -38,7 +38,7 @@ from amdim_tf.run.checkpoints import RunCheckpoint
 from amdim_tf.run.health import HealthMonitor
 from amdim_tf.run.knn_monitor import KNNMonitor
 from amdim_tf.run.lock import WorkdirLock
-from amdim_tf.run.progress import TrainProgress
+from amdim_tf.run.progress import TrainProgress, announce_signal
 from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.run.storage import make_workdir, storage_error
 from amdim_tf.run.workdir import BEST_FILE, read_best, repair_after_kill, trim_metrics
@@ -100,10 +100,19 @@ def pretrain_dataset(config, strategy, start_step, source=None):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+# Said the moment a first Ctrl-C arrives, while the step it landed in still runs.
+CTRL_C_NOTE = (
+    "Ctrl-C: stopping at the end of the current training step, then writing its "
+    "checkpoint (a second Ctrl-C aborts at that step's end without one)."
+)
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stopper):
     """SIGTERM and a first SIGINT ask `stopper` to checkpoint and stop; a second SIGINT
-    aborts at once (KeyboardInterrupt), for a user who will not wait for the step.
+    aborts (KeyboardInterrupt) without the checkpoint, for a user who will not wait.
+    Python handles either when the running step ends; the first Ctrl-C is acknowledged
+    at once (`progress.announce_signal`).
 
     Signal handlers can only be set in the main thread; elsewhere that is the caller's job.
     """
@@ -118,7 +127,8 @@ def _stop_on_signals(stopper):
         with contextlib.suppress(ValueError):  # not the main thread
             old[signum] = signal.signal(signum, handler)
     try:
-        yield
+        with announce_signal(signal.SIGINT, CTRL_C_NOTE):
+            yield
     finally:
         for signum, handler in old.items():
             signal.signal(signum, handler)

@@ -220,3 +220,38 @@ def test_ctrl_c_of_a_long_epoch_exits_130_within_seconds_and_resumes(tmp_path):
     r = run_tool("train.py", *args, "--config.train.max_seconds=1")
     assert r.returncode == 0 and f"at step {stopped}" in r.stdout, r.stdout[-2000:]
     assert latest_step(wd) > stopped
+
+
+def test_a_ctrl_c_is_acknowledged_while_the_step_still_runs(tmp_path, monkeypatch):
+    """Python handles a signal when the main thread's C call (a training step) returns;
+    the note says at once what the stop waits for. Here the 'step' is a matrix product
+    (C code, the GIL released, as TensorFlow releases it) that outlasts the signal."""
+    said = []
+    stream = types.SimpleNamespace(
+        write=lambda text: said.append((time.monotonic(), text)), flush=lambda: None
+    )
+    real = progress_lib.announce_signal
+    monkeypatch.setattr(
+        train_lib,
+        "announce_signal",
+        lambda signum, message: real(signum, message, stream),
+    )
+    a = np.random.default_rng(0).random((1500, 1500))
+
+    class LongStep(keras.callbacks.Callback):
+        ended = None
+
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations) == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(3):
+                    _ = a @ a  # busy in C, the GIL released, as in a step
+                LongStep.ended = time.monotonic()
+
+    c = tiny()
+    c.train.epochs = 3
+    _, result = train_lib.train(c, str(tmp_path / "run"), extra_callbacks=[LongStep()])
+    assert result["status"] == "interrupted"
+    ((when, text),) = said
+    assert text.startswith("Ctrl-C: stopping at the end of the current training step")
+    assert when < LongStep.ended
