@@ -93,7 +93,7 @@ def base_config():
     c.train.eval_batch_size = 500
     c.train.steps_per_execution = 1  # train steps per tf.function call (callbacks see every Nth)
     c.train.eval_steps = 0  # 0 = whole eval split
-    c.train.verbose = 1  # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
+    c.train.verbose = 1  # 0 silent, 1 live (a line every 30 s in a log file), 2 a line per epoch
     c.train.log_every_steps = 50  # TensorBoard scalars + metrics.jsonl
     c.train.checkpoint_every_steps = 500  # also at every epoch end and on SIGTERM
     c.train.keep_checkpoints = 3
