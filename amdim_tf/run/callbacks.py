@@ -153,8 +153,8 @@ class EpochEndEvaluation(keras.callbacks.Callback):
         eval_ds: the eval set (None: no eval split).
         monitors: callbacks whose on_epoch_end runs after the eval, with its logs.
         stopper: a `StopController`.
-        eval_callbacks: `fit`'s callbacks list, given to the evaluation as `fit` gives
-            them to its validation (on_test_*); read at each epoch end.
+        eval_callbacks: `fit`'s other callbacks, given to the evaluation as `fit` gives
+            them to its validation (on_test_*).
     """
 
     def __init__(self, eval_ds, monitors, stopper=None, eval_callbacks=()):

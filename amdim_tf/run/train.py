@@ -297,9 +297,8 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         batch_size=config.train.eval_batch_size,
     )
     # Skipped at a stop: Ctrl-C waits for a step and a checkpoint, not an evaluation.
-    cbs = [callbacks.StopOnNonFiniteLoss(), stopper]
-    evaluation = callbacks.EpochEndEvaluation(eval_ds, [knn, health], stopper, cbs)
-    cbs += [evaluation, logger]
+    evaluation = callbacks.EpochEndEvaluation(eval_ds, [knn, health], stopper)
+    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, evaluation, logger]
     checkpointer = None
     if workdir:
         best_file = os.path.join(workdir, BEST_FILE) if chief else None
@@ -323,6 +322,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         every = config.train.visualize_every_steps
         cbs.append(score_maps.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
+    # Not itself: a reference cycle would keep the run's model and checkpoint alive
+    # until a later garbage collection.
+    evaluation.eval_callbacks = [cb for cb in cbs if cb is not evaluation]
     if logger.writer is not None and config.train.log_view_pairs and step == 0:
         views = data_lib.make_pretrain_dataset(source, batch, config.seed)
         log_view_pairs(logger.writer, views, preset, config.train.log_view_pairs, step=0)
