@@ -27,8 +27,9 @@ from amdim_tf import methods as _methods  # noqa: F401
 from amdim_tf.run import pixels as _pixels  # noqa: F401
 
 
-def load_encoder(path, include_preprocessing=False, which="latest", config=None, features=("r1",)):
-    """The pretrained encoder at `path` (a work directory or a .keras file) as a keras.Model.
+def load_encoder(path, include_preprocessing=True, which="latest", config=None, features=("r1",)):
+    """The pretrained encoder at `path` (a work directory or a .keras file) as a keras.Model
+    taking pixels 0..255 of any size (`include_preprocessing=False`: the bare encoder).
 
     See `amdim_tf.run.loader.load_encoder`.
     """

@@ -96,7 +96,7 @@ def base_config():
     c.train.eval_batch_size = 500
     c.train.steps_per_execution = 1  # train steps per tf.function call (callbacks see every Nth)
     c.train.eval_steps = 0  # 0 = whole eval split
-    c.train.verbose = 1  # Keras progress bar (0 silent, 1 bar, 2 line per epoch)
+    c.train.verbose = 1  # 0 silent, 1 live (a line every 30 s in a log file), 2 a line per epoch
     c.train.log_every_steps = 50  # TensorBoard scalars + metrics.jsonl
     c.train.checkpoint_every_steps = 500  # also at every epoch end and on SIGTERM
     c.train.keep_checkpoints = 3
@@ -109,8 +109,8 @@ def base_config():
     # Label-free health of r1 at every epoch end (run/health.py): effective rank, alignment,
     # uniformity, per-dimension spread of this many seeded training images (0 = off), as
     # health/* in TensorBoard and metrics.jsonl. The collapse alarm fires when the
-    # effective rank falls under max(2, collapse_rank_fraction * n_rkhs); stop_on_collapse
-    # then also stops the run after that epoch's checkpoint.
+    # effective rank falls under max(2, collapse_rank_fraction * min(images, n_rkhs));
+    # stop_on_collapse then also stops the run after that epoch's checkpoint.
     c.train.health_examples = 512
     c.train.collapse_rank_fraction = 0.01
     c.train.stop_on_collapse = False

@@ -115,6 +115,12 @@ def _run():
         f"({summary['images_per_second']:.0f} images/s); skipped {skipped} unreadable"
         + (f" (first: {', '.join(summary['skipped_first'])})" if skipped else "")
     )
+    if summary["non_finite_rows"]:
+        print(
+            f"{summary['non_finite_rows']} images have NaN or inf features (first: "
+            f"{', '.join(summary['non_finite_ids'][:5])}): kept, named in embed.json, "
+            "skipped by search and inspect"
+        )
     print(f"wrote {', '.join(summary['outputs'])} to {_OUT.value}")
     if _PROJECTOR.value:
         print(f"view: tensorboard --logdir {_OUT.value}  (tab PROJECTOR)")

@@ -102,11 +102,12 @@ def _run():
         config=config if (_WEIGHTS.value or config_given) else None,
     )
     encoder, source, preset = loaded.encoder, loaded.source, loaded.preset
+    features = edge.parse_features(_FEATURES.value, loaded.feature_names)  # before writing
     base = _OUT.value or os.path.join(workdir, "export")
     export_dir = os.path.join(base, str(_VERSION.value))
     edge_formats = [f for f in formats if f != "savedmodel"]
     if "savedmodel" not in formats:  # beside an existing SavedModel, checked against it
-        return _export_edge(edge, encoder, export_dir, edge_formats, config)
+        return _export_edge(edge, encoder, export_dir, edge_formats, config, features)
     try:
         export.export_encoder(
             encoder,
@@ -131,16 +132,14 @@ def _run():
         "-e MODEL_NAME=amdim tensorflow/serving --model_base_path=/models/amdim"
     )
     if edge_formats:
-        _export_edge(edge, encoder, export_dir, edge_formats, config)
+        _export_edge(edge, encoder, export_dir, edge_formats, config, features)
 
 
-def _export_edge(edge, encoder, export_dir, formats, config):
-    for line in edge.export_edge_for_data(
+def _export_edge(edge, encoder, export_dir, formats, config, features):
+    edge.export_edge_for_data(
         encoder, export_dir, formats, config.data, _CHECK_IMAGES.value, _REPRESENTATIVE.value,
-        features=[f.strip() for f in _FEATURES.value.split(",") if f.strip()],
-        overwrite=_OVERWRITE.value,
-    ):  # fmt: skip
-        print(line)
+        features=features, overwrite=_OVERWRITE.value, report=print,
+    )  # fmt: skip
 
 
 main = cli.command(__name__, _run)

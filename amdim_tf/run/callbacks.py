@@ -3,6 +3,8 @@
 - `StopOnNonFiniteLoss`: a clear error at the first NaN/inf loss.
 - `StopController`: SIGTERM, Ctrl-C (SIGINT), the wall-clock budget, and the
   agreement of all workers on the step to stop at.
+- `EpochEndEvaluation`: the eval split and the monitors at each epoch end, skipped
+  at a stop so that it takes a step, not an evaluation.
 - `MetricsLogger`: TensorBoard scalars and `metrics.jsonl`, at the global step.
 - `Checkpointer`: periodic, end-of-epoch, best-by-eval and on-stop checkpoints;
   best.json records the last epoch whose eval was done, so a run killed between
@@ -128,11 +130,56 @@ class StopController(keras.callbacks.Callback):
             why = {
                 self.STOP_TIME: "time budget (config.train.max_seconds)",
                 self.STOP_SIGNAL: "SIGTERM",
-                self.STOP_INTERRUPT: "Ctrl-C (SIGINT; press it again to abort without a checkpoint)",
+                self.STOP_INTERRUPT: "Ctrl-C (SIGINT)",
             }[self.stop_reason]
-            logging.warning("Stopping at step %d: %s.", step, why)
+            # The checkpointer saves this step next; the epoch-end evaluations are skipped.
+            logging.warning("Stopping at step %d: %s; writing its checkpoint.", step, why)
             # Takes effect after every callback has seen this step (the checkpointer saves it).
             self.model.stop_training = True
+
+
+class EpochEndEvaluation(keras.callbacks.Callback):
+    """The epoch-end evaluations: the eval split (as `fit`'s validation would, its
+    results added to the epoch's logs as val_*), then each monitor's `on_epoch_end`
+    (the kNN, the health monitors), all skipped when `stopper` stops the run.
+
+    A stop (Ctrl-C, SIGTERM, the time budget) must end within a step of the request:
+    these passes took longer than the step itself (47 s after a Ctrl-C on a folder run),
+    and the checkpoint of the stop step is already written at that batch end. A stop
+    on an epoch's last step leaves best.json's evaluated_epoch behind the checkpoint,
+    so the resumed run evaluates that epoch first (`train._evaluate_epoch`).
+
+    Args:
+        eval_ds: the eval set (None: no eval split).
+        monitors: callbacks whose on_epoch_end runs after the eval, with its logs.
+        stopper: a `StopController`.
+        eval_callbacks: `fit`'s other callbacks, given to the evaluation as `fit` gives
+            them to its validation (on_test_*).
+    """
+
+    def __init__(self, eval_ds, monitors, stopper=None, eval_callbacks=()):
+        super().__init__()
+        self.eval_ds = eval_ds
+        self.monitors = [m for m in monitors if m is not None]
+        self.stopper = stopper
+        self.eval_callbacks = eval_callbacks
+
+    def set_model(self, model):
+        super().set_model(model)
+        for monitor in self.monitors:
+            monitor.set_model(model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.stopper is not None and self.stopper.preempted:
+            return
+        logs = {} if logs is None else logs
+        if self.eval_ds is not None:
+            results = self.model.evaluate(
+                self.eval_ds, verbose=0, return_dict=True, callbacks=list(self.eval_callbacks)
+            )
+            logs.update({f"val_{k}": v for k, v in results.items()})
+        for monitor in self.monitors:
+            monitor.on_epoch_end(epoch, logs)
 
 
 class MetricsLogger(keras.callbacks.Callback):

@@ -18,10 +18,13 @@ each, the same every epoch; no labels) and logs, under `health/`:
 - `health/dim_std`: mean over dimensions of the standard deviation of normalised r1
   (the per-dimension spread; SimSiam, Chen & He 2021, watch it fall to 0 at collapse).
 
-The alarm: when the rank falls below max(2, `min_rank_fraction` x D), a warning says so
-at that epoch; with `stop_on_collapse` the run also stops there, after the epoch's
-checkpoint (the checkpointer runs after this callback and saves every epoch end), so the
-last weights are kept for inspection.
+The alarm: when the rank falls below max(2, `min_rank_fraction` x min(N, D)), a warning
+says so at that epoch; with `stop_on_collapse` the run also stops there, after the
+epoch's checkpoint (the checkpointer runs after this callback and saves every epoch end),
+so the last weights are kept for inspection. N images can show a rank of at most
+min(N, D), so a floor taken from D alone would fire on a healthy run of a small sample;
+a sample of 2 (or D = 2) cannot show a rank above the floor of 2 at all, and is said to
+be too small once instead of raising the alarm.
 
 The metrics are pure NumPy functions of features, tested against direct formulas.
 """
@@ -85,9 +88,16 @@ def health_metrics(z1, z2) -> dict:
     }
 
 
-def rank_threshold(dim: int, min_rank_fraction: float) -> float:
-    """The effective rank under which the alarm fires: max(2, fraction x D)."""
-    return max(2.0, float(min_rank_fraction) * int(dim))
+def rank_threshold(dim: int, min_rank_fraction: float, num_examples: int | None = None):
+    """The effective rank under which the alarm fires: max(2, fraction x min(N, D)).
+
+    None when the sample cannot tell: its highest possible rank, min(N, D), is no more
+    than the floor of 2 (N = `num_examples`; None counts as unbounded).
+    """
+    highest = int(dim) if num_examples is None else min(int(dim), int(num_examples))
+    if highest <= 2:
+        return None
+    return max(2.0, float(min_rank_fraction) * highest)
 
 
 def sample_view_pairs(data, num_examples: int, seed: int):
@@ -126,7 +136,8 @@ class HealthMonitor(keras.callbacks.Callback):
         data: the `data` config section, or the `Source` the run opened from it.
         num_examples: images in the fixed sample (0 turns the monitor off).
         logger: a `callbacks.MetricsLogger` (None: values only in `self.last`).
-        min_rank_fraction: the alarm fires when the effective rank < max(2, this x D).
+        min_rank_fraction: the alarm fires when the effective rank
+            < max(2, this x min(N, D)), N the images sampled.
         stop_on_collapse: also stop training at the alarm.
         seed: fixes the sample and its views.
         batch_size: encoding batch.
@@ -156,6 +167,7 @@ class HealthMonitor(keras.callbacks.Callback):
         self._views = None
         self.last = None
         self.collapsed = False  # the alarm fired at the last epoch end
+        self._said_too_small = False
         self.stopped = False  # ... and stopped the run
 
     def _features(self, encoder, views):
@@ -183,17 +195,35 @@ class HealthMonitor(keras.callbacks.Callback):
             self.logger.write(step, self.last)
         rank = self.last[f"{PREFIX}rank"]
         dim = round(rank / self.last[f"{PREFIX}rank_fraction"])
-        floor = rank_threshold(dim, self.min_rank_fraction)
+        sampled = len(self._views[0])
+        floor = rank_threshold(dim, self.min_rank_fraction, sampled)
+        if floor is None:
+            if not self._said_too_small:
+                logging.warning(
+                    "The collapse alarm is off: %d sampled images of r1 (D=%d) can show an "
+                    "effective rank of at most %d, too small to tell a collapse "
+                    "(train.health_examples=%d); raise it to 3 or more to turn it on.",
+                    sampled,
+                    dim,
+                    min(sampled, dim),
+                    self.num_examples,
+                )
+                self._said_too_small = True
+            self.collapsed = False
+            return
         self.collapsed = rank < floor
         if self.collapsed:
             logging.warning(
                 "COLLAPSE ALARM at epoch %d (step %d): the effective rank of r1 is %.2f of "
-                "D=%d, under %.2f (train.collapse_rank_fraction=%g); the encoder maps "
+                "at most %d (D=%d, %d sampled images), under %.2f "
+                "(train.collapse_rank_fraction=%g); the encoder maps "
                 "images to (nearly) one direction. %s",
                 epoch + 1,
                 step,
                 rank,
+                min(sampled, dim),
                 dim,
+                sampled,
                 floor,
                 self.min_rank_fraction,
                 "Stopping after this epoch's checkpoint (train.stop_on_collapse)."

@@ -21,28 +21,30 @@ The Keras side, `load_encoder` and `save_encoder` (also `amdim_tf.load_encoder` 
     encoder = amdim_tf.load_encoder("runs/c10")                     # a work directory
     encoder = amdim_tf.load_encoder("encoder.keras")                # a file save_encoder wrote
     x = keras.Input((32, 32, 3), dtype="uint8")
-    enc = amdim_tf.load_encoder("runs/c10", include_preprocessing=True)
-    y = keras.layers.Dense(10)(enc(x)["r1"])
-    keras.Model(x, y).fit(...)              # fine-tunes the encoder; enc.trainable = False freezes
+    y = keras.layers.Dense(10)(encoder(x)["r1"])
+    keras.Model(x, y).fit(...)          # fine-tunes the encoder; encoder.trainable = False freezes
+    bare = amdim_tf.load_encoder("runs/c10", include_preprocessing=False)  # normalised views
 
 What it returns is a `keras.Model` (AMDIM's, DIM's or CPC's encoder of this project, all
 registered as Keras-serializable) whose call returns the dict of named features, always
 with "r1" [B, 1, 1, D] (the global feature linear probes read; "r5" [B, 5, 5, D] and
 "r7" [B, 7, 7, D] for AMDIM's encoder, Bachman et al. 2019, Sec. 3.5).
 
-Input contract. The bare encoder (the default) takes what training fed it: float32
-[B, S, S, 3] normalised with the preset of its training data,
-`amdim_tf.data.augment.eval_view(image, preset)` (S = encoder.image_size, 32, 64 or 128).
-`include_preprocessing=True` gives a `PixelEncoder` (`run/pixels.py`), which takes images
-as Keras passes them, pixels 0..255 (uint8 or float) of any size, views and normalises
-them inside as evaluation does, and returns what a classifier reads: "r1" flattened to
-[B, D] (and local maps with `features=("r1", "r5")`), the variables no requested output
-uses frozen.
+Input contract. By default (`include_preprocessing=True`) it is a `PixelEncoder`
+(`run/pixels.py`), the pixel contract of every artifact a user is handed (the SavedModel,
+`encoder.keras`): it takes images as Keras passes them, pixels 0..255 (uint8 or float)
+of any size, views and normalises them inside as evaluation does, and returns what a
+classifier reads: "r1" flattened to [B, D] (and local maps with `features=("r1", "r5")`),
+the variables no requested output uses frozen. The bare encoder, asked for by name with
+`include_preprocessing=False`, takes what training fed it: float32 [B, S, S, 3]
+normalised with the preset of its training data,
+`amdim_tf.data.augment.eval_view(image, preset)` (S = encoder.image_size, 32, 64 or 128);
+given anything else it returns wrong features without a word, hence not the default.
 
 `save_encoder(workdir, "encoder.keras")` writes the `PixelEncoder` (so the file carries its
-preset) as a standard Keras `.keras` file; `load_encoder` reads it back with or without the
-preprocessing, and so does `keras.saving.load_model` after `import amdim_tf` (which
-registers the classes).
+preset) as a standard Keras `.keras` file; `load_encoder` reads it back (the bare encoder
+with `include_preprocessing=False`), and so does `keras.saving.load_model` after
+`import amdim_tf` (which registers the classes).
 
 Why not a KerasHub preset. `keras_hub.models.Backbone.from_preset(dir)` only loads
 subclasses of `keras_hub.models.Backbone` (it checks the registered class), so the
@@ -498,7 +500,7 @@ def _open_export(path):
 
 
 def load_encoder(
-    path, include_preprocessing=False, which="latest", config=None, features=(GLOBAL,)
+    path, include_preprocessing=True, which="latest", config=None, features=(GLOBAL,)
 ) -> keras.Model:
     """The pretrained encoder at `path` as a trainable `keras.Model` (see the module docstring).
 
@@ -506,9 +508,10 @@ def load_encoder(
         path: a work directory (config.json and the checkpoint chosen by `which`), a
             `.keras` file written by `save_encoder` (or `encoder.save`), or with `config`
             a `.weights.h5` file / a checkpoint prefix or directory.
-        include_preprocessing: return a `PixelEncoder` taking pixels 0..255 (uint8 or
-            float) of any size and returning "r1" [B, D] (plus `features`); False: the
-            bare encoder taking normalised views and returning every feature map.
+        include_preprocessing: True (the default): a `PixelEncoder` taking pixels
+            0..255 (uint8 or float) of any size and returning "r1" [B, D] (plus
+            `features`), the contract of every exported encoder; False: the bare
+            encoder, taking normalised views at its size and returning every feature map.
         which: "latest" or "best" checkpoint of a work directory.
         config: the run config (ml_collections) for sources that hold none.
         features: with include_preprocessing, the outputs besides "r1" (e.g. ("r1",
@@ -545,8 +548,8 @@ def save_encoder(source, out, which="latest", config=None, overwrite=False) -> s
         overwrite: replace an existing file.
 
     Returns:
-        out. `load_encoder(out)` gives the bare encoder back,
-        `load_encoder(out, include_preprocessing=True)` the pixel model.
+        out. `load_encoder(out)` gives the pixel model back,
+        `load_encoder(out, include_preprocessing=False)` the bare encoder.
     """
     if not str(out).endswith(".keras"):
         raise UserError(f"out={out!r} must end in '.keras' (the Keras model file format).")

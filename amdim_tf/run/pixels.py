@@ -158,6 +158,17 @@ def views(images, preset: str, image_size: int, what: str = "the encoder"):
     return tf.ensure_shape(out, [None, size, size, 3])
 
 
+def unless_empty(images, compute, empty):
+    """`compute()` for a batch of images, `empty()` (outputs of 0 rows) for a batch of
+    none: the convolutions fail on an empty batch (oneDNN, TF 2.21), where a client
+    (TF Serving, a loop over chunks) expects 0 rows back. The batch size is read
+    statically when known, else in the graph."""
+    count = images.shape[0]
+    if count is not None:
+        return compute() if count > 0 else empty()
+    return tf.cond(tf.shape(images)[0] > 0, compute, empty)
+
+
 def _unused_by(encoder, keys) -> tuple:
     """Paths of the encoder's trainable variables that none of `keys` depends on (AMDIM's
     r5 / r7 critic heads when only r1 is read), found by a gradient on one blank image."""
@@ -246,11 +257,23 @@ class PixelEncoder(keras.Model):
 
     def call(self, images, training=None):
         what = type(self.encoder).__name__
-        out = self.encoder(views(images, self.preset, self.image_size, what), training=training)
-        result = {k: out[k] for k in self.features}
-        width = self.encoder.feature_shapes[GLOBAL][-1]
-        result[GLOBAL] = tf.reshape(out[GLOBAL], [-1, width])  # [B, 1, 1, D] -> [B, D]
-        return result
+        pixels = views(images, self.preset, self.image_size, what)
+        shapes = self.encoder.feature_shapes
+        width = shapes[GLOBAL][-1]
+
+        def encode():
+            out = self.encoder(pixels, training=training)
+            result = {k: out[k] for k in self.features}
+            result[GLOBAL] = tf.reshape(out[GLOBAL], [-1, width])  # [B, 1, 1, D] -> [B, D]
+            return result
+
+        def empty():  # 0 rows, as the SavedModel's serving_default returns
+            dtype = self.encoder.compute_dtype  # the encoder's outputs are not cast
+            result = {k: tf.zeros([0, *shapes[k]], dtype) for k in self.features}
+            result[GLOBAL] = tf.zeros([0, width], dtype)
+            return result
+
+        return unless_empty(pixels, encode, empty)
 
     def get_config(self):
         config = super().get_config()
@@ -313,10 +336,15 @@ class PixelClassifier(keras.Model):
         return super().__call__(images, *args, **kwargs)
 
     def call(self, images, training=None):
-        logits = self.classifier(
-            views(images, self.preset, self.image_size, "the classifier"), training=training
+        pixels = views(images, self.preset, self.image_size, "the classifier")
+
+        def probabilities():
+            logits = self.classifier(pixels, training=training)
+            return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
+
+        return unless_empty(
+            pixels, probabilities, lambda: tf.zeros([0, len(self.class_names)], tf.float32)
         )
-        return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
 
     def classify(self, images) -> dict:
         """{"class_name": str [B], "class_index": int [B], "probabilities": [B, K]}

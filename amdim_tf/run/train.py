@@ -8,8 +8,10 @@ at any moment (kill -9 included) ends, once rerun, at the same final checkpoint.
 
 The chief holds the work directory's lock for the whole run, mends what a kill
 left (`workdir.repair_after_kill`), and writes config.json only once the data
-has opened. SIGTERM and a first Ctrl-C checkpoint and stop (exit codes 143 and
-130 in amdim-train); a second Ctrl-C aborts at once. Disk full, a read-only
+has opened. SIGTERM and a first Ctrl-C checkpoint at the end of the current step
+and stop, skipping the epoch-end evaluations (exit codes 143 and 130 in
+amdim-train); a second Ctrl-C aborts without it. Progress lines count the steps
+actually taken (`progress.py`). Disk full, a read-only
 or misplaced work directory become one-line `durable.WorkdirError`s.
 
 Library code: takes a ConfigDict and explicit arguments, never absl FLAGS.
@@ -20,7 +22,6 @@ import copy
 import os
 import shutil
 import signal
-import sys
 import warnings
 
 import keras
@@ -38,6 +39,7 @@ from amdim_tf.run.checkpoints import RunCheckpoint
 from amdim_tf.run.health import HealthMonitor
 from amdim_tf.run.knn_monitor import KNNMonitor
 from amdim_tf.run.lock import WorkdirLock
+from amdim_tf.run.progress import TrainProgress, announce_signal
 from amdim_tf.run.run_config import prepare_workdir
 from amdim_tf.run.workdir import (
     BEST_FILE,
@@ -56,16 +58,6 @@ UNLABELLED_NOTE = (
     "the label-free health monitors run. Set data.labels=folders if data.path's "
     "sub-folders are classes."
 )
-
-
-def fit_verbose(verbose: int, stream=None) -> int:
-    """`fit`'s verbose for train.verbose: the progress bar (1) redraws at every step, which
-    a log file keeps as one line per redraw, so a non-terminal stdout gets one line per
-    epoch (2) instead."""
-    stream = stream or sys.stdout
-    if verbose == 1 and not (hasattr(stream, "isatty") and stream.isatty()):
-        return 2
-    return verbose
 
 
 def steps_per_epoch(config, source=None):
@@ -115,10 +107,19 @@ def pretrain_dataset(config, strategy, start_step, source=None):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+# Said the moment a first Ctrl-C arrives, while the step it landed in still runs.
+CTRL_C_NOTE = (
+    "Ctrl-C: stopping at the end of the current training step, then writing its "
+    "checkpoint (a second Ctrl-C aborts at that step's end without one)."
+)
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stopper):
     """SIGTERM and a first SIGINT ask `stopper` to checkpoint and stop; a second SIGINT
-    aborts at once (KeyboardInterrupt), for a user who will not wait for the step.
+    aborts (KeyboardInterrupt) without the checkpoint, for a user who will not wait.
+    Python handles either when the running step ends; the first Ctrl-C is acknowledged
+    at once (`progress.announce_signal`).
 
     Signal handlers can only be set in the main thread; elsewhere that is the caller's job.
     """
@@ -133,7 +134,8 @@ def _stop_on_signals(stopper):
         with contextlib.suppress(ValueError):  # not the main thread
             old[signum] = signal.signal(signum, handler)
     try:
-        yield
+        with announce_signal(signal.SIGINT, CTRL_C_NOTE):
+            yield
     finally:
         for signum, handler in old.items():
             signal.signal(signum, handler)
@@ -301,7 +303,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         seed=config.seed,
         batch_size=config.train.eval_batch_size,
     )
-    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, knn, health, logger]
+    # Skipped at a stop: Ctrl-C waits for a step and a checkpoint, not an evaluation.
+    evaluation = callbacks.EpochEndEvaluation(eval_ds, [knn, health], stopper)
+    cbs = [callbacks.StopOnNonFiniteLoss(), stopper, evaluation, logger]
     checkpointer = None
     if workdir:
         best_file = os.path.join(workdir, BEST_FILE) if chief else None
@@ -309,6 +313,8 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
             run_ckpt, config.train.checkpoint_every_steps, stopper, best_file
         )
         cbs.append(checkpointer)
+    if chief:  # Keras's own progress counts a stopped epoch as whole
+        cbs.append(TrainProgress(spe, epochs, config.train.verbose))
     preset = augment.preset_for(config.data.augment, config.data.image_size)
     if (
         logger.writer is not None
@@ -326,6 +332,9 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
         every = config.train.visualize_every_steps
         cbs.append(score_maps.VisualizeCallback(images, preset, every, logger.writer, config.seed))
     cbs += list(extra_callbacks)
+    # Not itself: a reference cycle would keep the run's model and checkpoint alive
+    # until a later garbage collection.
+    evaluation.eval_callbacks = [cb for cb in cbs if cb is not evaluation]
     if logger.writer is not None and config.train.log_view_pairs and step == 0:
         views = data_lib.make_pretrain_dataset(source, batch, config.seed)
         log_view_pairs(logger.writer, views, preset, config.train.log_view_pairs, step=0)
@@ -340,7 +349,7 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
                 logging.warning(
                     "Epoch %d was checkpointed but not evaluated; evaluating it.", unevaluated
                 )
-                _evaluate_epoch(model, eval_ds, unevaluated, [knn, health, logger, checkpointer])
+                _evaluate_epoch(model, unevaluated, [evaluation, logger, checkpointer])
             if run_ckpt.step >= spe * epochs:
                 logging.info("Run already complete (%d steps).", run_ckpt.step)
                 return model, result
@@ -352,10 +361,8 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
                     initial_epoch=first,
                     epochs=last,
                     steps_per_epoch=steps,
-                    validation_data=eval_ds,
-                    validation_steps=None,  # the eval set is already the sample to use
-                    callbacks=cbs,
-                    verbose=fit_verbose(config.train.verbose) if chief else 0,
+                    callbacks=cbs,  # the eval set is evaluated by `evaluation`
+                    verbose=0,  # TrainProgress
                     shuffle=False,
                 )
                 result["history"].append(history.history)
@@ -374,13 +381,13 @@ def _train(config, workdir, overwrite, extra_callbacks, strategy, chief):
     return model, result
 
 
-def _evaluate_epoch(model, eval_ds, epoch, epoch_end_callbacks):
-    """The end-of-epoch eval of `epoch` (1-based), as `fit` would have run it: its logs
-    go to the callbacks' on_epoch_end (TensorBoard, metrics.jsonl, best/)."""
-    logs = model.evaluate(eval_ds, verbose=0, return_dict=True)
-    val_logs = {f"val_{k}": v for k, v in logs.items()}
+def _evaluate_epoch(model, epoch, epoch_end_callbacks):
+    """The end-of-epoch eval of `epoch` (1-based), as `fit` would have run it: the
+    callbacks' on_epoch_end in order (the evaluation first, then TensorBoard,
+    metrics.jsonl, best/)."""
+    logs = {}
     for cb in epoch_end_callbacks:
         if cb is not None:
             cb.set_model(model)
             cb.epoch = epoch - 1
-            cb.on_epoch_end(epoch - 1, val_logs)
+            cb.on_epoch_end(epoch - 1, logs)

@@ -52,11 +52,10 @@ def run_demo(
     preset = augment.preset_for(config.data.augment, config.data.image_size)
     export_encoder(model.encoder, export_path, preset, config.model.image_size, overwrite=True)
     edge_formats = [f for f in formats if f != "savedmodel"]
-    if edge_formats:  # beside the SavedModel, each checked against it
-        for line in edge.export_edge_for_data(
-            model.encoder, export_path, edge_formats, config.data, overwrite=True
-        ):
-            say(line)
+    if edge_formats:  # beside the SavedModel, each checked against it, each line said
+        edge.export_edge_for_data(  # as its file is written (before any refusal is named)
+            model.encoder, export_path, edge_formats, config.data, overwrite=True, report=say
+        )
     summary = {
         "rows": rows,
         "train_seconds": train_s,

@@ -7,9 +7,14 @@ Beside a SavedModel version written by `export.export_encoder`, this module writ
     export_dir/encoder_int8w.tflite  "litert_int8w" LiteRT, int8 weights, float activations
     export_dir/encoder.onnx          "onnx"         ONNX (tf2onnx, opset ONNX_OPSET)
 
-each with the input contract of the SavedModel's `serving_default` (`images`: uint8
-[B, S, S, 3], raw pixels 0..255; the training normalisation runs inside) and its named
-outputs: "r1" [B, 1, 1, D], plus "r5" / "r7" on request (Bachman et al. 2019, Sec. 3.5).
+each with the input contract of the SavedModel's `serving_default` at the encoder's
+size (`images`: uint8 [B, S, S, 3], raw pixels 0..255; the training normalisation runs
+inside) and its named outputs: "r1" [B, 1, 1, D], plus "r5" / "r7" on request (Bachman
+et al. 2019, Sec. 3.5). An image of another size is refused, the same rule for both
+formats, by the file's own runtime (ONNX's fixed input shape, LiteRT's `_only_size`) and
+with one line by `runner`; resizing stays the SavedModel's (its evaluation view is a
+bicubic resize, which LiteRT's builtin ops do not have). Each file's check at export
+time includes that refusal.
 
 Conversion uses the maintained converters only, no graph surgery: the graph is the same
 function the SavedModel serves (minus its shape asserts and empty-batch branch, which
@@ -33,7 +38,9 @@ runtime (LiteRT interpreter, onnxruntime); for each output, max_abs = max |new -
 and max_rel = max_abs / max |saved| (relative to the output's scale: an element-wise
 ratio explodes on features near 0). A file whose max_rel exceeds the tolerance of its
 format (TOLERANCES), or with a non-finite value, is refused with the numbers
-(`EdgeCheckError`), and the previous file stays. The numbers, the file's size and sha256
+(`EdgeCheckError`), and the previous file stays. Every format asked for is tried: a
+refused one (by its check or its converter) does not stop the others, and the refused
+ones are named together, with why, once all were tried (`EdgeRefusedError`). The numbers, the file's size and sha256
 go into the export's amdim_encoder.json under "edge".
 
 A file appears whole or not at all: it is written and checked in a hidden staging
@@ -93,6 +100,22 @@ class EdgeCheckError(UserError):
     """A converted file's outputs differ from the SavedModel's by more than the tolerance."""
 
 
+class ConversionError(ValueError):
+    """A converter could not convert the encoder to a format (the message says why)."""
+
+
+class EdgeRefusedError(EdgeCheckError):
+    """Some formats were refused (their check or conversion failed) after every format
+    was tried; `written` holds the metadata of the files written, `refused` {format:
+    why}."""
+
+    def __init__(self, written: dict, refused: dict):
+        self.written, self.refused = written, refused
+        whys = "; ".join(f"{fmt}: {why}" for fmt, why in refused.items())
+        kept = f"; written and checked: {', '.join(written)}" if written else ""
+        super().__init__(f"refused {', '.join(refused)} ({whys}){kept}.")
+
+
 def require(module: str, fmt: str):
     """`import module`, or MissingConverterError naming the pip package to install."""
     import importlib
@@ -120,6 +143,23 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_features(features: str | Iterable[str], outputs: Iterable[str]) -> list[str]:
+    """ "r1,r5" (or a list) -> ["r1", "r5"]: the outputs of the LiteRT / ONNX files,
+    "r1" plus any of the encoder's `outputs`; anything else refused in one line (before
+    any file is written: amdim-export checks them first)."""
+    if isinstance(features, str):
+        features = features.split(",")
+    features = [f.strip() for f in features if f.strip()]
+    outputs = list(outputs)
+    if "r1" not in features or any(k not in outputs for k in features):
+        raise ValueError(
+            f"features {','.join(features)}: use r1 plus any of "
+            f"{','.join(k for k in outputs if k in FEATURES and k != 'r1')} "
+            "(the encoder's outputs)."
+        )
+    return features
+
+
 def interpreter_class():
     """The LiteRT interpreter: `ai_edge_litert`'s, else TensorFlow's deprecated copy."""
     try:
@@ -131,15 +171,33 @@ def interpreter_class():
     return Interpreter
 
 
-def _edge_function(encoder, preset, image_size, features):
-    """uint8 [B, S, S, 3] -> {feature: map}: serving_default's graph, without its checks."""
+def _only_size(images, size):
+    """`images` [B, H, W, 3] as [B, size, size, 3], through two reshapes that fail in
+    every runtime unless H == W == size: the first keeps B*H*W*3 elements only if
+    H == size, the second only if then W == size. LiteRT resizes its input to whatever
+    it is given and has no assert op: without them an image of another size went
+    through the convolutions and came out a feature map [1, h, w, D] instead of r1,
+    without an error. (With H and W fixed in the input's spec the converter folds
+    them into constants and the check away, hence LITERT's spec leaves them open.)"""
+    shape = tf.shape(images)
+    rows = tf.reshape(images, tf.stack([shape[0], size, shape[2] * 3]))  # [B, S, W*3]
+    # The cast between the reshapes keeps the converters from merging them into one.
+    pixels = to_unit(rows)  # [B, S, W*3] in [0, 1]
+    return tf.reshape(pixels, tf.stack([shape[0], size, size, 3]))  # [B, S, S, 3]
+
+
+def _edge_function(encoder, preset, image_size, features, fixed_size=True):
+    """images uint8 [B, S, S, 3] -> {feature: map}: serving_default's graph at the
+    encoder's size S, without the SavedModel's checks. Another size is refused by the
+    runtime: by ONNX's fixed input shape (`fixed_size`), by LiteRT's `_only_size`."""
 
     def encode(images):  # [B, S, S, 3] uint8
-        pixels = to_unit(images)
+        pixels = _only_size(images, image_size)  # [B, S, S, 3] in [0, 1]
         out = encoder(export.normalise(pixels, preset), training=False)
         return {k: out[k] for k in features}
 
-    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+    side = image_size if fixed_size else None
+    spec = tf.TensorSpec([None, side, side, 3], tf.uint8, name="images")
     return tf.function(encode, input_signature=[spec]), spec
 
 
@@ -164,7 +222,7 @@ def _to_litert(encoder, fn, spec, work, quantise=None, representative=None):
     try:
         return converter.convert()
     except Exception as e:  # ConverterError names the op it could not convert
-        raise ValueError(f"LiteRT conversion failed: {first_line(e)}") from e
+        raise ConversionError(f"LiteRT conversion failed: {first_line(e)}") from e
 
 
 def _to_onnx(fn, spec, opset):
@@ -172,16 +230,23 @@ def _to_onnx(fn, spec, opset):
     try:
         proto, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
     except Exception as e:
-        raise ValueError(f"ONNX conversion (tf2onnx, opset {opset}) failed: {first_line(e)}") from e
+        raise ConversionError(
+            f"ONNX conversion (tf2onnx, opset {opset}) failed: {first_line(e)}"
+        ) from e
     return proto.SerializeToString()
 
 
-def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
-    """images uint8 [B, S, S, 3] -> {output: array} for a .tflite or .onnx file."""
+def _runtime(path, num_threads=None):
+    """(run, side): images uint8 -> {output: array} in the file's own runtime, unchecked,
+    and the image side S the file takes (None when it cannot tell)."""
     if path.endswith(".tflite"):
         interpreter = interpreter_class()(model_path=path, num_threads=num_threads)
         run = interpreter.get_signature_runner("serving_default")
-        return lambda images: run(images=np.asarray(images, np.uint8))
+        try:  # LiteRT's input leaves H and W open (`_only_size`): the export says S
+            side = int(loader.read_export_config(os.path.dirname(path))["image_size"])
+        except (OSError, ValueError, KeyError):
+            side = None
+        return (lambda images: run(images=np.asarray(images, np.uint8))), side
     if path.endswith(".onnx"):
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
@@ -189,10 +254,38 @@ def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], 
             options.intra_op_num_threads = num_threads
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        return lambda images: dict(
-            zip(names, session.run(None, {"images": np.asarray(images, np.uint8)}), strict=True)
+        side = session.get_inputs()[0].shape[1]
+        return (
+            lambda images: dict(
+                zip(names, session.run(None, {"images": np.asarray(images, np.uint8)}), strict=True)
+            ),
+            side if isinstance(side, int) else None,
         )
     raise UserError(f"{path} is neither a .tflite nor an .onnx file.")
+
+
+def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], dict]:
+    """images uint8 [B, S, S, 3] -> {output: array} for a .tflite or .onnx file.
+
+    Images of another size or dtype are refused with one line (the files themselves
+    refuse another size too, with their runtime's message: `_only_size`); resizing is
+    the SavedModel's (`serving_default` takes any size)."""
+    run, side = _runtime(path, num_threads)
+    name = os.path.basename(path)
+
+    def checked(images):
+        images = np.asarray(images)
+        want = (side, side, 3) if side else images.shape[1:]
+        if images.ndim != 4 or images.shape[1:] != want or images.dtype != np.uint8:
+            s = side or "S"
+            raise ValueError(
+                f"{name} takes uint8 images [B, {s}, {s}, 3] (raw pixels at the encoder's "
+                f"size), received {images.dtype} {list(images.shape)}; resize them to "
+                f"{s}x{s} first (the SavedModel's serving_default takes any size)."
+            )
+        return run(images)
+
+    return checked
 
 
 def run_batched(run: Callable, images: np.ndarray, batch: int = 64) -> dict:
@@ -230,6 +323,7 @@ def check_file(
     if expected is None:
         expected = saved_model_outputs(export_dir, images)
     diffs = compare(got, expected)
+    _check_refuses_other_sizes(path, images.shape[1])
     bad = {k: d for k, d in diffs.items() if not d["max_rel"] <= tolerance}
     if bad:
         numbers = "; ".join(
@@ -240,6 +334,23 @@ def check_file(
             f"({numbers}) beyond the tolerance max_rel {tolerance:g}; not written."
         )
     return diffs
+
+
+def _check_refuses_other_sizes(path, side):
+    """EdgeCheckError unless the file's own runtime refuses images of another size than
+    S: a larger square (as many pixels as 4 images) and a strip of S*S pixels (as many
+    as one), which a check of element counts alone would let through."""
+    run, _ = _runtime(path)
+    for shape in ((1, 2 * side, 2 * side, 3), (1, side // 2, 2 * side, 3)):
+        try:
+            out = run(np.zeros(shape, np.uint8))
+        except Exception:  # each runtime raises its own kind: all mean refused
+            continue
+        shapes = ", ".join(f"{k} {list(np.shape(v))}" for k, v in sorted(out.items()))
+        raise EdgeCheckError(
+            f"{os.path.basename(path)} takes an image of {shape[1]}x{shape[2]} px, not its "
+            f"{side}x{side}, and returns {shapes} instead of refusing it; not written."
+        )
 
 
 def _sha256(path):
@@ -260,6 +371,7 @@ def export_edge(
     tolerances: dict | None = None,
     overwrite: bool = False,
     onnx_opset: int = ONNX_OPSET,
+    on_written: Callable[[str, dict], None] | None = None,
 ) -> dict:
     """Writes and checks the `formats` (of EDGE_FORMATS) of `encoder` beside its SavedModel.
 
@@ -275,20 +387,20 @@ def export_edge(
         tolerances: per-format max_rel overriding TOLERANCES.
         overwrite: replace an existing file of a format (the default refuses).
         onnx_opset: ONNX opset of the "onnx" file.
+        on_written: called with (format, metadata) as each file is written and checked.
 
     Returns:
         {format: metadata} as stored in amdim_encoder.json under "edge".
+
+    Raises:
+        EdgeRefusedError: after every format was tried, when some were refused (their
+            check or their conversion failed), naming each and why; the others are
+            written and recorded, and a refused format's previous file stays.
     """
     formats = [f for f in parse_formats(formats) if f != "savedmodel"]
     config = loader.read_export_config(export_dir)
     export_dir = loader.resolve_export_dir(export_dir)
-    features = list(features)
-    if "r1" not in features or any(k not in config["outputs"] for k in features):
-        raise UserError(
-            f"features {','.join(features)}: use r1 plus any of "
-            f"{','.join(k for k in config['outputs'] if k in FEATURES and k != 'r1')} "
-            "(the SavedModel's outputs)."
-        )
+    features = parse_features(features, config["outputs"])
     images = np.asarray(images)
     size = config["image_size"]
     if images.dtype != np.uint8 or images.shape[1:] != (size, size, 3) or not len(images):
@@ -315,38 +427,60 @@ def export_edge(
                 f"{target} already exists; pass overwrite=True (--overwrite) to replace it."
             )
 
-    fn, spec = _edge_function(encoder, config["preset"], size, features)
+    onnx_fn = _edge_function(encoder, config["preset"], size, features)
+    litert_fn = _edge_function(encoder, config["preset"], size, features, fixed_size=False)
     expected = saved_model_outputs(export_dir, images)
-    results = {}
-    for fmt in formats:
-        target = os.path.join(export_dir, FILENAMES[fmt])
-        # Staged beside the target and checked there before it replaces it (a killed
-        # export leaves a hidden stage only, which the next write of the target removes).
-        with durable.atomic_path(target, f"the {fmt} file") as staged:
-            if fmt == "onnx":
-                content = _to_onnx(fn, spec, onnx_opset)
-                converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
-            else:
-                quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
-                with durable.scratch_dir(target) as work:
-                    content = _to_litert(encoder, fn, spec, work, quantise, representative)
-                converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
-            with open(staged, "wb") as f:
-                f.write(content)
-            diffs = check_file(staged, export_dir, images, tolerances[fmt], expected)
-            results[fmt] = {
-                "file": FILENAMES[fmt],
-                "bytes": os.path.getsize(staged),
-                "sha256": _sha256(staged),
-                "converter": converter,
-                "outputs": features,
-                "input": "images uint8 [B,S,S,3] 0..255",
-                "check": {"images": len(images), "tolerance_max_rel": tolerances[fmt], **diffs},
-            }
-            if fmt == "litert_int8":
-                results[fmt]["representative_images"] = len(representative)
+    functions = {"onnx": onnx_fn, **dict.fromkeys(LITERT_FORMATS, litert_fn)}
+    results, refused = {}, {}
+    for fmt in formats:  # every format is tried; the refused ones are named at the end
+        try:
+            results[fmt] = _write_checked(
+                encoder, fmt, functions[fmt], export_dir, images, expected, representative,
+                features, tolerances[fmt], onnx_opset,
+            )  # fmt: skip
+        except (EdgeCheckError, ConversionError) as e:
+            refused[fmt] = first_line(e)
+            continue
         _record(export_dir, {fmt: results[fmt]})
+        if on_written is not None:
+            on_written(fmt, results[fmt])
+    if refused:
+        raise EdgeRefusedError(results, refused)
     return results
+
+
+def _write_checked(
+    encoder, fmt, function, export_dir, images, expected, representative, features,
+    tolerance, onnx_opset,
+):  # fmt: skip
+    """Converts `fmt`, checks the file staged beside its target and renames it into place
+    (a killed export leaves a hidden stage only, which the next write of the target
+    removes); its metadata."""
+    target = os.path.join(export_dir, FILENAMES[fmt])
+    with durable.atomic_path(target, f"the {fmt} file") as staged:
+        if fmt == "onnx":
+            content = _to_onnx(*function, onnx_opset)
+            converter = f"tf2onnx {require('tf2onnx', fmt).__version__}, opset {onnx_opset}"
+        else:
+            quantise = {"litert_int8": "int8", "litert_int8w": "weights"}.get(fmt)
+            with durable.scratch_dir(target) as work:
+                content = _to_litert(encoder, *function, work, quantise, representative)
+            converter = f"tf.lite.TFLiteConverter (tensorflow {tf.__version__})"
+        with open(staged, "wb") as f:
+            f.write(content)
+        diffs = check_file(staged, export_dir, images, tolerance, expected)
+        meta = {
+            "file": FILENAMES[fmt],
+            "bytes": os.path.getsize(staged),
+            "sha256": _sha256(staged),
+            "converter": converter,
+            "outputs": features,
+            "input": "images uint8 [B,S,S,3] 0..255",
+            "check": {"images": len(images), "tolerance_max_rel": tolerance, **diffs},
+        }
+        if fmt == "litert_int8":
+            meta["representative_images"] = len(representative)
+    return meta
 
 
 def export_edge_for_data(
@@ -358,37 +492,49 @@ def export_edge_for_data(
     representative_images: int = 256,
     features: Sequence[str] = ("r1",),
     overwrite: bool = False,
+    report: Callable[[str], None] | None = None,
 ) -> list[str]:
     """`export_edge` with its images drawn from a config's `data` section: `check_images`
     of the eval split for the checks, `representative_images` of the train split to
     calibrate litert_int8. Returns one printable line per file written (what amdim-export
-    and the demo print)."""
+    and the demo print), each also given to `report` as soon as its file is checked, so
+    that the lines of the files written are out before an `EdgeRefusedError` names the
+    refused formats."""
     images, _ = samples.eval_pixels(data, data.eval_split, check_images, seed=0, uint8=True)
     representative = None
     if "litert_int8" in formats:
         representative, _ = samples.eval_pixels(
             data, data.train_split, representative_images, seed=1, uint8=True
         )
+    lines = []
+
+    def written(fmt, meta):
+        lines.append(check_line(export_dir, fmt, meta))
+        if report is not None:
+            report(lines[-1])
+
     try:
-        results = export_edge(
+        export_edge(
             encoder, export_dir, formats, images, representative=representative,
-            features=features, overwrite=overwrite,
+            features=features, overwrite=overwrite, on_written=written,
         )  # fmt: skip
     except FileExistsError as e:  # a user error: one line, as for the SavedModel
         raise UserError(str(e)) from None
-    lines = []
-    for fmt, meta in results.items():
-        check = meta["check"]
-        diffs = ", ".join(
-            f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
-            for k in meta["outputs"]
-        )
-        lines.append(
-            f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
-            f"checked on {check['images']} images against the SavedModel: {diffs} "
-            f"(tolerance max_rel {check['tolerance_max_rel']:g})"
-        )
     return lines
+
+
+def check_line(export_dir: str, fmt: str, meta: dict) -> str:
+    """One printable line of a written file: its path, size and check numbers."""
+    check = meta["check"]
+    diffs = ", ".join(
+        f"{k} max_abs {check[k]['max_abs']:.2g} max_rel {check[k]['max_rel']:.2g}"
+        for k in meta["outputs"]
+    )
+    return (
+        f"{fmt}: {os.path.join(export_dir, meta['file'])} ({meta['bytes'] / 1e6:.2f} MB); "
+        f"checked on {check['images']} images against the SavedModel: {diffs} "
+        f"(tolerance max_rel {check['tolerance_max_rel']:g})"
+    )
 
 
 def _record(export_dir, entries):

@@ -13,7 +13,9 @@ directory, a SavedModel export of amdim-export, or a `.keras` file of
                       split:position), label (empty when unlabelled), class name
     embed.json        what was embedded, with what (the encoder's description, path and
                       fingerprint, `loader.weights_fingerprint`), how long it took, what
-                      was skipped
+                      was skipped, and the ids of the rows whose features are NaN or inf
+                      (kept in the .npy files, left out of the pictures; search and
+                      inspect skip them; all of them: refused)
     neighbours.png    seeded query images (left column) and their nearest by cosine
     projector_config.pbtxt, embedding.ckpt-1.*, metadata.tsv, sprite.png
                       the TensorBoard projector (`tensorboard --logdir OUT_DIR`, tab
@@ -44,6 +46,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from amdim_tf import data as data_lib
 from amdim_tf import durable
@@ -307,6 +310,13 @@ def embed(
             neighbours, queries, projector_examples, seed, verbose,
         )  # fmt: skip
         embed_seconds = summary.pop("embed_seconds")
+        non_finite = summary.pop("non_finite")
+        if non_finite:
+            logging.warning(
+                "%d of the %d images have NaN or inf features (first: %s); their rows are "
+                "kept in the .npy files and listed in %s, and search and inspect skip them.",
+                len(non_finite), total, ", ".join(non_finite[:5]), SUMMARY_FILE,
+            )  # fmt: skip
         summary = {
             "encoder": model.description,
             # Only named, never opened from here: search takes the encoder from its user,
@@ -322,6 +332,10 @@ def embed(
             "images": total,
             "skipped_unreadable": sum(p.skipped for p in parts),
             "skipped_first": [n for p in parts for n in p.skipped_names][:5],
+            # Rows whose features hold NaN or inf (a broken encoder): kept in the .npy
+            # files, aligned with index.tsv, each named here by its id.
+            "non_finite_rows": len(non_finite),
+            "non_finite_ids": non_finite,
             "features": summary["features"],
             # Reading, validating, decoding, encoding and writing the features; loading the
             # encoder and the projector / neighbour outputs are in total_seconds.
@@ -366,6 +380,7 @@ def _write_outputs(
     thumbs = _allocated(thumbs_path, np.uint8, (total, thumb, thumb, 3))
     labels = _allocated(os.path.join(out_dir, _LABELS_FILE), np.int32, (total,))
     index_lines = []  # one short string per image; the only per-image memory held
+    non_finite = []  # rows whose features hold NaN or inf (a broken encoder)
     bar = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
     row = 0
     with open(os.path.join(out_dir, INDEX_FILE), "w") as index:
@@ -376,8 +391,11 @@ def _write_outputs(
             end = row + len(names)
             if end > total:
                 raise RuntimeError(f"the data yielded more than the {total} images counted.")
+            finite = np.ones(len(names), bool)
             for k in features:
                 arrays[k][row:end] = out[k].numpy()
+                finite &= finite_rows(arrays[k][row:end])
+            non_finite.extend(row + np.flatnonzero(~finite))
             thumbs[row:end] = small
             labels[row:end] = batch_labels
             for name, label in zip(names, batch_labels, strict=True):
@@ -391,13 +409,21 @@ def _write_outputs(
         arrays[k].flush()
     if row != total:
         raise RuntimeError(f"counted {total} images but read {row}; was the data changed?")
+    if len(non_finite) == total:
+        raise ValueError(
+            f"every one of the {total} images has NaN or inf features from {model.description}"
+            " (a diverged run?); embed with an earlier checkpoint (--which=best) or retrain."
+        )
+    # Marked, not dropped: the rows stay aligned with index.tsv, search and inspect skip
+    # them (`neighbours.finite_rows`), and the pictures below show only finite rows.
+    finite = np.setdiff1d(np.arange(total), non_finite)
 
     rng = np.random.default_rng(seed)
     key = features[0]
     outputs = [f"{k}.npy" for k in features] + [INDEX_FILE]
     if neighbours and queries:
-        query_rows = np.sort(rng.choice(total, min(queries, total), replace=False))
-        k = min(neighbours, total - 1)
+        query_rows = np.sort(rng.choice(finite, min(queries, len(finite)), replace=False))
+        k = min(neighbours, len(finite) - 1)
         if k > 0:
             rows, sims = nearest(arrays[key], query_rows, k)
             titles = [_display_name(index_lines[r]) for r in query_rows]
@@ -407,9 +433,9 @@ def _write_outputs(
             )  # fmt: skip
             outputs.append(NEIGHBOURS_FILE)
     if projector_examples:
-        rows = np.arange(total)
-        if total > projector_examples:
-            rows = np.sort(rng.choice(total, projector_examples, replace=False))
+        rows = finite
+        if len(finite) > projector_examples:
+            rows = np.sort(rng.choice(finite, projector_examples, replace=False))
         labelled = bool(np.any(np.asarray(labels) >= 0))
         _write_projector(out_dir, arrays[key], rows, thumbs, index_lines, key, labelled)
         outputs += ["projector_config.pbtxt", "metadata.tsv", "sprite.png", "embedding.ckpt-1"]
@@ -417,4 +443,9 @@ def _write_outputs(
     del thumbs, labels, arrays
     os.remove(thumbs_path)
     os.remove(os.path.join(out_dir, _LABELS_FILE))
-    return {"features": shapes, "outputs": outputs, "embed_seconds": embed_seconds}
+    return {
+        "features": shapes,
+        "outputs": outputs,
+        "embed_seconds": embed_seconds,
+        "non_finite": [index_lines[r].split("\t")[0] for r in non_finite],
+    }

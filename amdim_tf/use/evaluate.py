@@ -115,7 +115,9 @@ def evaluate_encoders(
     )
     test_ds = data_lib.make_eval_dataset(source, config.data.eval_split, batch_size)
     rows = []
-    progress = Progress(len(encoders) + bool(pixels), enabled=bool(verbose))
+    # Raw pixels take seconds, an encoder longer: each kind's ETA is its own.
+    kinds = ["raw-pixel model"] * bool(pixels) + ["encoder"] * len(encoders)
+    progress = Progress(len(kinds), enabled=bool(verbose), kinds=kinds)
 
     def scored(row, train, test):
         result = {**row, **evaluate_features(train, test, k, max_iter)}

@@ -82,6 +82,7 @@ from amdim_tf.run.pixels import (
     assert_pixels_shape,
     class_outputs,
     min_image_side,
+    unless_empty,
     views,
 )
 from amdim_tf.run.run_config import load_run_config
@@ -475,18 +476,30 @@ def export_classifier(classifier: PixelClassifier, export_dir: str) -> str:
 def _classifier_archive(classifier: PixelClassifier):
     """(the ExportArchive of `export_classifier`, its classifier.json)."""
     size = classifier.image_size
-    spec = [tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")]
+    num_classes = len(classifier.class_names)
 
     def classify(images):
         images = assert_pixels_shape(images, size, "classify")
         pixels = views(images, classifier.preset, size, "classify")
-        logits = classifier.classifier(pixels, training=False)  # [B, K]
-        return class_outputs(tf.nn.softmax(tf.cast(logits, tf.float32)), classifier.class_names)
 
+        def predict():
+            logits = classifier.classifier(pixels, training=False)  # [B, K]
+            return tf.nn.softmax(tf.cast(logits, tf.float32))  # [B, K]
+
+        probs = unless_empty(pixels, predict, lambda: tf.zeros([0, num_classes], tf.float32))
+        return class_outputs(probs, classifier.class_names)
+
+    # The uint8 trace first: it is the signature TF Serving runs. The float traces are for
+    # the restored Python function (`loaded.classify(x)`), which cast a float array to
+    # uint8 in silence when uint8 was its only trace ([0, 1] images: all 0, one class);
+    # with them a float batch follows the pixel contract (0..255, [0, 1] refused).
+    endpoint = tf.function(classify, autograph=False)
+    for dtype in (tf.uint8, tf.float32, tf.float64):
+        endpoint.get_concrete_function(tf.TensorSpec([None, None, None, 3], dtype, name="images"))
     archive = keras.export.ExportArchive()
     archive.track(classifier)
-    archive.add_endpoint("classify", classify, spec)
-    archive.add_endpoint("serving_default", lambda images: classify(images), spec)
+    archive.add_endpoint("classify", endpoint)
+    archive.add_endpoint("serving_default", endpoint)
     info = {
         "class_names": list(classifier.class_names),
         "image_size": size,
@@ -678,7 +691,11 @@ def run_few_label_evaluation(
 
     test_features = _features(pretrained, x_test, y_test)
     rows, saved = [], {}
-    progress = Progress(len(plan) * len(seeds) * len(arms))
+    # Kinds in the order the loop below runs them: a frozen arm takes a second, the others
+    # minutes, so each kind's ETA is its own.
+    kinds = [arm for arm in ("frozen", "finetune", "scratch") if arm in arms]
+    kinds *= len(plan) * len(seeds)
+    progress = Progress(len(kinds), kinds=kinds)
     for budget, per_class in plan:
         for seed in seeds:
             x, y = labelled_subset(source, per_class, seed, names)

@@ -107,3 +107,43 @@ def test_stop_on_collapse_stops_after_the_epoch_checkpoint(tiny_config, tmp_path
         "health/uniformity",
         "health/dim_std",
     }
+
+
+def test_the_alarm_threshold_is_bounded_by_the_rank_the_sample_can_show():
+    # The fraction applies to min(N, D): 36 images cannot show a rank of 0.01 x 4096.
+    assert health.rank_threshold(4096, 0.01, num_examples=36) == 2.0
+    assert health.rank_threshold(4096, 0.5, num_examples=36) == pytest.approx(18.0)
+    assert health.rank_threshold(32, 0.5, num_examples=512) == pytest.approx(16.0)
+    assert health.rank_threshold(32, 0.01) == 2.0  # the sample size unknown: D bounds it
+    # Two images can show a rank of at most 2, which the floor of 2 already is.
+    assert health.rank_threshold(4096, 0.01, num_examples=2) is None
+    assert health.rank_threshold(2, 0.01, num_examples=512) is None
+
+
+class _Healthy(keras.Model):
+    """r1 = the image's pixels tiled to D: as varied as the images, D = 4096."""
+
+    def call(self, images, training=False):
+        flat = tf.reshape(images, [tf.shape(images)[0], -1])  # [B, S*S*3]
+        r1 = tf.tile(flat, [1, 2])[:, :4096]  # [B, 4096]
+        return {"r1": r1[:, None, None, :]}
+
+
+def test_a_small_sample_of_a_wide_encoder_does_not_stop_a_healthy_run(tiny_config, caplog):
+    # 36 images, n_rkhs = 4096, fraction 0.01: the old floor 40.96 > 36 fired every epoch.
+    monitor = health.HealthMonitor(
+        tiny_config.data, 36, min_rank_fraction=0.01, stop_on_collapse=True, encoder=_Healthy()
+    )
+    monitor.on_epoch_end(0)
+    assert monitor.last["health/rank"] > 2 and not monitor.collapsed and not monitor.stopped
+    # Two images cannot tell a collapse: said once (not at every epoch), never an alarm.
+    tiny = health.HealthMonitor(
+        tiny_config.data, 2, min_rank_fraction=0.01, stop_on_collapse=True, encoder=_Healthy()
+    )
+    with caplog.at_level("WARNING"):
+        tiny.on_epoch_end(0)
+        tiny.on_epoch_end(1)
+    assert not tiny.collapsed and not tiny.stopped
+    told = [r.getMessage() for r in caplog.records if "too small" in r.getMessage()]
+    assert len(told) == 1 and "health_examples=2" in told[0], told
+    assert not any("COLLAPSE" in r.getMessage() for r in caplog.records)

@@ -39,7 +39,7 @@ def test_the_environment_is_set_before_tensorflow_loads_and_a_users_value_wins()
 
 def test_load_from_a_workdir_gives_the_trained_weights(tiny_run):
     want = backbone.open_encoder(tiny_run).encoder
-    enc = amdim_tf.load_encoder(tiny_run)
+    enc = amdim_tf.load_encoder(tiny_run, include_preprocessing=False)
     assert isinstance(enc, keras.Model) and enc.trainable
     x = augment.normalise(_pixels() / 255.0, "cifar")
     np.testing.assert_allclose(enc(x)["r1"], want(x, training=False)["r1"], atol=1e-6)
@@ -63,10 +63,44 @@ def test_pixel_encoder_reads_uint8_and_float_pixels_alike_as_the_export_does(tin
         enc(tf.constant(pixels / 255.0, tf.float32))  # [0, 1] floats: refused, not guessed
     assert len(_first_line(e)) == 1
     export_dir = str(tmp_path / "export")
-    export.export_encoder(amdim_tf.load_encoder(tiny_run), export_dir, preset="cifar")
+    bare = amdim_tf.load_encoder(tiny_run, include_preprocessing=False)
+    export.export_encoder(bare, export_dir, preset="cifar")
     loaded = backbone.open_encoder(export_dir)  # kept alive: its functions hold weak refs
     served = loaded.saved_model.serving_default(tf.constant(pixels))
     np.testing.assert_allclose(from_uint8, served["global"], atol=1e-5)
+
+
+def test_load_encoder_keeps_the_pixel_contract_by_default(tiny_run, tmp_path):
+    """Issue 32 trap 3: `load_encoder(path)` gave the bare encoder, which took [0, 1]
+    floats to features at cosine 0.18-0.73 of the right ones, 0..255 floats to garbage and
+    uint8 to a dtype error from stem_conv. With no other argument it now takes 0..255
+    images of any size, as the SavedModel does; the bare encoder is asked for by name."""
+    big = np.random.default_rng(6).integers(0, 256, (2, 45, 60, 3), dtype=np.uint8)
+    want = backbone.open_encoder(tiny_run).pooled(big)["r1"]
+    saved = amdim_tf.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
+    for path in (tiny_run, saved):
+        enc = amdim_tf.load_encoder(path)
+        np.testing.assert_allclose(enc(tf.constant(big))["r1"], want, atol=1e-5)
+        np.testing.assert_allclose(enc(tf.constant(big, tf.float32))["r1"], want, atol=1e-5)
+        with pytest.raises(ValueError, match="multiply") as e:
+            enc(tf.constant(big / 255.0, tf.float32))
+        assert len(_first_line(e)) == 1
+        out = enc(np.zeros((0, 32, 32, 3), np.uint8))  # 0 rows, as the SavedModel gives
+        assert out["r1"].shape == (0, enc.n_rkhs)
+    x = keras.Input((None, None, 3), dtype="uint8")  # in a graph: the batch size unknown
+    model = keras.Model(x, amdim_tf.load_encoder(tiny_run, features=("r1", "r5"))(x))
+    spec = tf.TensorSpec([None, None, None, 3], tf.uint8)
+    traced = tf.function(model, input_signature=[spec])
+    assert traced(np.zeros((0, 40, 40, 3), np.uint8))["r5"].shape == (0, 5, 5, enc.n_rkhs)
+    np.testing.assert_allclose(model(big)["r1"], want, atol=1e-5)
+    bare = amdim_tf.load_encoder(tiny_run, include_preprocessing=False)
+    assert not isinstance(bare, backbone.PixelEncoder) and bare.ndf == 8
+    # A .keras file an older commit wrote gives, by default, the r1 that commit computed.
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
+    with np.load(os.path.join(fixtures, "encoder_529c7cc.npz")) as fixture:
+        old = amdim_tf.load_encoder(os.path.join(fixtures, "encoder_529c7cc.keras"))
+        want = fixture["r1"].reshape(len(fixture["pixels"]), -1)
+        np.testing.assert_allclose(old(fixture["pixels"])["r1"], want, atol=1e-5)
 
 
 def test_pixel_encoder_takes_any_size_as_evaluation_views_it(tiny_run):
@@ -131,7 +165,7 @@ def test_save_encoder_round_trips_through_a_keras_file(tiny_run, tmp_path):
     loaded = keras.saving.load_model(out)
     assert isinstance(loaded, backbone.PixelEncoder) and loaded.preset == "cifar"
     np.testing.assert_allclose(loaded(pixels)["r1"], want, atol=1e-5)
-    bare = amdim_tf.load_encoder(out)
+    bare = amdim_tf.load_encoder(out, include_preprocessing=False)
     assert not isinstance(bare, backbone.PixelEncoder)
     x = augment.normalise(tf.cast(pixels, tf.float32) / 255.0, "cifar")
     np.testing.assert_allclose(tf.reshape(bare(x)["r1"], [4, -1]), want, atol=1e-5)
@@ -150,7 +184,8 @@ def test_bad_inputs_get_one_line_naming_what_was_expected(tiny_run, tmp_path):
     assert len(_first_line(e)) == 1
     with pytest.raises(FileNotFoundError, match="expected"):
         amdim_tf.load_encoder(str(tmp_path / "missing.keras"))
-    export.export_encoder(amdim_tf.load_encoder(tiny_run), str(tmp_path / "export" / "1"))
+    bare = amdim_tf.load_encoder(tiny_run, include_preprocessing=False)
+    export.export_encoder(bare, str(tmp_path / "export" / "1"))
     for path in (tmp_path / "export", tmp_path / "export" / "1"):  # base or version dir
         with pytest.raises(ValueError, match="SavedModel"):
             amdim_tf.load_encoder(str(path))
@@ -158,7 +193,7 @@ def test_bad_inputs_get_one_line_naming_what_was_expected(tiny_run, tmp_path):
     other = tiny_run_config()
     other.model.ndf = 16  # another architecture
     weights = str(tmp_path / "enc.weights.h5")
-    amdim_tf.load_encoder(tiny_run).save_weights(weights)
+    bare.save_weights(weights)
     with pytest.raises(ValueError, match="does not fit") as e:
         amdim_tf.load_encoder(weights, config=other)
     assert len(_first_line(e)) == 1
@@ -169,7 +204,7 @@ def test_bad_inputs_get_one_line_naming_what_was_expected(tiny_run, tmp_path):
         amdim_tf.load_encoder(checkpoint, config=other)
     assert len(_first_line(e)) == 1
     # The matching config restores the checkpoint prefix.
-    assert amdim_tf.load_encoder(checkpoint, config=tiny_run_config()).ndf == 8
+    assert amdim_tf.load_encoder(checkpoint, config=tiny_run_config()).encoder.ndf == 8
 
 
 def test_a_keras_file_of_another_model_is_refused(tmp_path):

@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import run_tool
+import tensorflow as tf
+from conftest import one_error_line, run_command, run_tool
 from test_export import SIZE, reference, tiny_encoder
 
 from amdim_tf.run import loader
@@ -67,6 +68,41 @@ def test_each_format_round_trips_within_tolerance(exported, fmt):
             np.testing.assert_allclose(got[k], expected[k], atol=1e-5, err_msg=k)
     stored = loader.read_export_config(exported["export_dir"])["edge"][fmt]
     assert stored["sha256"] == meta["sha256"] and stored["bytes"] == os.path.getsize(meta["path"])
+
+
+@needs_converters
+@pytest.mark.parametrize("fmt", ["litert", "onnx", "litert_int8", "litert_int8w"])
+def test_each_format_refuses_an_image_of_another_size(exported, fmt):
+    """Issue 32 trap 4: a 150x200 image through encoder.tflite gave "r1" [1, 30, 43, D]
+    with no error, while the ONNX file refused it. Both refuse: the file in its own
+    runtime, and `runner` with one line naming the size."""
+    path = edge.edge_files(exported["export_dir"])[fmt]["path"]
+    wrong = np.random.default_rng(7).integers(0, 256, (1, 150, 200, 3), dtype=np.uint8)
+    run, _ = edge._runtime(path)  # the runtime alone, as a user calls it
+    for shape in ((1, 150, 200, 3), (1, 64, 64, 3), (1, 16, 64, 3)):
+        with pytest.raises(Exception):  # noqa: B017 - each runtime raises its own kind
+            run(np.resize(wrong, shape))
+    with pytest.raises(
+        ValueError, match=r"takes uint8 images \[B, 32, 32, 3\].*\[1, 150, 200, 3\]"
+    ) as e:
+        edge.runner(path)(wrong)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="float32"):
+        edge.runner(path)(images(1, 0).astype(np.float32) / 255)  # not cast to 0 in silence
+
+
+@needs_converters
+def test_the_check_refuses_a_file_that_takes_another_size(tmp_path, monkeypatch):
+    export_dir = export.export_encoder(tiny_encoder(), str(tmp_path / "1"))
+
+    # A check of element counts alone: a 64x64 image would pass as 4 images of 32x32.
+    def counts_only(images, size):
+        return tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, size, size, 3])
+
+    monkeypatch.setattr(edge, "_only_size", counts_only)
+    with pytest.raises(edge.EdgeCheckError, match="64x64 px.*instead of refusing"):
+        edge.export_edge(tiny_encoder(), export_dir, ["litert"], images(2, 0))
+    assert not os.path.exists(os.path.join(export_dir, edge.FILENAMES["litert"]))
 
 
 @needs_converters
@@ -183,3 +219,42 @@ def test_command_writes_checked_files_beside_the_savedmodel(tiny_run, tmp_path):
     )  # fmt: skip
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and len(lines) == 1 and "--overwrite" in lines[0], proc.stderr
+
+
+@needs_converters
+def test_every_format_is_tried_and_the_refused_ones_named_after(exported, tmp_path):
+    """Issue 32 trap 5: a refused litert_int8 stopped the export of the rest (never
+    trying litert_int8w) and hid the check lines of the files already written."""
+    export_dir = str(tmp_path / "1")
+    shutil.copytree(exported["export_dir"], export_dir)
+    for name in edge.FILENAMES.values():
+        os.remove(os.path.join(export_dir, name))
+    written = []
+    with pytest.raises(
+        edge.EdgeRefusedError, match=r"refused litert_int8 \(litert_int8: .*max_rel"
+    ) as e:
+        edge.export_edge(
+            exported["enc"], export_dir, ["litert", "litert_int8", "onnx", "litert_int8w"],
+            images(8, 0), representative=images(16, 1), tolerances={"litert_int8": 1e-9},
+            on_written=lambda fmt, meta: written.append(fmt),
+        )  # fmt: skip
+    assert written == ["litert", "onnx", "litert_int8w"] == list(e.value.written)
+    assert list(e.value.refused) == ["litert_int8"] and "\n" not in str(e.value)
+    assert sorted(edge.edge_files(export_dir)) == ["litert", "litert_int8w", "onnx"]
+    assert not os.path.exists(os.path.join(export_dir, edge.FILENAMES["litert_int8"]))
+
+
+@needs_converters
+def test_command_prints_each_written_file_then_names_the_refused(tiny_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(edge.TOLERANCES, "litert_int8", 1e-9)  # int8 refused, as on CIFAR-10
+    proc = run_command(
+        "export", f"--workdir={tiny_run}", f"--out={tmp_path / 'out'}",
+        "--format=savedmodel,litert,onnx,litert_int8,litert_int8w", "--check_images=4",
+        "--representative_images=8", cwd=tmp_path,
+    )  # fmt: skip
+    error = one_error_line(proc)
+    assert "refused litert_int8 (" in error and "max_rel" in error, error
+    export_dir = tmp_path / "out" / "1"
+    for fmt in ("litert", "onnx", "litert_int8w"):
+        assert f"{fmt}: {export_dir / edge.FILENAMES[fmt]}" in proc.stdout, proc.stdout
+    assert sorted(edge.edge_files(str(export_dir))) == ["litert", "litert_int8w", "onnx"]

@@ -63,7 +63,9 @@ def test_features_are_the_frozen_evaluation_features_and_every_output_is_written
 def test_export_and_keras_file_give_the_workdir_features(tiny_run, tmp_path):
     config = load_run_config(tiny_run)
     base = str(tmp_path / "export")
-    export.export_encoder(backbone.load_encoder(tiny_run), os.path.join(base, "1"))
+    export.export_encoder(
+        backbone.load_encoder(tiny_run, include_preprocessing=False), os.path.join(base, "1")
+    )
     keras_file = backbone.save_encoder(tiny_run, str(tmp_path / "encoder.keras"))
     features, fingerprints = {}, {}
     for name, path in (("workdir", tiny_run), ("export", base), ("keras", keras_file)):
@@ -105,6 +107,59 @@ def test_a_flat_folder_is_unlabelled_and_unreadable_files_are_skipped_and_named(
         metadata = [line.split("\t") for line in f.read().splitlines()]
     assert len(metadata) == 4 and metadata[0] == ["name", "id"]  # header + 3 sampled rows
     assert all(m[0].startswith("img") and m[1].endswith(m[0] + ".png") for m in metadata[1:])
+
+
+def test_non_finite_rows_are_counted_named_and_kept_out_of_the_pictures(
+    tiny_run, tmp_path, monkeypatch
+):
+    """Issue 33: NaN or inf features of a broken encoder went into embed's outputs
+    unmarked (search and inspect skip them, but nothing said which or how many)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        tf.io.write_file(str(folder / f"img{i}.png"), tf.io.encode_png(image))
+    for name, value in (("white.png", 255), ("black.png", 0)):
+        image = np.full((32, 32, 3), value, np.uint8)
+        tf.io.write_file(str(folder / name), tf.io.encode_png(image))
+    real = backbone.Loaded.pooled_unit_views
+
+    def broken(self, views, keys=("r1",)):  # NaN for white images, inf for black ones
+        out = real(self, views, keys)
+        top = tf.reduce_max(views, axis=[1, 2, 3])[:, None]  # [B, 1]
+        low = tf.reduce_min(views, axis=[1, 2, 3])[:, None]
+        bad = tf.where(tf.equal(low, 1.0), np.nan, tf.where(tf.equal(top, 0.0), np.inf, 0.0))
+        return {k: v + bad for k, v in out.items()}
+
+    monkeypatch.setattr(backbone.Loaded, "pooled_unit_views", broken)
+    drawn = []
+    real_figure = embed._neighbour_figure
+    monkeypatch.setattr(embed, "_neighbour_figure", lambda *a: drawn.append(a) or real_figure(*a))
+    data = config_lib.base_config().data
+    data.source, data.path = "folder", str(folder)
+    out = str(tmp_path / "emb")
+    summary = embed.embed(tiny_run, data, "test", out, verbose=0, neighbours=3, queries=8)
+    bad = sorted([str(folder / "black.png"), str(folder / "white.png")])
+    assert summary["non_finite_rows"] == 2 and sorted(summary["non_finite_ids"]) == bad
+    rows = [r[0] for r in _read_index(out)]
+    r1 = np.load(os.path.join(out, "r1.npy"))
+    assert sorted(rows[i] for i in np.flatnonzero(~np.isfinite(r1).all(1))) == bad  # aligned
+    query_rows = drawn[0][3]
+    assert len(query_rows) == 6 and not {rows[i] for i in query_rows} & set(bad)
+    with open(os.path.join(out, "metadata.tsv")) as f:
+        shown = [line.split("\t")[-1] for line in f.read().splitlines()[1:]]
+    assert len(shown) == 6 and not set(shown) & set(bad)
+    assert np.isfinite(tf.train.load_checkpoint(out).get_tensor("r1")).all()
+
+    monkeypatch.setattr(  # every row broken: refused, nothing written
+        backbone.Loaded, "pooled_unit_views", lambda self, v, keys=("r1",): {
+            k: x * np.nan for k, x in real(self, v, keys).items()
+        },
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="every one of the 8 images has NaN or inf") as e:
+        embed.embed(tiny_run, data, "test", str(tmp_path / "none"), verbose=0)
+    assert "\n" not in str(e.value) and not (tmp_path / "none").exists()
 
 
 def test_nearest_matches_brute_force_across_chunks():

@@ -260,6 +260,16 @@ def test_tool_user_error_is_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_tool_checks_the_edge_features_before_writing_anything(tiny_run, tmp_path):
+    """Issue 33 LOW 30: --features=r9 was refused only after the SavedModel was written."""
+    proc = run_command(
+        "export", f"--workdir={tiny_run}", f"--out={tmp_path / 'out'}",
+        "--format=savedmodel,litert", "--features=r1,r9", cwd=tmp_path,
+    )  # fmt: skip
+    assert "features r1,r9: use r1 plus any of r5,r7" in one_error_line(proc)
+    assert not (tmp_path / "out").exists()
+
+
 class Killed(Exception):
     """What a kill between writing the SavedModel and finishing the export looks like."""
 

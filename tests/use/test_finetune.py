@@ -376,6 +376,42 @@ def test_evaluation_writes_table_plot_and_a_servable_classifier(run_dir, tmp_pat
         loaded.signatures["classify"](images=tf.zeros([1, 5, 5, 3], tf.uint8))
 
 
+def test_the_exported_classifier_takes_an_empty_batch_and_floats_by_the_contract(tmp_path):
+    """Issue 33 MED 18: `classify` and the .keras classifier failed on a batch of 0 images
+    (the encoder export returns 0 rows). LOW 32: `loaded.classify` cast float [0, 1]
+    images to uint8 in silence (all 0, one class for every image)."""
+    from amdim_tf.run import loader
+
+    model = finetune.build_classifier(untrained_encoder(tiny_run_config()), 3)
+    classifier = finetune.pixel_classifier(model, ("a", "b", "c"), "cifar")
+    loaded = tf.saved_model.load(finetune.export_classifier(classifier, str(tmp_path / "1")))
+    keras_file = str(tmp_path / "classifier.keras")
+    loader.save_keras_atomic(classifier, keras_file)
+    reloaded = keras.saving.load_model(keras_file)
+    empty = np.zeros((0, 32, 32, 3), np.uint8)
+    outputs = (
+        loaded.signatures["classify"](images=tf.constant(empty)),
+        loaded.signatures["serving_default"](images=tf.constant(empty)),
+        loaded.classify(empty),
+        reloaded.classify(empty),
+    )
+    for out in outputs:
+        assert out["probabilities"].shape == (0, 3) and out["class_name"].shape == (0,)
+    assert reloaded(empty).shape == (0, 3)
+
+    pixels = np.random.default_rng(2).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
+    want = loaded.classify(pixels)["probabilities"].numpy()
+    np.testing.assert_allclose(reloaded(pixels), want, atol=1e-5)
+    for dtype in (np.float32, np.float64):  # 0..255 floats: the same prediction
+        got = loaded.classify(pixels.astype(dtype))["probabilities"]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="multiply .0, 1. images by 255"):
+            loaded.classify((pixels / 255.0).astype(dtype))
+    for name in ("classify", "serving_default"):  # what TF Serving runs: uint8, unchanged
+        spec = loaded.signatures[name].structured_input_signature[1]["images"]
+        assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
+
+
 def write_folder(root, classes=("cat", "dog", "emu"), per_class=10):
     rng = np.random.default_rng(0)
     for c, name in enumerate(classes):
