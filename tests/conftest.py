@@ -50,11 +50,36 @@ def two_replica_strategies():
     return tf.distribute.get_strategy(), tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
+# Besides tests/e2e/, what the fast tier (`-m "not e2e"`) leaves out: files whose every
+# test starts processes, converters or replicas, and single tests of tens of seconds
+# (BUILD.md lists the slowest). Each still runs in the whole suite, as CI runs it.
+E2E_FILES = (
+    "use/test_edge.py",  # LiteRT/ONNX converters and their runtimes
+    "use/test_benchmark.py",  # a fresh process per row
+    "use/test_compare.py",  # three methods trained end to end
+    "run/test_distribute.py",  # 1 vs 2 replicas, XLA
+    "run/test_run_robustness.py",  # kills, signals, resumes of real runs
+)
+E2E_TESTS = (
+    "test_evaluation_writes_table_plot_and_a_servable_classifier",
+    "test_a_folder_without_split_dirs_is_scored_on_held_out_images",
+    "test_one_and_two_replicas_give_the_same_mixture_loss_and_gradients",
+    "test_sigkilled_export_leftover_is_ignored_then_cleaned",
+    "test_fresh_process_without_project_code_gives_same_features",
+    "test_helpshort_lists_the_commands_own_flags_from_any_directory",
+    "test_non_finite_loss_stops_with_the_step",
+    "test_one_encoder_is_accepted_in_every_form_and_another_refused",
+)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Everything under tests/e2e/ is end to end: out of the fast tier (`-m "not e2e"`)."""
-    e2e = os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e") + os.sep
+    """Marks `e2e` everything under tests/e2e/ and the heavy tests named above."""
+    root = os.path.dirname(os.path.abspath(__file__))
+    e2e = os.path.join(root, "e2e") + os.sep
+    files = {os.path.join(root, f) for f in E2E_FILES}
     for item in items:
-        if str(item.path).startswith(e2e):
+        path = str(item.path)
+        if path.startswith(e2e) or path in files or item.originalname in E2E_TESTS:
             item.add_marker(pytest.mark.e2e)
 
 
