@@ -15,7 +15,7 @@ from amdim_tf.data import augment
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.run.pixels import PixelClassifier
 from amdim_tf.run.run_config import load_run_config, prepare_workdir
-from amdim_tf.use import evaluate, few_label_arms, finetune
+from amdim_tf.use import classifier, evaluate, few_label_arms, finetune
 
 DIGITS = tuple(str(i) for i in range(10))
 TINY_RECIPE = finetune.Recipe(epochs=1, min_steps=3, max_steps=3, batch_size=8)
@@ -44,7 +44,22 @@ def run_dir(tmp_path_factory):
     return workdir
 
 
-# -- label budgets --------------------------------------------------------------------
+def collapsed_run(workdir):
+    """A work directory whose encoder maps every image to the same r1 (its trainable
+    weights are zero): a pretrained encoder that cannot help any classifier."""
+    config = tiny_run_config()
+    prepare_workdir(config, workdir)
+    encoder = untrained_encoder(config)
+    for v in encoder.trainable_variables:
+        v.assign(tf.zeros_like(v))
+    holder = tf.Module()
+    holder.encoder = encoder
+    ckpt = tf.train.Checkpoint(model=holder)
+    tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), 1).save(1)
+    return workdir
+
+
+# -- the arms and the classifier handed out -------------------------------------------
 
 
 def test_fine_tuned_arm_is_the_frozen_probe_when_training_cannot_beat_it(run_dir, tmp_path):
@@ -228,3 +243,45 @@ def test_tool_reports_a_bad_budget_in_one_line(run_dir):
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = one_error_line(proc)
     assert last.startswith("error: label budget 0.1% of 1,440 train images") and "class 0" in last
+
+
+def test_scratch_is_the_classifier_written_when_it_wins_on_the_held_out_labels(tmp_path):
+    """Issue 32 (few labels): the fine-tuned arm was written even when scratch was better.
+    A collapsed encoder (constant r1) against scratch on the digits at 10 per class:
+    the pretrained arms stay at chance on the 20 held-out labels (observed 10%; test
+    9.8%), scratch learns (observed 75%; test 67.8%), so scratch is written, named, and said to win."""
+    run = collapsed_run(str(tmp_path / "run"))
+    recipe = finetune.Recipe(
+        epochs=1, min_steps=100, max_steps=100, batch_size=16, head_lr=1e-2, evals=4,
+        candidates=(("frozen", 0.0),),
+    )  # fmt: skip
+    out = str(tmp_path / "out")
+    result = finetune.run_few_label_evaluation(
+        run, out, finetune.parse_budgets([], ["10"]), recipe=recipe
+    )
+    choice = result["saved_classifier"]
+    held = choice["held_out"]
+    assert choice["arm"] == "scratch" and choice["n_held_out"] == 20
+    assert held["scratch"] > max(held["frozen"], held["finetune"]) + choice["noise"]
+    assert choice["margin"] == pytest.approx(
+        held["scratch"] - max(held["frozen"], held["finetune"])
+    )
+    text = result["table"].splitlines()[-1]
+    assert text.startswith("Classifier written (classifier.keras, export/1): same network")
+    assert "Pretraining did not help here" in text
+    scratch = next(r for r in result["rows"] if r["arm"] == "scratch")
+    written = keras.saving.load_model(os.path.join(out, "classifier.keras"))
+    x_test, y_test = finetune._eval_split(tiny_run_config().data, 0)
+    assert classifier.accuracy(written.classifier, x_test, y_test) == scratch["test_acc"]
+
+
+def test_the_classifier_chosen_is_the_best_held_out_arm_ties_to_the_pretrained_ones():
+    choose = few_label_arms.choose_classifier
+    held = {"frozen": 0.7, "finetune": 0.7, "scratch": 0.6}
+    tie = choose(held, 20, probe_is_tuned=True)  # the fine-tuned arm is the probe
+    assert tie["arm"] == "finetune" and tie["runner_up"] == "scratch"
+    assert tie["margin"] == pytest.approx(0.1) and tie["noise"] == pytest.approx(0.1024695)
+    assert choose({**held, "scratch": 0.75}, 20)["arm"] == "scratch"
+    nothing = choose(dict.fromkeys(held), 0)
+    assert nothing["arm"] == "finetune" and nothing["margin"] is None
+    assert choose({"scratch": None}, 0)["arm"] == "scratch"
