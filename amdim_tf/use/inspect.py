@@ -190,6 +190,63 @@ def inspect_embeddings(
         raise UserError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
     output = durable.OutputDir(out_dir, "report.json", "an inspection report")
     start = time.perf_counter()
+
+    def say(msg):
+        if verbose:
+            print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
+
+    indexes, names, kept, feats = _open_indexes(embed_dirs, key, k)
+    for ix, name in zip(indexes, names, strict=True):
+        if ix.skipped_nonfinite:
+            say(f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped")
+    within = []
+    for x, name in zip(feats, names, strict=True):
+        within.append(neighbours.topk_cosine(x, x, k, self_offset=0))
+        say(f"{k} nearest within {name} ({len(x):,} images)")
+    across = None
+    if len(indexes) == 2:
+        across = neighbours.topk_cosine(feats[1], feats[0], k)
+        say(f"{k} nearest in {names[0]} of each {names[1]} image")
+
+    nearest = [s[:, 0] for _, s in within] + ([across[1][:, 0]] if across else [])
+    rule = duplicate_threshold(np.concatenate(nearest))
+    chosen = float(threshold) if threshold is not None else rule["cosine"]
+    pairs, leaked, capped = _near_duplicates(feats, kept, within, across, names, chosen)
+    label_note = [
+        f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped (in no statistic)"
+        for ix, name in zip(indexes, names, strict=True)
+        if ix.skipped_nonfinite
+    ]
+    if capped:
+        label_note.append(
+            f"{capped} images have more than {_MAX_GROUP} near-duplicates at this threshold; "
+            f"pairs.csv lists their {_MAX_GROUP} closest only"
+        )
+    outliers = []
+    for rows, (_, sims), name in zip(kept, within, names, strict=True):
+        density = sims.mean(1)  # [F]
+        for at in np.argsort(density, kind="stable")[: max(top, 100)]:
+            outliers.append((name, int(rows[at]), float(density[at])))
+    mislabels = _mislabels(indexes, names, kept, within, across, agreement, label_note)
+    say("pairs, outliers and label votes")
+    findings = {"pairs": pairs, "outliers": outliers, "mislabels": mislabels, "leaked": leaked}
+    settings = {"key": key, "k": k, "agreement": agreement, "top": top, "thumb": thumb}
+    threshold_info = {
+        "cosine": chosen,
+        "chosen": "given" if threshold is not None else "from the data",
+        "rule": rule,
+    }
+    # Written whole into a stage and renamed into place, report.json last: a kill leaves
+    # the previous report or this one.
+    with output.staged() as stage:
+        return _write_report(
+            stage, indexes, names, findings, settings, threshold_info, label_note, say, start
+        )
+
+
+def _open_indexes(embed_dirs, key, k) -> tuple:
+    """(indexes, split names, kept rows, their features) of one or two embed outputs of
+    the same encoder, each with at least k + 1 images of finite features."""
     indexes = [search.Index.load(d, key) for d in embed_dirs]
     if len(indexes) == 2:
         a, b = indexes
@@ -216,28 +273,13 @@ def inspect_embeddings(
                 f"{name} holds {len(rows)} images with finite features; k={k} needs at "
                 f"least {k + 1}."
             )
+    return indexes, names, kept, feats
 
-    def say(msg):
-        if verbose:
-            print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
 
-    for ix, name in zip(indexes, names, strict=True):
-        if ix.skipped_nonfinite:
-            say(f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped")
-    within = []
-    for x, name in zip(feats, names, strict=True):
-        within.append(neighbours.topk_cosine(x, x, k, self_offset=0))
-        say(f"{k} nearest within {name} ({len(x):,} images)")
-    across = None
-    if len(indexes) == 2:
-        across = neighbours.topk_cosine(feats[1], feats[0], k)
-        say(f"{k} nearest in {names[0]} of each {names[1]} image")
-
-    nearest = [s[:, 0] for _, s in within] + ([across[1][:, 0]] if across else [])
-    rule = duplicate_threshold(np.concatenate(nearest))
-    chosen = float(threshold) if threshold is not None else rule["cosine"]
-
-    pairs = []  # (kind, split_a, row_a, split_b, row_b, cosine)
+def _near_duplicates(feats, kept, within, across, names, chosen) -> tuple:
+    """(pairs [(kind, split_a, row_a, split_b, row_b, cosine)], leaked rows of the second
+    split, images whose near-duplicates were capped at _MAX_GROUP)."""
+    pairs = []
     capped = 0  # images with more near-duplicates than _MAX_GROUP (a very low threshold)
     for x, rows, (near, sims), name in zip(feats, kept, within, names, strict=True):
         i, j, c, cut = neighbours.neighbours_above(
@@ -256,23 +298,13 @@ def inspect_embeddings(
         found = _pairs_across(kept[1][i], kept[0][j], c)
         pairs += [("across", names[1], i, names[0], j, c) for i, j, c in found]
         leaked = sorted({i for i, _, _ in found})
-    by_name = dict(zip(names, indexes, strict=True))
+    return pairs, leaked, capped
 
-    outliers, mislabels = [], []
-    label_note = [
-        f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped (in no statistic)"
-        for ix, name in zip(indexes, names, strict=True)
-        if ix.skipped_nonfinite
-    ]
-    if capped:
-        label_note.append(
-            f"{capped} images have more than {_MAX_GROUP} near-duplicates at this threshold; "
-            f"pairs.csv lists their {_MAX_GROUP} closest only"
-        )
-    for rows, (_, sims), name in zip(kept, within, names, strict=True):
-        density = sims.mean(1)  # [F]
-        for at in np.argsort(density, kind="stable")[: max(top, 100)]:
-            outliers.append((name, int(rows[at]), float(density[at])))
+
+def _mislabels(indexes, names, kept, within, across, agreement, label_note) -> list:
+    """[(split, row, label, knn_label, vote_share)] of images whose neighbours in the
+    reference split vote for another label; notes why a split was skipped."""
+    mislabels = []
     for s, (ix, name) in enumerate(zip(indexes, names, strict=True)):
         # Votes come from the reference split (the first): for the second split its
         # nearest reference images, as a kNN classifier trained on it would vote.
@@ -296,91 +328,101 @@ def inspect_embeddings(
             mislabels.append(
                 (name, int(row), int(labels[row]), int(predicted[at]), float(share[at]))
             )
-    say("pairs, outliers and label votes")
+    return mislabels
 
-    # Written whole into a stage and renamed into place, report.json last: a kill leaves
-    # the previous report or this one.
-    with output.staged() as out_dir:
 
-        def ident(name, row):
-            return str(by_name[name].ids[row])
+def _write_csvs(out_dir, findings, ident, cls) -> None:
+    pairs, outliers, mislabels = findings["pairs"], findings["outliers"], findings["mislabels"]
+    _write(
+        os.path.join(out_dir, "pairs.csv"),
+        _csv(
+            ["kind", "split_a", "row_a", "id_a", "split_b", "row_b", "id_b", "cosine"],
+            [
+                (kind, sa, ra, ident(sa, ra), sb, rb, ident(sb, rb), f"{c:.5f}")
+                for kind, sa, ra, sb, rb, c in pairs
+            ],
+        ),
+    )
+    _write(
+        os.path.join(out_dir, "outliers.csv"),
+        _csv(
+            ["split", "row", "id", "knn_density"],
+            [(n, r, ident(n, r), f"{d:.5f}") for n, r, d in outliers],
+        ),
+    )
+    _write(
+        os.path.join(out_dir, "mislabels.csv"),
+        _csv(
+            ["split", "row", "id", "label", "class", "knn_label", "knn_class", "vote_share"],
+            [
+                (n, r, ident(n, r), lab, cls(n, lab), p, cls(n, p), f"{s:.2f}")
+                for n, r, lab, p, s in mislabels
+            ],
+        ),
+    )
 
-        def cls(name, label):
-            # Mislabels hold labels in the reference split's numbering (labels_by_name).
-            classes = indexes[0].class_names
-            return classes[label] if 0 <= label < len(classes) else str(label)
 
-        exact = sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE)
-        _write(
-            os.path.join(out_dir, "pairs.csv"),
-            _csv(
-                ["kind", "split_a", "row_a", "id_a", "split_b", "row_b", "id_b", "cosine"],
-                [
-                    (kind, sa, ra, ident(sa, ra), sb, rb, ident(sb, rb), f"{c:.5f}")
-                    for kind, sa, ra, sb, rb, c in pairs
-                ],
-            ),
-        )
-        _write(
-            os.path.join(out_dir, "outliers.csv"),
-            _csv(
-                ["split", "row", "id", "knn_density"],
-                [(n, r, ident(n, r), f"{d:.5f}") for n, r, d in outliers],
-            ),
-        )
-        _write(
-            os.path.join(out_dir, "mislabels.csv"),
-            _csv(
-                ["split", "row", "id", "label", "class", "knn_label", "knn_class", "vote_share"],
-                [
-                    (n, r, ident(n, r), lab, cls(n, lab), p, cls(n, p), f"{s:.2f}")
-                    for n, r, lab, p, s in mislabels
-                ],
-            ),
-        )
+def _counts(by_name, names, findings) -> dict:
+    pairs, mislabels = findings["pairs"], findings["mislabels"]
+    return {
+        "images": {n: len(ix) for n, ix in by_name.items()},
+        "near_duplicate_pairs_within": {
+            n: sum(1 for p in pairs if p[0] == "within" and p[1] == n) for n in names
+        },
+        "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
+        "exact_duplicate_pairs": sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE),
+        "leaked_images": len(findings["leaked"]),
+        "nonfinite_rows_skipped": {n: ix.skipped_nonfinite for n, ix in by_name.items()},
+        "likely_mislabels": {
+            n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
+        },
+    }
 
-        counts = {
-            "images": {n: len(ix) for n, ix in by_name.items()},
-            "near_duplicate_pairs_within": {
-                n: sum(1 for p in pairs if p[0] == "within" and p[1] == n) for n in names
-            },
-            "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
-            "exact_duplicate_pairs": exact,
-            "leaked_images": len(leaked),
-            "nonfinite_rows_skipped": {n: ix.skipped_nonfinite for n, ix in by_name.items()},
-            "likely_mislabels": {
-                n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
-            },
-        }
-        grids = []
-        if top:
-            grids, missing = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
-            if missing:
-                label_note.append(
-                    f"{missing} images of the grids are no longer where they were indexed "
-                    "(moved or deleted): drawn as missing"
-                )
-            say(f"grids {', '.join(grids)}")
-        summary = {
-            "embeddings": {n: ix.directory for n, ix in by_name.items()},
-            "encoder": indexes[0].summary.get("encoder"),
-            "key": key,
-            "k": k,
-            "threshold": {
-                "cosine": chosen,
-                "chosen": "given" if threshold is not None else "from the data",
-                "rule": rule,
-            },
-            "agreement": agreement,
-            "counts": counts,
-            "notes": label_note,
-            "seconds": round(time.perf_counter() - start, 2),
-            "outputs": ["report.md", "report.json", "pairs.csv", "outliers.csv", "mislabels.csv"]
-            + grids,
-        }
-        _write(os.path.join(out_dir, "report.md"), _markdown(summary, pairs, ident))
-        _write(os.path.join(out_dir, "report.json"), json.dumps(summary, indent=1) + "\n")
-        return summary
+
+def _write_report(
+    out_dir, indexes, names, findings, settings, threshold_info, label_note, say, start
+) -> dict:
+    """Writes the CSVs, the grids, report.md and report.json (last); returns the summary."""
+    by_name = dict(zip(names, indexes, strict=True))
+
+    def ident(name, row):
+        return str(by_name[name].ids[row])
+
+    def cls(name, label):
+        # Mislabels hold labels in the reference split's numbering (labels_by_name).
+        classes = indexes[0].class_names
+        return classes[label] if 0 <= label < len(classes) else str(label)
+
+    _write_csvs(out_dir, findings, ident, cls)
+    counts = _counts(by_name, names, findings)
+    grids = []
+    if settings["top"]:
+        grids, missing = _grids(
+            out_dir, by_name, findings["pairs"], findings["outliers"], findings["mislabels"],
+            settings["top"], settings["thumb"], cls,
+        )  # fmt: skip
+        if missing:
+            label_note.append(
+                f"{missing} images of the grids are no longer where they were indexed "
+                "(moved or deleted): drawn as missing"
+            )
+        say(f"grids {', '.join(grids)}")
+    summary = {
+        "embeddings": {n: ix.directory for n, ix in by_name.items()},
+        "encoder": indexes[0].summary.get("encoder"),
+        "key": settings["key"],
+        "k": settings["k"],
+        "threshold": threshold_info,
+        "agreement": settings["agreement"],
+        "counts": counts,
+        "notes": label_note,
+        "seconds": round(time.perf_counter() - start, 2),
+        "outputs": ["report.md", "report.json", "pairs.csv", "outliers.csv", "mislabels.csv"]
+        + grids,
+    }
+    _write(os.path.join(out_dir, "report.md"), _markdown(summary, findings["pairs"], ident))
+    _write(os.path.join(out_dir, "report.json"), json.dumps(summary, indent=1) + "\n")
+    return summary
 
 
 def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
