@@ -6,7 +6,8 @@ the frozen encoder + logistic regression (amdim-evaluate's protocol), the
 pretrained encoder fine-tuned end to end from that linear probe (candidates and early
 stopping chosen on held-out labels, --val_fraction), and the same network trained from
 scratch on those labels with the same selection. Writes OUT/finetune.{md,json,png}, the
-fine-tuned classifier of the largest budget (OUT/classifier.keras) and its
+classifier of the arm best on the held-out labels of the largest budget, scratch
+included (OUT/classifier.keras; the report names it, its margin and the noise), and its
 SavedModel (OUT/export/1, signature `classify`: uint8 images -> probabilities,
 class names). Transfer to other labelled data: --config.data.source=digits
 (only --config.data.* keys; the encoder is the run's). --workdir is the older name of
@@ -18,6 +19,7 @@ import os
 from absl import flags
 
 from amdim_tf import cli, config_lib
+from amdim_tf.errors import UserError
 from amdim_tf.use import finetune as finetune_lib
 
 # The library's recipe defaults are the flags' defaults (one place to change them).
@@ -46,13 +48,13 @@ _EPOCHS = flags.DEFINE_integer(
     "epochs", _RECIPE.epochs, "Training epochs over the labelled subset's training part ..."
 )
 _MIN_STEPS = flags.DEFINE_integer(
-    "min_steps", _RECIPE.min_steps, "... but at least this many steps ..."
+    "min_steps", _RECIPE.min_steps, "... but at least this many steps (0 = no floor) ..."
 )
 _MAX_STEPS = flags.DEFINE_integer(
     "max_steps",
     _RECIPE.max_steps,
-    "... and at most this many (0 = no cap: the budget grows with the labels; ~0.3 s a "
-    "step of batch 64 for the parity encoder on a 2-core CPU).",
+    "... and at most this many, below --min_steps too (0 = no cap: the budget grows with "
+    "the labels; ~0.3 s a step of batch 64 for the parity encoder on a 2-core CPU).",
 )
 _BATCH = flags.DEFINE_integer("batch_size", _RECIPE.batch_size, "Fine-tuning batch size.")
 _HEAD_LR = flags.DEFINE_float("head_lr", _RECIPE.head_lr, "Adam learning rate of the new head.")
@@ -95,20 +97,30 @@ def _check_flags():
     return cli.parse_seeds(_SEEDS.value)
 
 
-def _recipe():
+def _candidates() -> tuple:
+    """--candidates as (BN, multiplier) pairs; a one-line error naming the flag otherwise."""
+    shown = ",".join(_CANDIDATES.value)
     try:
-        return finetune_lib.Recipe(
-            epochs=_EPOCHS.value,
-            min_steps=_MIN_STEPS.value,
-            max_steps=_MAX_STEPS.value,
-            batch_size=_BATCH.value,
-            head_lr=_HEAD_LR.value,
-            candidates=finetune_lib.parse_candidates(_CANDIDATES.value),
-            val_fraction=_VAL_FRACTION.value,
-            evals=_EVALS.value,
-        )
-    except ValueError as e:
-        cli.fail(f"--candidates / step flags: {e}")
+        candidates = finetune_lib.parse_candidates(_CANDIDATES.value)
+        finetune_lib.Recipe(candidates=candidates)  # its check of each candidate
+    except UserError as e:
+        cli.fail(f"--candidates={shown} is not allowed: {e}")
+    return candidates
+
+
+def _recipe():
+    # Every flag was checked by name above; --max_steps alone caps the budget, even
+    # below --min_steps (a cap is what a user with a CPU budget asks for).
+    return finetune_lib.Recipe(
+        epochs=_EPOCHS.value,
+        min_steps=_MIN_STEPS.value,
+        max_steps=_MAX_STEPS.value,
+        batch_size=_BATCH.value,
+        head_lr=_HEAD_LR.value,
+        candidates=_candidates(),
+        val_fraction=_VAL_FRACTION.value,
+        evals=_EVALS.value,
+    )
 
 
 def _run():

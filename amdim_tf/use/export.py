@@ -115,6 +115,33 @@ def export_encoder(
     Returns:
         export_dir.
     """
+    image_size, preset = _size_and_preset(encoder, image_size, preset)
+    output = saved_model_output(export_dir, EXPORT_CONFIG_FILE, "a SavedModel export")
+    _refuse_existing(export_dir, overwrite)
+    spec_shape = [None, image_size, image_size, 3]
+    if not encoder.built:
+        encoder.build(tuple(spec_shape))
+    probe = encoder(tf.zeros([1, image_size, image_size, 3]), training=False)
+    features = _checked_features(encoder, probe, features)
+    n_rkhs = int(probe[GLOBAL].shape[-1])
+    serve_uint8, serve_float = _endpoints(encoder, probe, features, preset, image_size)
+    archive = keras.export.ExportArchive()
+    archive.track(encoder)
+    # Naming the uint8 endpoint "serving_default" makes it TF Serving's default;
+    # ExportArchive would otherwise alias the first endpoint.
+    any_size = [None, None, None, 3]
+    archive.add_endpoint(
+        "serving_default", serve_uint8, [tf.TensorSpec(any_size, tf.uint8, name="images")]
+    )
+    archive.add_endpoint(
+        "serve_float", serve_float, [tf.TensorSpec(spec_shape, tf.float32, name="images")]
+    )
+    config = _encoder_config(encoder, preset, image_size, features, n_rkhs)
+    return write_saved_model(archive, output, config)
+
+
+def _size_and_preset(encoder, image_size, preset) -> tuple:
+    """(image_size, preset) of an export: the encoder's size only, a known preset."""
     trained_size = getattr(encoder, "image_size", None)
     image_size = image_size or trained_size
     if image_size is None:
@@ -130,7 +157,11 @@ def export_encoder(
             f"Unknown preset {preset!r}; expected one of {augment.PRESETS} "
             "(leave it empty to use the training preset for the image size)."
         )
-    output = saved_model_output(export_dir, EXPORT_CONFIG_FILE, "a SavedModel export")
+    return image_size, preset
+
+
+def _refuse_existing(export_dir, overwrite) -> None:
+    """Served versions are immutable: a non-empty `export_dir` only with overwrite."""
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         missing = missing_parts(export_dir)
         what = "already exists and is not empty"
@@ -141,10 +172,10 @@ def export_encoder(
             "(--overwrite) to replace it."
         )
 
-    spec_shape = [None, image_size, image_size, 3]
-    if not encoder.built:
-        encoder.build(tuple(spec_shape))
-    probe = encoder(tf.zeros([1, image_size, image_size, 3]), training=False)
+
+def _checked_features(encoder, probe, features) -> list:
+    """The outputs to export: `features` (default those of FEATURES the encoder returns),
+    each one the encoder's, beside the global feature it must return."""
     if GLOBAL not in probe:
         raise UserError(
             f"{type(encoder).__name__} returns {sorted(probe)}, no {GLOBAL!r}; "
@@ -158,31 +189,36 @@ def export_encoder(
             f"features {missing} are not outputs of {type(encoder).__name__}; "
             f"available: {sorted(probe)}."
         )
-    features = list(features)
-    n_rkhs = int(probe[GLOBAL].shape[-1])
+    return list(features)
 
-    def check_shape(images, endpoint):
-        # The signature's [None, S, S, 3] spec is enforced by the Python function of a
-        # loaded model, but not by its concrete signatures (what TF Serving and
-        # `loaded.signatures[...]` run). Without this check (TF 2.21) a 28 px batch fails
-        # deep in the graph, a 1-channel batch returns garbage features and an
-        # unbatched [S, S, 3] image aborts the process. Padding the shape makes a wrong
-        # rank fail this check too.
-        shape = tf.shape(images)
-        dims = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[1:4]
-        ok = tf.logical_and(
-            tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(dims, [image_size, image_size, 3]))
-        )
-        check = tf.debugging.Assert(
-            ok,
-            [
-                f"{endpoint} expects images of shape [B, {image_size}, {image_size}, 3] "
-                f"(batch, height, width, RGB); received shape",
-                shape,
-            ],
-        )
-        with tf.control_dependencies([check]):
-            return tf.identity(images)
+
+def _check_shape(images, endpoint, image_size):
+    # The signature's [None, S, S, 3] spec is enforced by the Python function of a
+    # loaded model, but not by its concrete signatures (what TF Serving and
+    # `loaded.signatures[...]` run). Without this check (TF 2.21) a 28 px batch fails
+    # deep in the graph, a 1-channel batch returns garbage features and an
+    # unbatched [S, S, 3] image aborts the process. Padding the shape makes a wrong
+    # rank fail this check too.
+    shape = tf.shape(images)
+    dims = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[1:4]
+    ok = tf.logical_and(
+        tf.equal(tf.size(shape), 4), tf.reduce_all(tf.equal(dims, [image_size, image_size, 3]))
+    )
+    check = tf.debugging.Assert(
+        ok,
+        [
+            f"{endpoint} expects images of shape [B, {image_size}, {image_size}, 3] "
+            f"(batch, height, width, RGB); received shape",
+            shape,
+        ],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(images)
+
+
+def _endpoints(encoder, probe, features, preset, image_size) -> tuple:
+    """(serve_uint8, serve_float): the export's two functions, images -> {feature: ...}."""
+    n_rkhs = int(probe[GLOBAL].shape[-1])
 
     def run_encoder(inputs):  # [B, S, S, 3] normalised
         out = encoder(inputs, training=False)  # BN uses moving stats
@@ -207,7 +243,7 @@ def export_encoder(
         return encode(images, lambda x: views(x, preset, image_size, "serving_default"))
 
     def serve_float(images):
-        images = check_shape(images, "serve_float")
+        images = _check_shape(images, "serve_float", image_size)
         checks = [
             tf.debugging.assert_greater_equal(
                 tf.reduce_min(images),
@@ -224,19 +260,7 @@ def export_encoder(
         with tf.control_dependencies(checks):
             return encode(tf.identity(images), lambda x: normalise(x, preset))
 
-    archive = keras.export.ExportArchive()
-    archive.track(encoder)
-    # Naming the uint8 endpoint "serving_default" makes it TF Serving's default;
-    # ExportArchive would otherwise alias the first endpoint.
-    any_size = [None, None, None, 3]
-    archive.add_endpoint(
-        "serving_default", serve_uint8, [tf.TensorSpec(any_size, tf.uint8, name="images")]
-    )
-    archive.add_endpoint(
-        "serve_float", serve_float, [tf.TensorSpec(spec_shape, tf.float32, name="images")]
-    )
-    config = _encoder_config(encoder, preset, image_size, features, n_rkhs)
-    return write_saved_model(archive, output, config)
+    return serve_uint8, serve_float
 
 
 def saved_model_output(export_dir: str, config_file: str, what: str) -> durable.OutputDir:

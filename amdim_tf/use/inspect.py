@@ -40,9 +40,6 @@ pairs.csv (every near-duplicate pair), outliers.csv, mislabels.csv, and PNG grid
 top findings (duplicates.png, leakage.png, outliers.png, mislabels.png) titled with ids.
 """
 
-import csv
-import io
-import json
 import os
 import time
 
@@ -52,10 +49,10 @@ from amdim_tf import durable
 from amdim_tf.errors import UserError
 from amdim_tf.methods.features import GLOBAL
 from amdim_tf.run import neighbours
-from amdim_tf.use import report, search
+from amdim_tf.use import inspect_report, search
+from amdim_tf.use.inspect_report import EXACT_DISTANCE
 
 _ROBUST_Z = 3.0  # robust standard deviations of log distance below the median: duplicates
-_EXACT_DISTANCE = 1e-5  # cosine distance of pixel-identical images (float rounding only)
 _MAD_TO_STD = 1.4826  # median absolute deviation -> standard deviation of a normal
 _MAX_GROUP = 1000  # near-duplicates listed per image: bounds pairs.csv at a low threshold
 
@@ -73,13 +70,13 @@ def duplicate_threshold(nearest_cosines, z: float = _ROBUST_Z) -> dict:
     d = np.maximum(1.0 - np.asarray(nearest_cosines, np.float64), 1e-7)  # [M]
     log_d = np.log(d)
     # Exact duplicates are the tail being found; they must not drag the bulk's statistics.
-    bulk = log_d[d > _EXACT_DISTANCE]
+    bulk = log_d[d > EXACT_DISTANCE]
     if len(bulk) == 0:
         bulk = log_d
     median = float(np.median(bulk))
     spread = float(_MAD_TO_STD * np.median(np.abs(bulk - median)))
     # Never below the exact level: pixel-identical pairs are duplicates whatever the bulk.
-    distance = max(float(np.exp(median - z * spread)), _EXACT_DISTANCE)
+    distance = max(float(np.exp(median - z * spread)), EXACT_DISTANCE)
     return {
         "cosine": 1.0 - distance,
         "median_distance": float(np.exp(median)),
@@ -129,31 +126,6 @@ def labels_by_name(ix, ref) -> np.ndarray:
     return np.where(ix.labels >= 0, table[ix.labels], -1)
 
 
-def _write(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
-def _csv(header, rows):
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def tiles_png(path, thumbs, titles, cols, header="") -> str:
-    """A PNG of thumbnails (uint8 [s, s, 3] each, None: missing) in rows of `cols`, titled."""
-    rows = [list(thumbs[i : i + cols]) for i in range(0, len(thumbs), cols)]
-    names = [list(titles[i : i + cols]) for i in range(0, len(titles), cols)]
-    return report.thumbnail_grid(path, rows, names, header, title_size=5)
-
-
-def _short(name, width=18):
-    name = os.path.basename(str(name)) or str(name)
-    return name if len(name) <= width else "…" + name[-(width - 1) :]
-
-
 def inspect_embeddings(
     embed_dirs,
     out_dir,
@@ -190,6 +162,64 @@ def inspect_embeddings(
         raise UserError(f"threshold={threshold!r} is a cosine; give a value in [-1, 1].")
     output = durable.OutputDir(out_dir, "report.json", "an inspection report")
     start = time.perf_counter()
+
+    def say(msg):
+        if verbose:
+            print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
+
+    indexes, names, kept, feats = _open_indexes(embed_dirs, key, k)
+    for ix, name in zip(indexes, names, strict=True):
+        if ix.skipped_nonfinite:
+            say(f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped")
+    within = []
+    for x, name in zip(feats, names, strict=True):
+        within.append(neighbours.topk_cosine(x, x, k, self_offset=0))
+        say(f"{k} nearest within {name} ({len(x):,} images)")
+    across = None
+    if len(indexes) == 2:
+        across = neighbours.topk_cosine(feats[1], feats[0], k)
+        say(f"{k} nearest in {names[0]} of each {names[1]} image")
+
+    nearest = [s[:, 0] for _, s in within] + ([across[1][:, 0]] if across else [])
+    rule = duplicate_threshold(np.concatenate(nearest))
+    chosen = float(threshold) if threshold is not None else rule["cosine"]
+    pairs, leaked, capped = _near_duplicates(feats, kept, within, across, names, chosen)
+    label_note = [
+        f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped (in no statistic)"
+        for ix, name in zip(indexes, names, strict=True)
+        if ix.skipped_nonfinite
+    ]
+    if capped:
+        label_note.append(
+            f"{capped} images have more than {_MAX_GROUP} near-duplicates at this threshold; "
+            f"pairs.csv lists their {_MAX_GROUP} closest only"
+        )
+    outliers = []
+    for rows, (_, sims), name in zip(kept, within, names, strict=True):
+        density = sims.mean(1)  # [F]
+        for at in np.argsort(density, kind="stable")[: max(top, 100)]:
+            outliers.append((name, int(rows[at]), float(density[at])))
+    mislabels = _mislabels(indexes, names, kept, within, across, agreement, label_note)
+    say("pairs, outliers and label votes")
+    findings = {"pairs": pairs, "outliers": outliers, "mislabels": mislabels, "leaked": leaked}
+    findings["exact"] = sum(1 for p in pairs if 1.0 - p[5] < EXACT_DISTANCE)
+    settings = {"key": key, "k": k, "agreement": agreement, "top": top, "thumb": thumb}
+    threshold_info = {
+        "cosine": chosen,
+        "chosen": "given" if threshold is not None else "from the data",
+        "rule": rule,
+    }
+    # Written whole into a stage and renamed into place, report.json last: a kill leaves
+    # the previous report or this one.
+    with output.staged() as stage:
+        return inspect_report.write_report(
+            stage, indexes, names, findings, settings, threshold_info, label_note, say, start
+        )
+
+
+def _open_indexes(embed_dirs, key, k) -> tuple:
+    """(indexes, split names, kept rows, their features) of one or two embed outputs of
+    the same encoder, each with at least k + 1 images of finite features."""
     indexes = [search.Index.load(d, key) for d in embed_dirs]
     if len(indexes) == 2:
         a, b = indexes
@@ -216,28 +246,13 @@ def inspect_embeddings(
                 f"{name} holds {len(rows)} images with finite features; k={k} needs at "
                 f"least {k + 1}."
             )
+    return indexes, names, kept, feats
 
-    def say(msg):
-        if verbose:
-            print(f"[{time.perf_counter() - start:6.1f} s] {msg}", flush=True)
 
-    for ix, name in zip(indexes, names, strict=True):
-        if ix.skipped_nonfinite:
-            say(f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped")
-    within = []
-    for x, name in zip(feats, names, strict=True):
-        within.append(neighbours.topk_cosine(x, x, k, self_offset=0))
-        say(f"{k} nearest within {name} ({len(x):,} images)")
-    across = None
-    if len(indexes) == 2:
-        across = neighbours.topk_cosine(feats[1], feats[0], k)
-        say(f"{k} nearest in {names[0]} of each {names[1]} image")
-
-    nearest = [s[:, 0] for _, s in within] + ([across[1][:, 0]] if across else [])
-    rule = duplicate_threshold(np.concatenate(nearest))
-    chosen = float(threshold) if threshold is not None else rule["cosine"]
-
-    pairs = []  # (kind, split_a, row_a, split_b, row_b, cosine)
+def _near_duplicates(feats, kept, within, across, names, chosen) -> tuple:
+    """(pairs [(kind, split_a, row_a, split_b, row_b, cosine)], leaked rows of the second
+    split, images whose near-duplicates were capped at _MAX_GROUP)."""
+    pairs = []
     capped = 0  # images with more near-duplicates than _MAX_GROUP (a very low threshold)
     for x, rows, (near, sims), name in zip(feats, kept, within, names, strict=True):
         i, j, c, cut = neighbours.neighbours_above(
@@ -256,23 +271,13 @@ def inspect_embeddings(
         found = _pairs_across(kept[1][i], kept[0][j], c)
         pairs += [("across", names[1], i, names[0], j, c) for i, j, c in found]
         leaked = sorted({i for i, _, _ in found})
-    by_name = dict(zip(names, indexes, strict=True))
+    return pairs, leaked, capped
 
-    outliers, mislabels = [], []
-    label_note = [
-        f"{name}: {ix.skipped_nonfinite} rows of NaN or inf features skipped (in no statistic)"
-        for ix, name in zip(indexes, names, strict=True)
-        if ix.skipped_nonfinite
-    ]
-    if capped:
-        label_note.append(
-            f"{capped} images have more than {_MAX_GROUP} near-duplicates at this threshold; "
-            f"pairs.csv lists their {_MAX_GROUP} closest only"
-        )
-    for rows, (_, sims), name in zip(kept, within, names, strict=True):
-        density = sims.mean(1)  # [F]
-        for at in np.argsort(density, kind="stable")[: max(top, 100)]:
-            outliers.append((name, int(rows[at]), float(density[at])))
+
+def _mislabels(indexes, names, kept, within, across, agreement, label_note) -> list:
+    """[(split, row, label, knn_label, vote_share)] of images whose neighbours in the
+    reference split vote for another label; notes why a split was skipped."""
+    mislabels = []
     for s, (ix, name) in enumerate(zip(indexes, names, strict=True)):
         # Votes come from the reference split (the first): for the second split its
         # nearest reference images, as a kNN classifier trained on it would vote.
@@ -296,187 +301,4 @@ def inspect_embeddings(
             mislabels.append(
                 (name, int(row), int(labels[row]), int(predicted[at]), float(share[at]))
             )
-    say("pairs, outliers and label votes")
-
-    # Written whole into a stage and renamed into place, report.json last: a kill leaves
-    # the previous report or this one.
-    with output.staged() as out_dir:
-
-        def ident(name, row):
-            return str(by_name[name].ids[row])
-
-        def cls(name, label):
-            # Mislabels hold labels in the reference split's numbering (labels_by_name).
-            classes = indexes[0].class_names
-            return classes[label] if 0 <= label < len(classes) else str(label)
-
-        exact = sum(1 for p in pairs if 1.0 - p[5] < _EXACT_DISTANCE)
-        _write(
-            os.path.join(out_dir, "pairs.csv"),
-            _csv(
-                ["kind", "split_a", "row_a", "id_a", "split_b", "row_b", "id_b", "cosine"],
-                [
-                    (kind, sa, ra, ident(sa, ra), sb, rb, ident(sb, rb), f"{c:.5f}")
-                    for kind, sa, ra, sb, rb, c in pairs
-                ],
-            ),
-        )
-        _write(
-            os.path.join(out_dir, "outliers.csv"),
-            _csv(
-                ["split", "row", "id", "knn_density"],
-                [(n, r, ident(n, r), f"{d:.5f}") for n, r, d in outliers],
-            ),
-        )
-        _write(
-            os.path.join(out_dir, "mislabels.csv"),
-            _csv(
-                ["split", "row", "id", "label", "class", "knn_label", "knn_class", "vote_share"],
-                [
-                    (n, r, ident(n, r), lab, cls(n, lab), p, cls(n, p), f"{s:.2f}")
-                    for n, r, lab, p, s in mislabels
-                ],
-            ),
-        )
-
-        counts = {
-            "images": {n: len(ix) for n, ix in by_name.items()},
-            "near_duplicate_pairs_within": {
-                n: sum(1 for p in pairs if p[0] == "within" and p[1] == n) for n in names
-            },
-            "near_duplicate_pairs_across": sum(1 for p in pairs if p[0] == "across"),
-            "exact_duplicate_pairs": exact,
-            "leaked_images": len(leaked),
-            "nonfinite_rows_skipped": {n: ix.skipped_nonfinite for n, ix in by_name.items()},
-            "likely_mislabels": {
-                n: sum(1 for m in mislabels if m[0] == n) for n in names if by_name[n].labelled
-            },
-        }
-        grids = []
-        if top:
-            grids, missing = _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls)
-            if missing:
-                label_note.append(
-                    f"{missing} images of the grids are no longer where they were indexed "
-                    "(moved or deleted): drawn as missing"
-                )
-            say(f"grids {', '.join(grids)}")
-        summary = {
-            "embeddings": {n: ix.directory for n, ix in by_name.items()},
-            "encoder": indexes[0].summary.get("encoder"),
-            "key": key,
-            "k": k,
-            "threshold": {
-                "cosine": chosen,
-                "chosen": "given" if threshold is not None else "from the data",
-                "rule": rule,
-            },
-            "agreement": agreement,
-            "counts": counts,
-            "notes": label_note,
-            "seconds": round(time.perf_counter() - start, 2),
-            "outputs": ["report.md", "report.json", "pairs.csv", "outliers.csv", "mislabels.csv"]
-            + grids,
-        }
-        _write(os.path.join(out_dir, "report.md"), _markdown(summary, pairs, ident))
-        _write(os.path.join(out_dir, "report.json"), json.dumps(summary, indent=1) + "\n")
-        return summary
-
-
-def _grids(out_dir, by_name, pairs, outliers, mislabels, top, thumb, cls):
-    """(files, missing images) of the PNG grids of the top findings; thumbnails read back
-    per split in one pass each."""
-    wanted = {}  # split -> rows
-    dup = [p for p in pairs if p[0] == "within"][: top // 2]
-    leak = [p for p in pairs if p[0] == "across"][: top // 2]
-    out_rows = sorted(outliers, key=lambda o: o[2])[:top]
-    mis = mislabels[:top]
-    for _, sa, ra, sb, rb, _ in dup + leak:
-        wanted.setdefault(sa, set()).add(ra)
-        wanted.setdefault(sb, set()).add(rb)
-    for n, r, *_ in out_rows + mis:
-        wanted.setdefault(n, set()).add(r)
-    thumbs = {}  # (split, row) -> uint8 [s, s, 3], or None: the image has moved
-    for name, rows in wanted.items():
-        rows = sorted(rows)
-        images, found = by_name[name].thumbnails_found(rows, thumb)
-        thumbs.update(
-            {(name, r): im if ok else None for r, im, ok in zip(rows, images, found, strict=True)}
-        )
-    missing = sum(im is None for im in thumbs.values())
-
-    def ident(name, row):
-        return _short(by_name[name].ids[row])
-
-    written = []
-    for file, found, what in (
-        ("duplicates.png", dup, "near-duplicate pairs within a split"),
-        ("leakage.png", leak, "test image | its near-duplicate in the reference split"),
-    ):
-        if not found:
-            continue
-        images, titles = [], []
-        for _, sa, ra, sb, rb, c in found:
-            images += [thumbs[(sa, ra)], thumbs[(sb, rb)]]
-            titles += [f"{ident(sa, ra)}", f"{ident(sb, rb)}\ncos {c:.4f}"]
-        tiles_png(os.path.join(out_dir, file), images, titles, 8, what)
-        written.append(file)
-    if out_rows:
-        images = [thumbs[(n, r)] for n, r, _ in out_rows]
-        titles = [f"{ident(n, r)}\nd {d:.3f}" for n, r, d in out_rows]
-        tiles_png(os.path.join(out_dir, "outliers.png"), images, titles, 8, "lowest kNN density")
-        written.append("outliers.png")
-    if mis:
-        images = [thumbs[(n, r)] for n, r, *_ in mis]
-        titles = [
-            f"{ident(n, r)}\n{cls(n, lab)[:8]}→{cls(n, p)[:8]} {s:.0%}" for n, r, lab, p, s in mis
-        ]
-        tiles_png(
-            os.path.join(out_dir, "mislabels.png"),
-            images,
-            titles,
-            8,
-            "likely mislabels: label → kNN label (vote share)",
-        )
-        written.append("mislabels.png")
-    return written, missing
-
-
-def _markdown(summary, pairs, ident):
-    c = summary["counts"]
-    t = summary["threshold"]
-    rule = t["rule"]
-    lines = [
-        "# Data inspection",
-        "",
-        f"Encoder: {summary['encoder']}; feature `{summary['key']}`; k = {summary['k']}.",
-        "",
-        "| split | images | near-duplicate pairs within | likely mislabels |",
-        "|---|---:|---:|---:|",
-    ]
-    for name, n in c["images"].items():
-        mis = c["likely_mislabels"].get(name, "skipped (unlabelled)")
-        lines.append(f"| {name} | {n:,} | {c['near_duplicate_pairs_within'][name]:,} | {mis} |")
-    if len(c["images"]) == 2:
-        lines += [
-            "",
-            f"Across splits: {c['near_duplicate_pairs_across']:,} near-duplicate pairs; "
-            f"**{c['leaked_images']:,} images of the second split have a near-duplicate "
-            "in the first** (leakage).",
-        ]
-    lines += [
-        "",
-        f"Near-duplicate threshold: cosine >= {t['cosine']:.4f} ({t['chosen']}). Rule: "
-        f"nearest-neighbour cosine distances have median {rule['median_distance']:.4f} and a "
-        f"robust spread of {rule['log_spread']:.3f} in log distance; the threshold is "
-        f"{rule['z']:g} spreads below the median (cosine {rule['cosine']:.4f}). "
-        f"{c['exact_duplicate_pairs']:,} pairs are exact (distance < {_EXACT_DISTANCE:g}).",
-        "",
-    ]
-    lines += [f"Note: {n}." for n in summary["notes"]]
-    if pairs:
-        lines += ["", "Closest pairs:", "", "| kind | a | b | cosine |", "|---|---|---|---:|"]
-        for kind, sa, ra, sb, rb, cos in pairs[:20]:
-            lines.append(f"| {kind} | {ident(sa, ra)} | {ident(sb, rb)} | {cos:.4f} |")
-    lines += ["", "Files: " + ", ".join(summary["outputs"]) + ".", ""]
-    return "\n".join(lines)
+    return mislabels

@@ -15,7 +15,7 @@ from amdim_tf.data import augment
 from amdim_tf.run.loader import untrained_encoder
 from amdim_tf.run.pixels import PixelClassifier
 from amdim_tf.run.run_config import load_run_config, prepare_workdir
-from amdim_tf.use import evaluate, finetune
+from amdim_tf.use import classifier, evaluate, few_label_arms, finetune
 
 DIGITS = tuple(str(i) for i in range(10))
 TINY_RECIPE = finetune.Recipe(epochs=1, min_steps=3, max_steps=3, batch_size=8)
@@ -44,224 +44,22 @@ def run_dir(tmp_path_factory):
     return workdir
 
 
-def write_npz(path, train_labels, class_names=("a", "b", "c")):
-    rng = np.random.default_rng(0)
-    jpegs = [
-        tf.io.encode_jpeg(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).numpy()
-        for _ in train_labels
-    ]
-    offsets = np.cumsum([0] + [len(j) for j in jpegs]).astype(np.int64)
-    blob = np.frombuffer(b"".join(jpegs), np.uint8)
-    np.savez(
-        path,
-        train_jpeg=blob,
-        train_offsets=offsets,
-        train_labels=np.asarray(train_labels, np.int64),
-        test_jpeg=blob,
-        test_offsets=offsets,
-        test_labels=np.asarray(train_labels, np.int64),
-        class_names=np.array(class_names),
-    )
-    return str(path)
+def collapsed_run(workdir):
+    """A work directory whose encoder maps every image to the same r1 (its trainable
+    weights are zero): a pretrained encoder that cannot help any classifier."""
+    config = tiny_run_config()
+    prepare_workdir(config, workdir)
+    encoder = untrained_encoder(config)
+    for v in encoder.trainable_variables:
+        v.assign(tf.zeros_like(v))
+    holder = tf.Module()
+    holder.encoder = encoder
+    ckpt = tf.train.Checkpoint(model=holder)
+    tf.train.CheckpointManager(ckpt, os.path.join(workdir, "checkpoints"), 1).save(1)
+    return workdir
 
 
-def npz_data(path):
-    data = tiny_run_config().data
-    data.source = "npz"
-    data.path = path
-    data.cache = False
-    return data
-
-
-# -- label budgets --------------------------------------------------------------------
-
-
-def test_budgets_resolve_to_images_per_class():
-    cifar = tuple(f"c{i}" for i in range(10))
-    assert finetune.Budget(fraction=0.01).resolve(50000, cifar) == 50  # 1% = 500 images
-    assert finetune.Budget(fraction=0.1).resolve(50000, cifar) == 500
-    assert finetune.Budget(per_class=7).resolve(50000, cifar) == 7
-    assert [b.name for b in finetune.parse_budgets(["0.01", "1.0"], ["50"])] == [
-        "1%",
-        "100%",
-        "50/class",
-    ]
-
-
-def test_a_budget_below_one_per_class_names_a_class():
-    with pytest.raises(ValueError, match=r"class 0 \('airplane'\) and 9 others"):
-        finetune.Budget(fraction=0.0001).resolve(50000, ("airplane",) + DIGITS[1:])
-
-
-@pytest.mark.parametrize("kwargs", [{}, {"fraction": 0.1, "per_class": 3}, {"fraction": 2.0}])
-def test_malformed_budgets_are_refused(kwargs):
-    with pytest.raises(ValueError, match="fraction"):
-        finetune.Budget(**kwargs)
-
-
-def test_no_budget_is_refused():
-    with pytest.raises(ValueError, match="No label budget"):
-        finetune.parse_budgets([], [])
-
-
-def test_label_subsets_are_class_balanced_and_seeded():
-    data = tiny_run_config().data
-    x, y = finetune.labelled_subset(data, 3, seed=1, names=DIGITS)
-    assert x.shape == (30, 32, 32, 3) and x.dtype == np.float32
-    assert np.bincount(y, minlength=10).tolist() == [3] * 10
-    x_again, y_again = finetune.labelled_subset(data, 3, seed=1, names=DIGITS)
-    np.testing.assert_array_equal(x, x_again)
-    np.testing.assert_array_equal(y, y_again)
-    x_other, _ = finetune.labelled_subset(data, 3, seed=2, names=DIGITS)
-    assert not np.array_equal(np.sort(x.reshape(30, -1), 0), np.sort(x_other.reshape(30, -1), 0))
-
-
-def test_a_class_without_labels_is_named(tmp_path):
-    path = write_npz(tmp_path / "two_of_three.npz", [0, 1, 0, 1], ("cat", "dog", "emu"))
-    with pytest.raises(ValueError, match=r"class 2 \('emu'\) has no labelled example"):
-        finetune.labelled_subset(npz_data(path), 1, seed=1, names=("cat", "dog", "emu"))
-
-
-def test_an_unlabelled_npz_is_refused(tmp_path):
-    path = write_npz(tmp_path / "unlabelled.npz", [-1, -1, -1])
-    with pytest.raises(ValueError, match="needs labelled images"):
-        finetune.labelled_subset(npz_data(path), 1, seed=1, names=("a", "b", "c"))
-
-
-def test_a_flat_folder_is_refused(tmp_path):
-    for i in range(3):
-        tf.io.write_file(
-            str(tmp_path / f"{i}.png"), tf.io.encode_png(np.zeros((32, 32, 3), np.uint8))
-        )
-    data = tiny_run_config().data
-    data.source, data.path = "folder", str(tmp_path)
-    with pytest.raises(ValueError, match="needs labelled images.*class sub-directories"):
-        finetune.labelled_subset(data, 1, seed=1, names=("a",))
-
-
-# -- the recipe -----------------------------------------------------------------------
-
-
-def test_light_augment_is_seeded_eagerly_and_in_tf_data():
-    view = augment.eval_view(np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3), "cifar")
-    seeds = tf.constant([[0, i] for i in range(8)], tf.int64)
-    eager = np.stack([finetune.light_augment(view, s).numpy() for s in seeds])
-    mapped = np.stack(
-        list(tf.data.Dataset.from_tensor_slices(seeds).map(
-            lambda s: finetune.light_augment(view, s)
-        ).as_numpy_iterator())
-    )  # fmt: skip
-    np.testing.assert_array_equal(eager, mapped)
-    assert eager.shape == (8, 32, 32, 3)
-    # Geometry only: the pixel values are a permutation/reflection of the input's.
-    assert sum(not np.array_equal(e, view.numpy()) for e in eager) >= 4
-    assert np.isin(eager, view.numpy()).all()
-
-
-def classifier(seed=0):
-    encoder = untrained_encoder(tiny_run_config(), seed=seed)
-    return finetune.build_classifier(encoder, 10, seed), encoder
-
-
-def snapshot(variables):
-    return [v.numpy().copy() for v in variables]
-
-
-def changed(before, variables):
-    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables, strict=True)]
-
-
-def bn_statistics(encoder):
-    return [v for v in encoder.non_trainable_variables if "moving_" in v.path]
-
-
-def test_frozen_bn_keeps_pretraining_statistics_while_the_backbone_learns():
-    x, y = finetune.labelled_subset(tiny_run_config().data, 1, seed=1, names=DIGITS)
-    model, encoder = classifier()
-    stats, gammas = bn_statistics(encoder), [v for v in encoder.variables if "gamma" in v.path]
-    convs = [v for v in encoder.trainable_variables if "to_r1" in v.path and "kernel" in v.path]
-    before = snapshot(stats + gammas + convs)
-    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, 1, backbone_lr=1e-4, bn="frozen")
-    moved = changed(before, stats + gammas + convs)
-    assert not any(moved[: len(stats) + len(gammas)])
-    assert all(moved[len(stats) + len(gammas) :])
-
-
-def test_bn_train_mode_updates_statistics():
-    x, y = finetune.labelled_subset(tiny_run_config().data, 1, seed=1, names=DIGITS)
-    model, encoder = classifier()
-    stats = bn_statistics(encoder)
-    before = snapshot(stats)
-    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, 1, backbone_lr=1e-4, bn="train")
-    assert all(changed(before, stats))
-
-
-def test_backbone_and_head_have_their_own_learning_rates():
-    x, y = finetune.labelled_subset(tiny_run_config().data, 1, seed=1, names=DIGITS)
-    model, encoder = classifier()
-    head = model.get_layer("head").trainable_variables
-    before_enc, before_head = snapshot(encoder.variables), snapshot(head)
-    finetune.train_classifier(model, encoder, x, y, TINY_RECIPE, 1, backbone_lr=0.0, bn="frozen")
-    assert not any(changed(before_enc, encoder.variables))
-    assert all(changed(before_head, head))
-
-
-def test_fine_tuning_learns_digits():
-    """A random tiny encoder trained end to end on 10 digits per class: well above the
-    10% of chance (observed 45-55% on 100 test images; asserted 25%)."""
-    data = tiny_run_config().data
-    x, y = finetune.labelled_subset(data, 10, seed=1, names=DIGITS)
-    x_test, y_test = finetune._eval_split(data, 100)
-    model, encoder = classifier()
-    recipe = finetune.Recipe(epochs=1, min_steps=150, max_steps=150, batch_size=16, head_lr=1e-2)
-    info = finetune.train_classifier(model, encoder, x, y, recipe, 1, backbone_lr=1e-2, bn="train")
-    assert info["steps"] == 150 and np.isfinite(info["loss"])
-    assert finetune.accuracy(model, x_test, y_test) > 0.25
-
-
-# -- linear probe, then fine-tune; selection on held-out labels -----------------------
-
-
-@pytest.mark.parametrize("k", [2, 3])
-def test_the_linear_probe_folds_into_the_head(k):
-    """The head a fine-tuning run starts from gives the frozen probe's probabilities."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(3.0, 2.0, (60, 5)).astype(np.float32)
-    y = np.arange(60) % k
-    x[:, 0] += 2 * y  # separable enough to be more than a constant
-    probe = evaluate.fit_linear(x, y)
-    kernel, bias = evaluate.linear_weights(probe, k)
-    assert kernel.shape == (5, k) and bias.shape == (k,)
-    probs = tf.nn.softmax(x @ kernel + bias).numpy()
-    np.testing.assert_allclose(probs, probe.predict_proba(x), atol=1e-5)
-    with pytest.raises(ValueError, match="saw classes"):
-        evaluate.linear_weights(probe, k + 1)
-
-
-def test_held_out_labels_are_a_stratified_seeded_part_of_each_class():
-    y = np.repeat(np.arange(3), [10, 5, 1])
-    train, held = finetune.holdout_split(y, 0.2, seed=1)
-    assert np.bincount(y[held], minlength=3).tolist() == [2, 1, 0]  # never a whole class
-    assert sorted([*train, *held]) == list(range(len(y)))
-    assert np.array_equal(held, finetune.holdout_split(y, 0.2, seed=1)[1])
-    assert not np.array_equal(held, finetune.holdout_split(y, 0.2, seed=2)[1])
-
-
-def test_training_ends_at_its_best_held_out_step():
-    data = tiny_run_config().data
-    x, y = finetune.labelled_subset(data, 4, seed=1, names=DIGITS)
-    train, held = finetune.holdout_split(y, 0.25, seed=1)
-    model, encoder = classifier()
-    recipe = finetune.Recipe(epochs=1, min_steps=12, max_steps=12, batch_size=8, evals=4)
-    info = finetune.train_classifier(
-        model, encoder, x[train], y[train], recipe, 1, backbone_lr=1e-3, bn="train",
-        held_out=(x[held], y[held]),
-    )  # fmt: skip
-    assert [n for n, _ in info["curve"]] == [0, 3, 6, 9, 12]
-    best = max(acc for _, acc in info["curve"])
-    assert info["val_acc"] == best
-    assert info["best_step"] == next(n for n, acc in info["curve"] if acc == best)
-    assert finetune.accuracy(model, x[held], y[held]) == best  # the best step's weights
+# -- the arms and the classifier handed out -------------------------------------------
 
 
 def test_fine_tuned_arm_is_the_frozen_probe_when_training_cannot_beat_it(run_dir, tmp_path):
@@ -296,17 +94,21 @@ def test_a_candidate_must_beat_the_probe_by_more_than_the_held_out_noise(
         acc = probe + gain_in_images / n_held
         return {"best_step": 5, "val_acc": acc, "curve": [(0, probe), (5, acc)]}
 
-    monkeypatch.setattr(finetune, "train_classifier", fake_training)
+    monkeypatch.setattr(few_label_arms, "train_classifier", fake_training)
     config = load_run_config(run_dir)
     x = np.random.default_rng(0).normal(size=(100, 32, 32, 3)).astype(np.float32)  # views
     y = np.tile(np.arange(10), 10)
     train, held = np.arange(80), np.arange(80, 100)
-    features = finetune._features(untrained_encoder(config), x, y)[0]
+    encoder = untrained_encoder(config)
+    features = few_label_arms.frozen_features(encoder, x, y)[0]
     probe_clf = evaluate.fit_linear(features, y, seed=1)
-    _, info = finetune._fine_tune(
-        lambda: untrained_encoder(config), features, probe_clf, x, y, train, held,
-        tuple(str(i) for i in range(10)), finetune.Recipe(candidates=(("train", 1.0),)), 1,
-    )  # fmt: skip
+    recipe = finetune.Recipe(candidates=(("train", 1.0),))
+    names = tuple(str(i) for i in range(10))
+    ev = few_label_arms.Evaluation(
+        config, config, recipe, names, encoder, encoder.get_weights(), None, None, None
+    )
+    subset = few_label_arms.Subset(x, y, 1, train, held, features, probe_clf)
+    _, info = few_label_arms._fine_tune(ev, subset)
     assert info["margin"] == pytest.approx((probe * (1 - probe) / n_held) ** 0.5)
     assert info["selected"].startswith(selected)
 
@@ -376,42 +178,6 @@ def test_evaluation_writes_table_plot_and_a_servable_classifier(run_dir, tmp_pat
         loaded.signatures["classify"](images=tf.zeros([1, 5, 5, 3], tf.uint8))
 
 
-def test_the_exported_classifier_takes_an_empty_batch_and_floats_by_the_contract(tmp_path):
-    """Issue 33 MED 18: `classify` and the .keras classifier failed on a batch of 0 images
-    (the encoder export returns 0 rows). LOW 32: `loaded.classify` cast float [0, 1]
-    images to uint8 in silence (all 0, one class for every image)."""
-    from amdim_tf.run import loader
-
-    model = finetune.build_classifier(untrained_encoder(tiny_run_config()), 3)
-    classifier = finetune.pixel_classifier(model, ("a", "b", "c"), "cifar")
-    loaded = tf.saved_model.load(finetune.export_classifier(classifier, str(tmp_path / "1")))
-    keras_file = str(tmp_path / "classifier.keras")
-    loader.save_keras_atomic(classifier, keras_file)
-    reloaded = keras.saving.load_model(keras_file)
-    empty = np.zeros((0, 32, 32, 3), np.uint8)
-    outputs = (
-        loaded.signatures["classify"](images=tf.constant(empty)),
-        loaded.signatures["serving_default"](images=tf.constant(empty)),
-        loaded.classify(empty),
-        reloaded.classify(empty),
-    )
-    for out in outputs:
-        assert out["probabilities"].shape == (0, 3) and out["class_name"].shape == (0,)
-    assert reloaded(empty).shape == (0, 3)
-
-    pixels = np.random.default_rng(2).integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)
-    want = loaded.classify(pixels)["probabilities"].numpy()
-    np.testing.assert_allclose(reloaded(pixels), want, atol=1e-5)
-    for dtype in (np.float32, np.float64):  # 0..255 floats: the same prediction
-        got = loaded.classify(pixels.astype(dtype))["probabilities"]
-        np.testing.assert_allclose(got, want, atol=1e-5)
-        with pytest.raises(tf.errors.InvalidArgumentError, match="multiply .0, 1. images by 255"):
-            loaded.classify((pixels / 255.0).astype(dtype))
-    for name in ("classify", "serving_default"):  # what TF Serving runs: uint8, unchanged
-        spec = loaded.signatures[name].structured_input_signature[1]["images"]
-        assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, None, None, 3]
-
-
 def write_folder(root, classes=("cat", "dog", "emu"), per_class=10):
     rng = np.random.default_rng(0)
     for c, name in enumerate(classes):
@@ -479,24 +245,43 @@ def test_tool_reports_a_bad_budget_in_one_line(run_dir):
     assert last.startswith("error: label budget 0.1% of 1,440 train images") and "class 0" in last
 
 
-def test_the_table_marks_the_best_arm_of_each_budget_and_the_selection():
-    rows = [
-        {"arm": "frozen", "budget": "1%", "n_labels": 10, "seed": 1, "test_acc": 0.50},
-        {"arm": "frozen", "budget": "1%", "n_labels": 10, "seed": 2, "test_acc": 0.60},
-        {"arm": "finetune", "budget": "1%", "n_labels": 10, "seed": 1, "test_acc": 0.50,
-         "selected": "linear probe"},
-        {"arm": "finetune", "budget": "1%", "n_labels": 10, "seed": 2, "test_acc": 0.60,
-         "selected": "bn train, backbone x1, step 40"},
-        {"arm": "scratch", "budget": "1%", "n_labels": 10, "seed": 1, "test_acc": 0.20},
-        {"arm": "scratch", "budget": "1%", "n_labels": 10, "seed": 2, "test_acc": 0.30},
-    ]  # fmt: skip
-    table = finetune.format_table(finetune._summary(rows), "T", rows)
-    lines = table.splitlines()
-    frozen, tuned, scratch = (next(x for x in lines if x.startswith(f"| {t}")) for t in (
-        "frozen", "fine-tuned", "same network"))  # fmt: skip
-    assert "**55.0%** (50.0-60.0, 2 seeds)" in frozen and "**55.0%**" in tuned
-    assert "**" not in scratch and "25.0% (20.0-30.0, 2 seeds)" in scratch
-    assert lines[-2:] == [
-        "- 1%, seed 1: linear probe",
-        "- 1%, seed 2: bn train, backbone x1, step 40",
-    ]
+def test_scratch_is_the_classifier_written_when_it_wins_on_the_held_out_labels(tmp_path):
+    """Issue 32 (few labels): the fine-tuned arm was written even when scratch was better.
+    A collapsed encoder (constant r1) against scratch on the digits at 10 per class:
+    the pretrained arms stay at chance on the 20 held-out labels (observed 10%; test
+    9.8%), scratch learns (observed 75%; test 67.8%), so scratch is written, named, and said to win."""
+    run = collapsed_run(str(tmp_path / "run"))
+    recipe = finetune.Recipe(
+        epochs=1, min_steps=100, max_steps=100, batch_size=16, head_lr=1e-2, evals=4,
+        candidates=(("frozen", 0.0),),
+    )  # fmt: skip
+    out = str(tmp_path / "out")
+    result = finetune.run_few_label_evaluation(
+        run, out, finetune.parse_budgets([], ["10"]), recipe=recipe
+    )
+    choice = result["saved_classifier"]
+    held = choice["held_out"]
+    assert choice["arm"] == "scratch" and choice["n_held_out"] == 20
+    assert held["scratch"] > max(held["frozen"], held["finetune"]) + choice["noise"]
+    assert choice["margin"] == pytest.approx(
+        held["scratch"] - max(held["frozen"], held["finetune"])
+    )
+    text = result["table"].splitlines()[-1]
+    assert text.startswith("Classifier written (classifier.keras, export/1): same network")
+    assert "Pretraining did not help here" in text
+    scratch = next(r for r in result["rows"] if r["arm"] == "scratch")
+    written = keras.saving.load_model(os.path.join(out, "classifier.keras"))
+    x_test, y_test = finetune._eval_split(tiny_run_config().data, 0)
+    assert classifier.accuracy(written.classifier, x_test, y_test) == scratch["test_acc"]
+
+
+def test_the_classifier_chosen_is_the_best_held_out_arm_ties_to_the_pretrained_ones():
+    choose = few_label_arms.choose_classifier
+    held = {"frozen": 0.7, "finetune": 0.7, "scratch": 0.6}
+    tie = choose(held, 20, probe_is_tuned=True)  # the fine-tuned arm is the probe
+    assert tie["arm"] == "finetune" and tie["runner_up"] == "scratch"
+    assert tie["margin"] == pytest.approx(0.1) and tie["noise"] == pytest.approx(0.1024695)
+    assert choose({**held, "scratch": 0.75}, 20)["arm"] == "scratch"
+    nothing = choose(dict.fromkeys(held), 0)
+    assert nothing["arm"] == "finetune" and nothing["margin"] is None
+    assert choose({"scratch": None}, 0)["arm"] == "scratch"

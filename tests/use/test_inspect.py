@@ -201,11 +201,3 @@ def test_every_pair_of_a_duplicate_group_larger_than_k_is_counted(tmp_path):
     )
     assert summary["counts"]["near_duplicate_pairs_within"]["test"] == 105
     assert summary["counts"]["exact_duplicate_pairs"] == 105
-
-
-def test_grid_titles_with_mathtext_and_missing_images_draw(tmp_path):
-    """Issue 33 MED 8 and 10 in inspection's grids: `$...$` names are plain text and an
-    image that could not be read back is an empty cell, not an error."""
-    tiles = [np.zeros((8, 8, 3), np.uint8), None, np.full((8, 8, 3), 200, np.uint8)]
-    out = inspect.tiles_png(str(tmp_path / "t.png"), tiles, ["a$\\frac$b", "gone", "c"], 2)
-    assert os.path.getsize(out) > 0
