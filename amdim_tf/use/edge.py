@@ -152,7 +152,7 @@ def parse_features(features: str | Iterable[str], outputs: Iterable[str]) -> lis
     features = [f.strip() for f in features if f.strip()]
     outputs = list(outputs)
     if "r1" not in features or any(k not in outputs for k in features):
-        raise ValueError(
+        raise UserError(
             f"features {','.join(features)}: use r1 plus any of "
             f"{','.join(k for k in outputs if k in FEATURES and k != 'r1')} "
             "(the encoder's outputs)."
@@ -278,7 +278,7 @@ def runner(path: str, num_threads: int | None = None) -> Callable[[np.ndarray], 
         want = (side, side, 3) if side else images.shape[1:]
         if images.ndim != 4 or images.shape[1:] != want or images.dtype != np.uint8:
             s = side or "S"
-            raise ValueError(
+            raise UserError(
                 f"{name} takes uint8 images [B, {s}, {s}, 3] (raw pixels at the encoder's "
                 f"size), received {images.dtype} {list(images.shape)}; resize them to "
                 f"{s}x{s} first (the SavedModel's serving_default takes any size)."

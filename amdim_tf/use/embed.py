@@ -410,7 +410,7 @@ def _write_outputs(
     if row != total:
         raise RuntimeError(f"counted {total} images but read {row}; was the data changed?")
     if len(non_finite) == total:
-        raise ValueError(
+        raise UserError(
             f"every one of the {total} images has NaN or inf features from {model.description}"
             " (a diverged run?); embed with an earlier checkpoint (--which=best) or retrain."
         )
