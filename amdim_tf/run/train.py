@@ -200,15 +200,12 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
         )
     lock = None
     created = bool(workdir) and chief and not os.path.lexists(workdir)
-    returned = False
     try:
         if workdir and chief:
             make_workdir(workdir)
             # Before anything is written or deleted (--overwrite): one run per workdir.
             lock = WorkdirLock(workdir).acquire()
-        out = _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
-        returned = True
-        return out
+        return _train(config, workdir, overwrite, extra_callbacks, strategy, chief)
     except (OSError, tf.errors.OpError) as e:
         error = workdir_storage_error(e, workdir) if workdir else None
         if error is None:
@@ -217,9 +214,10 @@ def train(config, workdir=None, overwrite=False, extra_callbacks=()):
     finally:
         if lock is not None:
             lock.release()
-        if created and not returned:
+        if created:
             # A failed start (a typo, unreadable data) leaves no empty work directory;
-            # rmdir removes only an empty one, so nothing a run wrote is lost.
+            # rmdir removes only an empty one (a run that started wrote config.json), so
+            # nothing a run wrote is lost.
             with contextlib.suppress(OSError):
                 os.rmdir(workdir)
 
